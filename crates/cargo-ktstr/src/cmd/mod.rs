@@ -1,0 +1,4 @@
+//! One module per subcommand; each exposes `XArgs` (clap) and `run(XArgs) -> Result<i32>`
+//! returning the process exit code.
+
+pub mod stats;

@@ -1,0 +1,40 @@
+//! `cargo ktstr`: the command-line front end. It parses arguments and calls into the
+//! `ktstr` and `ktstr-sidecar` libraries; logic lives there, not here.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+/// Works both as `cargo ktstr ...` (cargo passes "ktstr" as the first argument) and as
+/// `cargo-ktstr ...`.
+#[derive(Parser, Debug)]
+#[command(name = "cargo-ktstr", bin_name = "cargo ktstr", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Read sidecars back: list runs, show and explain results.
+    Stats(cmd::stats::StatsArgs),
+}
+
+fn main() {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // `cargo ktstr foo` runs `cargo-ktstr ktstr foo`.
+    if args.get(1).is_some_and(|a| a == "ktstr") {
+        args.remove(1);
+    }
+    let cli = Cli::parse_from(args);
+    let result = match cli.command {
+        Command::Stats(a) => cmd::stats::run(a),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
