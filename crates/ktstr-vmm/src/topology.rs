@@ -1,0 +1,239 @@
+//! The declared CPU topology `{n}n{l}l{c}c{t}t`: NUMA nodes, LLCs in total, cores per LLC,
+//! threads per core. Shared by every engine; CPU numbering is thread-fastest, then core,
+//! then LLC, and LLCs are spread evenly over NUMA nodes.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A VM's CPU topology. Always valid once constructed (see [`Topology::new`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Topology {
+    numa_nodes: u32,
+    llcs: u32,
+    cores_per_llc: u32,
+    threads_per_core: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopologyError {
+    #[error("topology dimension `{0}` must be at least 1")]
+    Zero(&'static str),
+    #[error("{llcs} LLCs cannot be spread evenly over {nodes} NUMA nodes (llcs must be a multiple of numa_nodes)")]
+    UnevenLlcs { llcs: u32, nodes: u32 },
+    #[error("topology has {0} vCPUs; at most {MAX_VCPUS} are supported")]
+    TooManyCpus(u64),
+    #[error("cannot parse topology `{0}`: expected `{{n}}n{{l}}l{{c}}c{{t}}t` (e.g. 1n2l4c1t) or `N,L,C,T` (e.g. 1,2,4,1)")]
+    Syntax(String),
+}
+
+/// Upper bound on vCPUs (x2APIC ids and ACPI tables are sized for it).
+pub const MAX_VCPUS: u64 = 1024;
+
+impl Topology {
+    pub fn new(
+        numa_nodes: u32,
+        llcs: u32,
+        cores_per_llc: u32,
+        threads_per_core: u32,
+    ) -> Result<Self, TopologyError> {
+        for (name, v) in [
+            ("numa_nodes", numa_nodes),
+            ("llcs", llcs),
+            ("cores", cores_per_llc),
+            ("threads", threads_per_core),
+        ] {
+            if v == 0 {
+                return Err(TopologyError::Zero(name));
+            }
+        }
+        if llcs % numa_nodes != 0 {
+            return Err(TopologyError::UnevenLlcs {
+                llcs,
+                nodes: numa_nodes,
+            });
+        }
+        let total = u64::from(llcs) * u64::from(cores_per_llc) * u64::from(threads_per_core);
+        if total > MAX_VCPUS {
+            return Err(TopologyError::TooManyCpus(total));
+        }
+        Ok(Self {
+            numa_nodes,
+            llcs,
+            cores_per_llc,
+            threads_per_core,
+        })
+    }
+
+    pub fn numa_nodes(&self) -> u32 {
+        self.numa_nodes
+    }
+    pub fn llcs(&self) -> u32 {
+        self.llcs
+    }
+    pub fn cores_per_llc(&self) -> u32 {
+        self.cores_per_llc
+    }
+    pub fn threads_per_core(&self) -> u32 {
+        self.threads_per_core
+    }
+    pub fn llcs_per_node(&self) -> u32 {
+        self.llcs / self.numa_nodes
+    }
+    /// Total vCPUs.
+    pub fn vcpus(&self) -> u32 {
+        self.llcs * self.cores_per_llc * self.threads_per_core
+    }
+    /// Total cores (all LLCs).
+    pub fn cores(&self) -> u32 {
+        self.llcs * self.cores_per_llc
+    }
+
+    /// Where CPU `cpu` sits: (node, llc, core within LLC, thread within core).
+    pub fn place(&self, cpu: u32) -> CpuPlace {
+        let thread = cpu % self.threads_per_core;
+        let core = (cpu / self.threads_per_core) % self.cores_per_llc;
+        let llc = cpu / (self.threads_per_core * self.cores_per_llc);
+        CpuPlace {
+            node: llc / self.llcs_per_node(),
+            llc,
+            core,
+            thread,
+        }
+    }
+
+    /// The CPUs of one NUMA node, in order.
+    pub fn node_cpus(&self, node: u32) -> std::ops::Range<u32> {
+        let per_node = self.vcpus() / self.numa_nodes;
+        node * per_node..(node + 1) * per_node
+    }
+
+    /// The CPUs of one LLC, in order.
+    pub fn llc_cpus(&self, llc: u32) -> std::ops::Range<u32> {
+        let per_llc = self.cores_per_llc * self.threads_per_core;
+        llc * per_llc..(llc + 1) * per_llc
+    }
+}
+
+/// Position of one CPU in the topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuPlace {
+    pub node: u32,
+    pub llc: u32,
+    pub core: u32,
+    pub thread: u32,
+}
+
+impl fmt::Display for Topology {
+    /// The label used in sidecars and test names, e.g. `1n2l4c1t`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}n{}l{}c{}t",
+            self.numa_nodes, self.llcs, self.cores_per_llc, self.threads_per_core
+        )
+    }
+}
+
+impl FromStr for Topology {
+    type Err = TopologyError;
+
+    /// Accepts the label form `1n2l4c1t` and the CLI form `1,2,4,1`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let syntax = || TopologyError::Syntax(s.to_string());
+        let s = s.trim();
+        let nums: Vec<u32> = if s.contains(',') {
+            s.split(',')
+                .map(|p| p.trim().parse::<u32>().map_err(|_| syntax()))
+                .collect::<Result<_, _>>()?
+        } else {
+            let mut out = Vec::with_capacity(4);
+            let mut rest = s;
+            for suffix in ['n', 'l', 'c', 't'] {
+                let idx = rest.find(suffix).ok_or_else(syntax)?;
+                out.push(rest[..idx].parse::<u32>().map_err(|_| syntax())?);
+                rest = &rest[idx + 1..];
+            }
+            if !rest.is_empty() {
+                return Err(syntax());
+            }
+            out
+        };
+        match nums.as_slice() {
+            [n, l, c, t] => Topology::new(*n, *l, *c, *t),
+            _ => Err(syntax()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_both_forms_and_round_trips_the_label() {
+        let a: Topology = "2n4l2c2t".parse().unwrap();
+        let b: Topology = "2,4,2,2".parse().unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.to_string(), "2n4l2c2t");
+        assert_eq!(a.vcpus(), 16);
+        assert_eq!(a.llcs_per_node(), 2);
+    }
+
+    #[test]
+    fn rejects_bad_shapes() {
+        assert_eq!(
+            "1n0l1c1t".parse::<Topology>(),
+            Err(TopologyError::Zero("llcs"))
+        );
+        assert!(matches!(
+            "2n3l1c1t".parse::<Topology>(),
+            Err(TopologyError::UnevenLlcs { .. })
+        ));
+        assert!(matches!(
+            "1n2l".parse::<Topology>(),
+            Err(TopologyError::Syntax(_))
+        ));
+        assert!(matches!(
+            "1n2l4c1tx".parse::<Topology>(),
+            Err(TopologyError::Syntax(_))
+        ));
+        assert!(matches!(
+            "1,64,32,2".parse::<Topology>(),
+            Err(TopologyError::TooManyCpus(4096))
+        ));
+    }
+
+    #[test]
+    fn places_cpus_thread_fastest() {
+        let t: Topology = "2n4l2c2t".parse().unwrap();
+        assert_eq!(
+            t.place(0),
+            CpuPlace {
+                node: 0,
+                llc: 0,
+                core: 0,
+                thread: 0
+            }
+        );
+        assert_eq!(
+            t.place(5),
+            CpuPlace {
+                node: 0,
+                llc: 1,
+                core: 0,
+                thread: 1
+            }
+        );
+        assert_eq!(
+            t.place(15),
+            CpuPlace {
+                node: 1,
+                llc: 3,
+                core: 1,
+                thread: 1
+            }
+        );
+        assert_eq!(t.node_cpus(1), 8..16);
+        assert_eq!(t.llc_cpus(2), 8..12);
+    }
+}

@@ -1,0 +1,1 @@
+//! Kernel images: the cache, `KTSTR_KERNEL` resolution, fetching the pinned Debian kernel.

@@ -1,0 +1,5 @@
+//! ktstr: what test authors link. Kernels, initramfs, engines (our KVM VMM and qemu TCG),
+//! the runner that boots a test and turns guest reports into a sidecar.
+
+pub mod initramfs;
+pub mod kernel;
