@@ -1,0 +1,39 @@
+//! The host<->guest protocol of ktstr (`docs/protocol.md`): a shared-memory region with a
+//! host-written header, a guest-to-host ring of CRC-checked frames and a small control
+//! area, plus the JSON messages ([`msg`]) and the guest's run spec ([`spec`]).
+//!
+//! Pure code, no syscalls: the guest maps the region from `/dev/mem`, the host from a file
+//! or from KVM guest memory, and both wrap it in a [`SharedMem`]. The host side
+//! ([`init_header`], [`Reader`]) treats every guest-written byte as untrusted.
+//!
+//! ```
+//! use ktstr_wire::{init_header, Kind, Reader, SharedMem, Writer};
+//!
+//! let shm = SharedMem::new_owned(64 * 1024);
+//! let layout = init_header(&shm).unwrap();
+//! let mut reader = Reader::new(&shm, layout);
+//! let mut writer = Writer::attach(&shm).unwrap();
+//! writer.try_write(Kind::OUTPUT, b"\x01hello").unwrap();
+//! let frame = reader.next_frame().unwrap().unwrap();
+//! assert_eq!(frame.payload, b"\x01hello");
+//! ```
+
+mod error;
+mod frame;
+mod layout;
+pub mod msg;
+mod reader;
+mod shm;
+pub mod spec;
+mod writer;
+
+#[cfg(test)]
+mod proptests;
+
+pub use error::WireError;
+pub use frame::{Frame, Kind, OutputStream, FRAME_HEADER_SIZE, FRAME_MAGIC};
+pub use layout::{init_header, offsets, Layout, StopReason, HEADER_SIZE, MAGIC, VERSION};
+pub use msg::{decode_msg, encode_msg, GuestMsg};
+pub use reader::{Reader, ReaderStats};
+pub use shm::SharedMem;
+pub use writer::{stop_requested, TryWriteError, Writer};
