@@ -1,0 +1,333 @@
+//! `host`: the machine that ran the VM, captured from `/proc` and `/sys`, so results from
+//! different hosts can be told apart (it stays out of the variant hash).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Sidecar key `host`. Every field is null when its source file was unreadable.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostContext {
+    /// `model name` of the first CPU in `/proc/cpuinfo` ("AMD EPYC 9654").
+    pub cpu_model: Option<String>,
+    /// `vendor_id` in `/proc/cpuinfo` ("AuthenticAMD", "GenuineIntel").
+    pub cpu_vendor: Option<String>,
+    /// `MemTotal` of `/proc/meminfo`, KiB.
+    pub total_memory_kib: Option<u64>,
+    /// `HugePages_Total` of `/proc/meminfo`.
+    pub hugepages_total: Option<u64>,
+    /// `HugePages_Free` of `/proc/meminfo`.
+    pub hugepages_free: Option<u64>,
+    /// `Hugepagesize` of `/proc/meminfo`, KiB.
+    pub hugepages_size_kib: Option<u64>,
+    /// Selected mode of `/sys/kernel/mm/transparent_hugepage/enabled` ("madvise").
+    pub thp_enabled: Option<String>,
+    /// Selected mode of `/sys/kernel/mm/transparent_hugepage/defrag`.
+    pub thp_defrag: Option<String>,
+    /// Host kernel release (`/proc/sys/kernel/osrelease`).
+    pub kernel_release: Option<String>,
+    /// Architecture the harness was built for ("x86_64").
+    pub arch: Option<String>,
+    /// Host kernel command line (`/proc/cmdline`).
+    pub kernel_cmdline: Option<String>,
+    /// Host scheduler knobs: every readable `/proc/sys/kernel/sched_*` file.
+    pub sched_tunables: Option<BTreeMap<String, String>>,
+    /// CPUs online on the host (`/sys/devices/system/cpu/online`).
+    pub online_cpus: Option<u32>,
+    /// NUMA nodes online on the host (`/sys/devices/system/node/online`).
+    pub numa_nodes: Option<u32>,
+    /// What backs `/dev/kvm`.
+    pub kvm: Option<KvmBacking>,
+    /// Which engine ran the guest; set by the runner, not by [`HostContext::capture`].
+    pub engine: Option<Engine>,
+}
+
+/// What serves `/dev/kvm` on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KvmBacking {
+    /// Hardware virtualisation: `vmx`/`svm` in the CPU flags or `kvm_intel`/`kvm_amd` loaded.
+    Hardware,
+    /// KVM-PVM (module `kvm_pvm`): the API works but guest kernel code is emulated, slowly.
+    Pvm,
+    /// `/dev/kvm` exists but neither of the above could be established.
+    Unknown,
+    /// No `/dev/kvm`.
+    Absent,
+}
+
+/// The engine that ran the guest (DESIGN section 4b).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Engine {
+    /// ktstr's own VMM on `/dev/kvm`.
+    Kvm,
+    /// `qemu-system-x86_64 -accel tcg`.
+    QemuTcg,
+}
+
+impl HostContext {
+    /// Capture the context of this host. Never fails: unreadable pieces stay None.
+    pub fn capture() -> HostContext {
+        Self::capture_from(Path::new("/"))
+    }
+
+    /// Capture from a file-system root holding `proc/`, `sys/` and `dev/` (tests use a
+    /// fake tree).
+    pub fn capture_from(root: &Path) -> HostContext {
+        let read = |rel: &str| fs::read_to_string(root.join(rel)).ok();
+        let cpuinfo = read("proc/cpuinfo");
+        let meminfo = read("proc/meminfo");
+        let cpu_field = |key: &str| cpuinfo.as_deref().and_then(|c| first_field(c, key));
+        let mem_field = |key: &str| meminfo.as_deref().and_then(|m| meminfo_number(m, key));
+
+        HostContext {
+            cpu_model: cpu_field("model name"),
+            cpu_vendor: cpu_field("vendor_id"),
+            total_memory_kib: mem_field("MemTotal"),
+            hugepages_total: mem_field("HugePages_Total"),
+            hugepages_free: mem_field("HugePages_Free"),
+            hugepages_size_kib: mem_field("Hugepagesize"),
+            thp_enabled: read("sys/kernel/mm/transparent_hugepage/enabled")
+                .and_then(|s| selected_mode(&s)),
+            thp_defrag: read("sys/kernel/mm/transparent_hugepage/defrag")
+                .and_then(|s| selected_mode(&s)),
+            kernel_release: read("proc/sys/kernel/osrelease").map(|s| s.trim().to_string()),
+            arch: Some(std::env::consts::ARCH.to_string()),
+            kernel_cmdline: read("proc/cmdline").map(|s| s.trim().to_string()),
+            sched_tunables: sched_tunables(&root.join("proc/sys/kernel")),
+            online_cpus: read("sys/devices/system/cpu/online").and_then(|s| cpulist_count(&s)),
+            numa_nodes: read("sys/devices/system/node/online").and_then(|s| cpulist_count(&s)),
+            kvm: Some(kvm_backing(root, cpuinfo.as_deref())),
+            engine: None,
+        }
+    }
+}
+
+/// Value of the first `key : value` line of a `/proc/cpuinfo`-style file.
+fn first_field(text: &str, key: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        (k.trim() == key).then(|| v.trim().to_string())
+    })
+}
+
+/// Number of a `/proc/meminfo` line (`MemTotal:  16384 kB` -> 16384).
+fn meminfo_number(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        if k.trim() != key {
+            return None;
+        }
+        v.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// The bracketed choice of a sysfs mode file (`always [madvise] never` -> `madvise`).
+fn selected_mode(text: &str) -> Option<String> {
+    let start = text.find('[')? + 1;
+    let len = text[start..].find(']')?;
+    Some(text[start..start + len].to_string())
+}
+
+/// Count of a kernel cpu/node list (`0-3,8,10-11` -> 7); None if malformed.
+pub(crate) fn cpulist_count(text: &str) -> Option<u32> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Some(0);
+    }
+    let mut n: u32 = 0;
+    for part in text.split(',') {
+        let count = match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+                b.checked_sub(a)?.checked_add(1)?
+            }
+            None => {
+                part.trim().parse::<u32>().ok()?;
+                1
+            }
+        };
+        n = n.checked_add(count)?;
+    }
+    Some(n)
+}
+
+fn sched_tunables(dir: &Path) -> Option<BTreeMap<String, String>> {
+    let entries = fs::read_dir(dir).ok()?;
+    let mut out = BTreeMap::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("sched_") {
+            continue;
+        }
+        // Write-only or permission-denied knobs are skipped, not fatal.
+        if let Ok(value) = fs::read_to_string(entry.path()) {
+            out.insert(name, value.trim().to_string());
+        }
+    }
+    Some(out)
+}
+
+/// Decide what serves `/dev/kvm`. PVM is checked first: its module replaces the vendor
+/// module, so its presence wins even if the CPU advertises vmx/svm.
+fn kvm_backing(root: &Path, cpuinfo: Option<&str>) -> KvmBacking {
+    if !root.join("dev/kvm").exists() {
+        return KvmBacking::Absent;
+    }
+    let modules = fs::read_to_string(root.join("proc/modules")).unwrap_or_default();
+    let loaded = |name: &str| {
+        modules
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(name))
+            || root.join("sys/module").join(name).is_dir()
+    };
+    if loaded("kvm_pvm") {
+        return KvmBacking::Pvm;
+    }
+    let hw_flag = cpuinfo
+        .and_then(|c| first_field(c, "flags"))
+        .is_some_and(|f| f.split_whitespace().any(|x| x == "vmx" || x == "svm"));
+    if hw_flag || loaded("kvm_intel") || loaded("kvm_amd") {
+        return KvmBacking::Hardware;
+    }
+    KvmBacking::Unknown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(root: &Path, rel: &str, text: &str) {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().expect("test paths have parents")).expect("mkdir");
+        fs::write(p, text).expect("write");
+    }
+
+    fn fake_host(root: &Path) {
+        write(
+            root,
+            "proc/cpuinfo",
+            "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9654\nflags\t\t: fpu svm lm\n\nprocessor\t: 1\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9654\n",
+        );
+        write(
+            root,
+            "proc/meminfo",
+            "MemTotal:       24576000 kB\nHugePages_Total:      16\nHugePages_Free:        4\nHugepagesize:       2048 kB\n",
+        );
+        write(
+            root,
+            "sys/kernel/mm/transparent_hugepage/enabled",
+            "always [madvise] never\n",
+        );
+        write(
+            root,
+            "sys/kernel/mm/transparent_hugepage/defrag",
+            "[always] defer madvise never\n",
+        );
+        write(root, "proc/sys/kernel/osrelease", "6.18.44\n");
+        write(root, "proc/cmdline", "console=ttyS0 quiet\n");
+        write(root, "proc/sys/kernel/sched_rr_timeslice_ms", "100\n");
+        write(root, "proc/sys/kernel/sched_autogroup_enabled", "1\n");
+        write(root, "proc/sys/kernel/hostname", "not-a-sched-knob\n");
+        write(root, "sys/devices/system/cpu/online", "0-3,8,10-11\n");
+        write(root, "sys/devices/system/node/online", "0-1\n");
+    }
+
+    #[test]
+    fn capture_reads_every_source() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        fake_host(root);
+        write(root, "dev/kvm", "");
+        let h = HostContext::capture_from(root);
+        assert_eq!(h.cpu_model.as_deref(), Some("AMD EPYC 9654"));
+        assert_eq!(h.cpu_vendor.as_deref(), Some("AuthenticAMD"));
+        assert_eq!(h.total_memory_kib, Some(24_576_000));
+        assert_eq!(h.hugepages_total, Some(16));
+        assert_eq!(h.hugepages_free, Some(4));
+        assert_eq!(h.hugepages_size_kib, Some(2048));
+        assert_eq!(h.thp_enabled.as_deref(), Some("madvise"));
+        assert_eq!(h.thp_defrag.as_deref(), Some("always"));
+        assert_eq!(h.kernel_release.as_deref(), Some("6.18.44"));
+        assert_eq!(h.kernel_cmdline.as_deref(), Some("console=ttyS0 quiet"));
+        let knobs = h.sched_tunables.expect("tunables");
+        assert_eq!(
+            knobs.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["sched_autogroup_enabled", "sched_rr_timeslice_ms"]
+        );
+        assert_eq!(knobs["sched_rr_timeslice_ms"], "100");
+        assert_eq!(h.online_cpus, Some(7));
+        assert_eq!(h.numa_nodes, Some(2));
+        assert_eq!(h.kvm, Some(KvmBacking::Hardware));
+        assert_eq!(h.engine, None);
+    }
+
+    #[test]
+    fn kvm_backing_pvm_wins_and_absent_without_dev_kvm() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        fake_host(root);
+        assert_eq!(
+            HostContext::capture_from(root).kvm,
+            Some(KvmBacking::Absent)
+        );
+        write(root, "dev/kvm", "");
+        write(
+            root,
+            "proc/modules",
+            "kvm_pvm 65536 0 - Live 0x0\nkvm 1 1 kvm_pvm, Live 0x0\n",
+        );
+        assert_eq!(HostContext::capture_from(root).kvm, Some(KvmBacking::Pvm));
+        // Without /proc/modules, /sys/module/kvm_pvm tells the same (this workplace).
+        fs::remove_file(root.join("proc/modules")).expect("rm");
+        fs::create_dir_all(root.join("sys/module/kvm_pvm")).expect("mkdir");
+        assert_eq!(HostContext::capture_from(root).kvm, Some(KvmBacking::Pvm));
+    }
+
+    #[test]
+    fn kvm_backing_unknown_without_evidence_and_hardware_by_module() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        write(root, "dev/kvm", "");
+        write(root, "proc/cpuinfo", "flags\t: fpu lm\n");
+        assert_eq!(
+            HostContext::capture_from(root).kvm,
+            Some(KvmBacking::Unknown)
+        );
+        write(root, "proc/modules", "kvm_amd 1 0 - Live 0x0\n");
+        assert_eq!(
+            HostContext::capture_from(root).kvm,
+            Some(KvmBacking::Hardware)
+        );
+    }
+
+    #[test]
+    fn empty_root_gives_nones_not_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let h = HostContext::capture_from(dir.path());
+        assert_eq!(h.cpu_model, None);
+        assert_eq!(h.total_memory_kib, None);
+        assert_eq!(h.sched_tunables, None);
+        assert_eq!(h.online_cpus, None);
+        assert_eq!(h.kvm, Some(KvmBacking::Absent));
+    }
+
+    #[test]
+    fn cpulist_count_cases() {
+        assert_eq!(cpulist_count("0"), Some(1));
+        assert_eq!(cpulist_count("0-1\n"), Some(2));
+        assert_eq!(cpulist_count("0-3,8,10-11"), Some(7));
+        assert_eq!(cpulist_count(""), Some(0));
+        assert_eq!(cpulist_count("3-1"), None);
+        assert_eq!(cpulist_count("x"), None);
+    }
+
+    #[test]
+    fn capture_on_this_host_does_not_panic_and_knows_arch() {
+        let h = HostContext::capture();
+        assert_eq!(h.arch.as_deref(), Some(std::env::consts::ARCH));
+    }
+}

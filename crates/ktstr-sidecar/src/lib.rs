@@ -1,0 +1,124 @@
+//! The ktstr sidecar: the JSON file every test run leaves behind, and everything needed
+//! to write, find, read and judge it. The types of this crate *are* the documentation
+//! of the format; each field's doc says what the key holds.
+//!
+//! # Files and directories
+//!
+//! ```text
+//! {runs_root}/                             KTSTR_RUNS_ROOT, else {cargo target dir}/ktstr
+//!   {kernel_version}-{project_commit}/     "unknown" stands in for a missing piece;
+//!                                          KTSTR_SIDECAR_DIR replaces this whole path
+//!     {test_name}-{variant_hash:016x}.ktstr.json
+//! ```
+//!
+//! Files are written atomically ([`write::write_atomic`]): a reader sees a complete old
+//! or new file, never a torn one. See [`paths`].
+//!
+//! # The document
+//!
+//! One JSON object, [`SidecarResult`], with exactly these 32 keys in this order
+//! ([`SidecarResult::KEYS`]):
+//!
+//! | key | type | |
+//! |---|---|---|
+//! | `test_name` | string | registered test name |
+//! | `topology` | string | `1n2l4c1t`: NUMA nodes, LLCs, cores per LLC, threads per core |
+//! | `scheduler` | string | scheduler name or `eevdf` |
+//! | `scheduler_commit` | string or null | reserved, null |
+//! | `resolve_source` | [`ResolveSource`] or null | how the scheduler binary was found |
+//! | `project_commit` | string or null | `abc1234` or `abc1234-dirty` |
+//! | `payload` | string or null | primary payload |
+//! | `metrics` | [[`PayloadMetrics`]] | per payload invocation |
+//! | `passed`, `skipped`, `inconclusive` | bool | the verdict, see [`verdict`] |
+//! | `expected_failure` | bool | failed as `expect_err` demanded |
+//! | `stats` | [`ScenarioStats`] | worker measurements |
+//! | `monitor` | [`MonitorSummary`] or null | system samples |
+//! | `periodic_fired`, `periodic_target` | u32 | periodic snapshots taken / asked |
+//! | `vcpus`, `cpu_budget` | u32 | guest vCPUs / host CPUs they ran on |
+//! | `stimulus_events` | [[`StimulusEvent`]] | step boundaries |
+//! | `work_type` | string | worker work type |
+//! | `verifier_stats` | [[`ProgVerifierStats`]] | BPF verifier cost |
+//! | `kvm_stats` | [`KvmStatsTotals`] or null | host KVM counters per vCPU |
+//! | `sysctls`, `kargs` | [string] | `sysctl.k=v`; kernel args |
+//! | `kernel_version`, `kernel_commit` | string or null | guest kernel release; source tree commit |
+//! | `timestamp` | string | `2026-05-07T09:08:07Z` |
+//! | `run_id` | string | `20260507T090800Z-0` |
+//! | `host` | [`HostContext`] or null | the host machine |
+//! | `cleanup_duration_ms` | u64 or null | teardown time |
+//! | `run_source` | [`RunSource`] or null | `local`, `ci`, `archive` |
+//! | `perf_delta_assertions` | [[`PerfDeltaAssertionRecord`]] | regression gates |
+//!
+//! **Writer**: every key is always present; `null` for an absent optional value, `[]`
+//! for an empty list. JSON has no NaN: a non-finite number is written as `null`, and a
+//! plain number field reads `null` back as NaN.
+//!
+//! **Reader** ([`read_sidecar`], [`parse_sidecar`]): a missing optional key reads as
+//! null, a missing required key is an error naming the key and the file, unknown keys
+//! are ignored (newer writers may add keys). Contradicting verdict bits are an error.
+//!
+//! A hand-written minimal sidecar (every optional key left out) reads fine:
+//!
+//! ```
+//! let text = include_str!("../tests/data/minimal.ktstr.json");
+//! let s = ktstr_sidecar::parse_sidecar(text.as_bytes(), "minimal.ktstr.json".as_ref())?;
+//! assert!(s.is_pass());
+//! assert_eq!(s.kernel_version, None);
+//! assert_eq!(s.stats.cgroup("cg0").map(|c| c.total_iterations), Some(1200));
+//! # Ok::<(), ktstr_sidecar::SidecarError>(())
+//! ```
+//!
+//! # Writing one
+//!
+//! ```no_run
+//! use ktstr_sidecar::{Outcome, SidecarResult};
+//! # fn main() -> Result<(), ktstr_sidecar::SidecarError> {
+//! let mut s = SidecarResult::new_run("steady", "1n2l4c1t", "scx_lavd");
+//! s.set_kernel(Some("7.2.13".into()), Some("/src/linux".as_ref()));
+//! s.work_type = "SpinWait".into();
+//! s.vcpus = 8;
+//! s.cpu_budget = 2;
+//! let raw = Outcome::merge_all([Outcome::Pass, Outcome::Pass]);
+//! let fin = s.finalize(raw, /* expect_err */ false);
+//! let path = s.write()?; // {runs_root}/7.2.13-{commit}/steady-{hash}.ktstr.json
+//! std::process::exit(fin.outcome.exit_code());
+//! # }
+//! ```
+//!
+//! # Variant hash
+//!
+//! Runs of the same configuration share [`SidecarResult::variant_hash`], computed over
+//! topology, scheduler, payload, work type, sysctls and kargs only; see [`hash`].
+
+pub mod error;
+pub mod explain;
+mod float;
+pub mod hash;
+pub mod host;
+pub mod kvm;
+pub mod monitor;
+pub mod paths;
+pub mod payload;
+pub mod perf_delta;
+pub mod provenance;
+pub mod read;
+pub mod sidecar;
+pub mod stats;
+pub mod stimulus;
+pub mod summary;
+pub mod verdict;
+pub mod verifier;
+pub mod write;
+
+pub use error::{Result, SidecarError};
+pub use hash::VariantKey;
+pub use host::{Engine, HostContext, KvmBacking};
+pub use kvm::KvmStatsTotals;
+pub use monitor::{MonitorSummary, ProgStatsDelta, SchedstatDeltas};
+pub use payload::{Metric, MetricStream, PayloadMetrics, Polarity};
+pub use perf_delta::PerfDeltaAssertionRecord;
+pub use read::{load_pool, parse_sidecar, read_sidecar, LoadedSidecar, Pool, RunDir};
+pub use sidecar::{ResolveSource, RunSource, SidecarResult};
+pub use stats::{CgroupStats, PhaseStats, ScenarioStats};
+pub use stimulus::{StimulusEvent, StimulusKind};
+pub use verdict::{Finalized, Outcome, VerdictBits};
+pub use verifier::ProgVerifierStats;
