@@ -46,7 +46,7 @@ impl Topology {
                 return Err(TopologyError::Zero(name));
             }
         }
-        if llcs % numa_nodes != 0 {
+        if !llcs.is_multiple_of(numa_nodes) {
             return Err(TopologyError::UnevenLlcs {
                 llcs,
                 nodes: numa_nodes,
@@ -107,10 +107,59 @@ impl Topology {
         node * per_node..(node + 1) * per_node
     }
 
+    /// Bits of the x2APIC id used for the thread within a core: `ceil(log2(threads))`.
+    pub fn thread_bits(&self) -> u32 {
+        ceil_log2(self.threads_per_core)
+    }
+    /// Bits of the x2APIC id used for the core within an LLC: `ceil(log2(cores_per_llc))`.
+    pub fn core_bits(&self) -> u32 {
+        ceil_log2(self.cores_per_llc)
+    }
+    /// Bits of the x2APIC id used for the LLC: `ceil(log2(llcs))`.
+    pub fn llc_bits(&self) -> u32 {
+        ceil_log2(self.llcs)
+    }
+    /// Shift of the LLC field (= bits below it): threads and cores of one LLC share
+    /// `apic >> llc_shift`.
+    pub fn llc_shift(&self) -> u32 {
+        self.thread_bits() + self.core_bits()
+    }
+    /// Width of the whole x2APIC id: the VM is one package.
+    pub fn package_shift(&self) -> u32 {
+        self.llc_shift() + self.llc_bits()
+    }
+    /// x2APIC id of CPU `cpu`, packed `llc << (core_bits + thread_bits) | core << thread_bits
+    /// | thread`.
+    pub fn apic_id(&self, cpu: u32) -> u32 {
+        let p = self.place(cpu);
+        (p.llc << self.llc_shift()) | (p.core << self.thread_bits()) | p.thread
+    }
+    /// Highest x2APIC id of any CPU.
+    pub fn max_apic_id(&self) -> u32 {
+        self.apic_id(self.vcpus() - 1)
+    }
+    /// ACPI SLIT distance between two NUMA nodes: 10 local, 20 remote.
+    pub fn distance(&self, from: u32, to: u32) -> u8 {
+        if from == to {
+            10
+        } else {
+            20
+        }
+    }
+
     /// The CPUs of one LLC, in order.
     pub fn llc_cpus(&self, llc: u32) -> std::ops::Range<u32> {
         let per_llc = self.cores_per_llc * self.threads_per_core;
         llc * per_llc..(llc + 1) * per_llc
+    }
+}
+
+/// `ceil(log2(n))` for n >= 1.
+pub fn ceil_log2(n: u32) -> u32 {
+    if n <= 1 {
+        0
+    } else {
+        32 - (n - 1).leading_zeros()
     }
 }
 
@@ -235,5 +284,26 @@ mod tests {
         );
         assert_eq!(t.node_cpus(1), 8..16);
         assert_eq!(t.llc_cpus(2), 8..12);
+    }
+
+    #[test]
+    fn packs_apic_ids_with_ceil_log2_fields() {
+        assert_eq!(ceil_log2(1), 0);
+        assert_eq!(ceil_log2(2), 1);
+        assert_eq!(ceil_log2(3), 2);
+        assert_eq!(ceil_log2(7), 3);
+        assert_eq!(ceil_log2(8), 3);
+        let t: Topology = "1n2l3c1t".parse().unwrap();
+        let ids: Vec<u32> = (0..t.vcpus()).map(|c| t.apic_id(c)).collect();
+        assert_eq!(ids, vec![0, 1, 2, 4, 5, 6]);
+        let t: Topology = "1n7l2c1t".parse().unwrap();
+        assert_eq!((t.thread_bits(), t.core_bits(), t.llc_bits()), (0, 1, 3));
+        assert_eq!(t.apic_id(13), 13);
+        assert_eq!(t.package_shift(), 4);
+        let t: Topology = "2n4l2c2t".parse().unwrap();
+        assert_eq!(t.apic_id(5), 0b0101);
+        assert_eq!(t.max_apic_id(), 15);
+        assert_eq!(t.distance(0, 1), 20);
+        assert_eq!(t.distance(1, 1), 10);
     }
 }
