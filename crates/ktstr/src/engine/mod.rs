@@ -1,0 +1,226 @@
+//! Engines run a guest: our own KVM VMM (`kvm`) on hosts with hardware virtualisation,
+//! or `qemu-system-x86_64` under TCG (`qemu-tcg`) where KVM cannot run a Linux kernel.
+//! Both take the same [`BootSpec`] and hand back the same shared-memory view and exit.
+
+pub mod qemu;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ktstr_vmm::Topology;
+
+/// Which engine runs the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    Kvm,
+    QemuTcg,
+}
+
+impl EngineKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Kvm => "kvm",
+            EngineKind::QemuTcg => "qemu-tcg",
+        }
+    }
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What `/dev/kvm` is on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKvm {
+    /// vmx/svm present: KVM runs guest kernels natively.
+    Hardware,
+    /// KVM-PVM (`kvm_pvm` loaded, no vmx/svm): guest kernel code is emulated.
+    Pvm,
+    /// No usable `/dev/kvm`.
+    Absent,
+}
+
+/// Classify the host's KVM from `/dev/kvm`, `/proc/cpuinfo` and `/proc/modules`.
+pub fn host_kvm() -> HostKvm {
+    let dev = Path::new("/dev/kvm");
+    if !dev.exists() {
+        return HostKvm::Absent;
+    }
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let modules = std::fs::read_to_string("/proc/modules").unwrap_or_default();
+    classify_kvm(&cpuinfo, &modules)
+}
+
+fn classify_kvm(cpuinfo: &str, modules: &str) -> HostKvm {
+    let has_virt_flag = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    let module_loaded = |name: &str| {
+        modules
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(name))
+    };
+    if module_loaded("kvm_pvm") && !has_virt_flag {
+        HostKvm::Pvm
+    } else if has_virt_flag && (module_loaded("kvm_intel") || module_loaded("kvm_amd")) {
+        HostKvm::Hardware
+    } else if module_loaded("kvm_pvm") {
+        HostKvm::Pvm
+    } else if has_virt_flag {
+        // Built-in KVM modules do not show in /proc/modules.
+        HostKvm::Hardware
+    } else {
+        HostKvm::Absent
+    }
+}
+
+/// Why no engine could be chosen.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineChoiceError {
+    #[error("unknown engine `{0}`: expected `auto`, `kvm` or `qemu-tcg` (KTSTR_ENGINE / --engine)")]
+    Unknown(String),
+    #[error("no engine can run a Linux guest here: /dev/kvm is {kvm} and `qemu-system-x86_64` is not installed; install it (Debian: `apt-get install qemu-system-x86`) or run on a host with hardware KVM")]
+    NoneAvailable { kvm: &'static str },
+    #[error("engine `qemu-tcg` requested but `qemu-system-x86_64` is not on PATH; install it (Debian: `apt-get install qemu-system-x86`)")]
+    QemuMissing,
+}
+
+/// Pick the engine: an explicit request (`--engine` / `KTSTR_ENGINE`) or `auto`, which
+/// takes `kvm` on hardware KVM, else `qemu-tcg` when qemu is installed.
+pub fn choose(request: Option<&str>) -> Result<EngineKind, EngineChoiceError> {
+    let env = std::env::var("KTSTR_ENGINE").ok();
+    let request = request
+        .or(env.as_deref())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("auto");
+    let qemu = qemu::find_binary();
+    match request {
+        "kvm" => Ok(EngineKind::Kvm),
+        "qemu-tcg" | "qemu" | "tcg" => qemu.map(|_| EngineKind::QemuTcg).ok_or(EngineChoiceError::QemuMissing),
+        "auto" => match (host_kvm(), qemu) {
+            (HostKvm::Hardware, _) => Ok(EngineKind::Kvm),
+            (_, Some(_)) => Ok(EngineKind::QemuTcg),
+            (kvm, None) => Err(EngineChoiceError::NoneAvailable {
+                kvm: match kvm {
+                    HostKvm::Pvm => "KVM-PVM (cannot run an unmodified kernel at useful speed)",
+                    _ => "absent",
+                },
+            }),
+        },
+        other => Err(EngineChoiceError::Unknown(other.to_string())),
+    }
+}
+
+/// Everything an engine needs to boot one guest.
+#[derive(Debug, Clone)]
+pub struct BootSpec {
+    pub topology: Topology,
+    pub memory_mib: u64,
+    /// Host CPUs the vCPU threads are pinned to (`None`: min(vcpus, host CPUs)).
+    pub cpu_budget: Option<u32>,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// Test kargs appended after the base command line.
+    pub kargs: Vec<String>,
+    /// Size of the shared-memory region in bytes (multiple of 2 MiB).
+    pub shm_size: u64,
+    /// Where the serial console goes (`None`: the terminal, for interactive shells).
+    pub serial_log: Option<PathBuf>,
+    /// Wall-clock budget for the whole run; past it the engine kills the guest.
+    pub deadline: Duration,
+}
+
+/// Kernel arguments every guest starts from: quiet, fast to boot, reboot = exit.
+pub const BASE_KARGS: &[&str] = &[
+    "console=ttyS0",
+    "loglevel=4",
+    "panic=-1",
+    "reboot=k",
+    "nomodules",
+    "lockdown=none",
+    "nokaslr",
+    "tsc=reliable",
+    "no_timer_check",
+    "noreplace-smp",
+    "cryptomgr.notests",
+    "rcupdate.rcu_expedited=1",
+    "i8042.noaux",
+    "i8042.nomux",
+    "i8042.nopnp",
+    "i8042.dumbkbd",
+    "pci=off",
+];
+
+/// How the guest's run ended, as the engine saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestExit {
+    /// The guest rebooted (i8042 reset / triple fault / qemu exit 0 with `-no-reboot`).
+    Reset,
+    /// The engine died on its own: qemu crashed, or a KVM error.
+    EngineFailed(String),
+    /// The host killed the guest (watchdog or user).
+    Killed(String),
+}
+
+/// What an engine reports after teardown.
+#[derive(Debug, Clone)]
+pub struct EngineReport {
+    pub exit: GuestExit,
+    pub vcpus: u32,
+    pub cpu_budget: u32,
+    /// The host CPUs the vCPU threads were pinned to.
+    pub host_cpus: Vec<usize>,
+    /// Per-vCPU KVM counters (`kvm` engine only).
+    pub kvm_stats: Option<Vec<std::collections::BTreeMap<String, u64>>>,
+}
+
+/// Host CPUs this process may run on.
+pub fn available_host_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for pid 0 (us).
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        return (0..n).collect();
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
+}
+
+/// The host CPUs a guest with `vcpus` vCPUs and an optional budget is pinned to.
+pub fn budget_cpus(vcpus: u32, budget: Option<u32>) -> Vec<usize> {
+    let avail = available_host_cpus();
+    let want = budget.unwrap_or(vcpus).max(1) as usize;
+    let n = want.min(avail.len()).max(1);
+    avail.into_iter().take(n).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_pvm_hardware_and_absent() {
+        let pvm_mods = "kvm_pvm 1 0 - Live\nkvm 2 1 kvm_pvm, Live\n";
+        assert_eq!(classify_kvm("flags\t: fpu sse2\n", pvm_mods), HostKvm::Pvm);
+        assert_eq!(
+            classify_kvm("flags\t: fpu svm sse2\n", "kvm_amd 1 0 - Live\nkvm 2 1\n"),
+            HostKvm::Hardware
+        );
+        assert_eq!(classify_kvm("flags\t: fpu vmx\n", ""), HostKvm::Hardware);
+        assert_eq!(classify_kvm("flags\t: fpu\n", ""), HostKvm::Absent);
+    }
+
+    #[test]
+    fn budget_never_exceeds_available_cpus_and_is_at_least_one() {
+        let avail = available_host_cpus().len();
+        assert_eq!(budget_cpus(16, None).len(), avail.min(16));
+        assert_eq!(budget_cpus(16, Some(1)).len(), 1);
+        assert_eq!(budget_cpus(1, Some(0)).len(), 1);
+    }
+}

@@ -1,0 +1,239 @@
+//! Turns the guest's frames into a record of the run: what it saw, what it measured, how
+//! it ended. Everything here is untrusted input; bad frames become failure reasons.
+
+use std::io::Write;
+use std::time::Instant;
+
+use ktstr_wire::msg::{LogLevel, SeenTopology, WorkerReport};
+use ktstr_wire::{decode_msg, Frame, GuestMsg, Kind, OutputStream};
+
+/// Caps on what one run may accumulate, so a misbehaving guest cannot exhaust the host.
+const MAX_WORKER_REPORTS: usize = 65_536;
+const MAX_LOG_LINES: usize = 10_000;
+const MAX_OUTPUT_BYTES: usize = 64 << 20;
+
+/// Where live program output goes (`cargo ktstr shell --exec` streams it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputMode {
+    /// Keep it in memory only.
+    Capture,
+    /// Also copy it to this process's stdout/stderr as it arrives.
+    Stream,
+}
+
+/// Everything the guest reported.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub ready: Option<Ready>,
+    pub phases: Vec<(String, u64)>,
+    pub logs: Vec<(LogLevel, String)>,
+    pub workers: Vec<WorkerReport>,
+    pub exec_status: Option<i32>,
+    pub panic: Option<String>,
+    pub done: Option<Done>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub scheduler_log: Vec<u8>,
+    /// Protocol problems: a corrupt ring ends collection with one of these.
+    pub protocol_errors: Vec<String>,
+    pub dropped: u64,
+    /// Host time when `Done` arrived (start of teardown).
+    pub done_at: Option<Instant>,
+    pub self_test: Vec<Vec<u8>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Ready {
+    pub kernel_release: String,
+    pub uptime_ms: u64,
+    pub topology: SeenTopology,
+    /// Host wall time from start to the ready message.
+    pub host_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Done {
+    pub exit_code: i32,
+    pub elapsed_ms: u64,
+}
+
+/// Feeds frames into [`Collected`].
+pub struct Collector {
+    pub data: Collected,
+    output: OutputMode,
+    started: Instant,
+}
+
+impl Collector {
+    pub fn new(output: OutputMode, started: Instant) -> Self {
+        Self {
+            data: Collected::default(),
+            output,
+            started,
+        }
+    }
+
+    pub fn protocol_error(&mut self, what: String) {
+        if self.data.protocol_errors.len() < 16 {
+            self.data.protocol_errors.push(what);
+        }
+    }
+
+    pub fn frame(&mut self, frame: Frame) {
+        match frame.kind {
+            Kind::MSG => match decode_msg(&frame) {
+                Ok(msg) => self.message(msg),
+                Err(e) => self.protocol_error(format!("frame {}: {e}", frame.seq)),
+            },
+            Kind::OUTPUT => match frame.output() {
+                Ok((stream, bytes)) => self.output(stream, bytes),
+                Err(e) => self.protocol_error(format!("frame {}: {e}", frame.seq)),
+            },
+            Kind::SELF_TEST => {
+                if self.data.self_test.len() < 1024 {
+                    self.data.self_test.push(frame.payload);
+                }
+            }
+            _ => self.data.dropped += 1,
+        }
+    }
+
+    fn output(&mut self, stream: OutputStream, bytes: &[u8]) {
+        let buf = match stream {
+            OutputStream::Stdout => &mut self.data.stdout,
+            OutputStream::Stderr => &mut self.data.stderr,
+            _ => &mut self.data.scheduler_log,
+        };
+        if buf.len() + bytes.len() <= MAX_OUTPUT_BYTES {
+            buf.extend_from_slice(bytes);
+        } else {
+            self.data.dropped += 1;
+        }
+        if self.output == OutputMode::Stream {
+            // Best effort: a closed terminal must not end the run.
+            let _ = match stream {
+                OutputStream::Stdout => {
+                    let mut o = std::io::stdout().lock();
+                    o.write_all(bytes).and_then(|_| o.flush())
+                }
+                OutputStream::Stderr => {
+                    let mut e = std::io::stderr().lock();
+                    e.write_all(bytes).and_then(|_| e.flush())
+                }
+                _ => Ok(()),
+            };
+        }
+    }
+
+    fn message(&mut self, msg: GuestMsg) {
+        let d = &mut self.data;
+        match msg {
+            GuestMsg::Ready {
+                kernel_release,
+                uptime_ms,
+                topology,
+            } => {
+                d.ready = Some(Ready {
+                    kernel_release,
+                    uptime_ms,
+                    topology,
+                    host_ms: self.started.elapsed().as_millis() as u64,
+                })
+            }
+            GuestMsg::Phase { name, elapsed_ms } => d.phases.push((name, elapsed_ms)),
+            GuestMsg::Log { level, text } => {
+                if d.logs.len() < MAX_LOG_LINES {
+                    d.logs.push((level, text));
+                }
+            }
+            GuestMsg::WorkerReport(r) => {
+                if d.workers.len() < MAX_WORKER_REPORTS {
+                    d.workers.push(r);
+                } else {
+                    d.dropped += 1;
+                }
+            }
+            GuestMsg::ExecExit { status } => d.exec_status = Some(status),
+            GuestMsg::Panic { message } => d.panic = Some(message),
+            GuestMsg::Done {
+                exit_code,
+                elapsed_ms,
+            } => {
+                d.done = Some(Done {
+                    exit_code,
+                    elapsed_ms,
+                });
+                d.done_at = Some(Instant::now());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ktstr_wire::{encode_msg, init_header, Reader, SharedMem, Writer};
+
+    fn roundtrip(msgs: &[GuestMsg], raw: &[(Kind, Vec<u8>)]) -> Collected {
+        roundtrip_with_stats(msgs, raw).0
+    }
+
+    fn roundtrip_with_stats(
+        msgs: &[GuestMsg],
+        raw: &[(Kind, Vec<u8>)],
+    ) -> (Collected, ktstr_wire::ReaderStats) {
+        let shm = SharedMem::new_owned(64 * 1024);
+        let layout = init_header(&shm).unwrap();
+        let mut reader = Reader::new(&shm, layout);
+        let mut writer = Writer::attach(&shm).unwrap();
+        for m in msgs {
+            writer.try_write(Kind::MSG, &encode_msg(m)).unwrap();
+        }
+        for (k, p) in raw {
+            writer.try_write(*k, p).unwrap();
+        }
+        let mut c = Collector::new(OutputMode::Capture, Instant::now());
+        while let Some(f) = reader.next_frame().unwrap() {
+            c.frame(f);
+        }
+        (c.data, reader.stats())
+    }
+
+    #[test]
+    fn collects_messages_and_output() {
+        let d = roundtrip(
+            &[
+                GuestMsg::Phase {
+                    name: "workers".into(),
+                    elapsed_ms: 5,
+                },
+                GuestMsg::ExecExit { status: 3 },
+                GuestMsg::Done {
+                    exit_code: 0,
+                    elapsed_ms: 9,
+                },
+            ],
+            &[(Kind::OUTPUT, OutputStream::Stdout.encode(b"0-3\n"))],
+        );
+        assert_eq!(d.phases, vec![("workers".to_string(), 5)]);
+        assert_eq!(d.exec_status, Some(3));
+        assert_eq!(d.done.map(|x| x.exit_code), Some(0));
+        assert!(d.done_at.is_some());
+        assert_eq!(d.stdout, b"0-3\n");
+    }
+
+    #[test]
+    fn bad_json_and_unknown_kinds_are_recorded_not_fatal() {
+        let (d, stats) = roundtrip_with_stats(
+            &[],
+            &[
+                (Kind::MSG, b"{\"type\":\"nonsense\"}".to_vec()),
+                (Kind(999), b"x".to_vec()),
+            ],
+        );
+        assert_eq!(d.protocol_errors.len(), 1, "{:?}", d.protocol_errors);
+        assert!(d.protocol_errors[0].contains("frame 0"), "{:?}", d.protocol_errors);
+        // The reader skips kinds it does not know and counts them.
+        assert_eq!(stats.skipped_unknown, 1);
+    }
+}

@@ -1,0 +1,288 @@
+//! The runner: boots one test and turns what the guest reported into a verdict and a
+//! sidecar. Order of work: check the request, pack the initramfs, boot, drain the ring
+//! while the guest runs, tear down with a timer, evaluate on the host, write the sidecar.
+
+pub mod collect;
+pub mod evaluate;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ktstr_sidecar::{Outcome, SidecarResult};
+use ktstr_vmm::Topology;
+use ktstr_wire::spec::GuestSpec;
+use ktstr_wire::{init_header, Reader, SharedMem, StopReason};
+
+use crate::engine::qemu::QemuGuest;
+use crate::engine::{BootSpec, EngineKind, EngineReport};
+use crate::initramfs::{self, BaseParts};
+use crate::kernel::ResolvedKernel;
+use collect::{Collected, Collector, OutputMode};
+
+/// Default size of the shared-memory region.
+pub const DEFAULT_SHM_SIZE: u64 = 8 << 20;
+/// Time a guest gets to boot before its workload starts counting against the deadline.
+pub const BOOT_BUDGET: Duration = Duration::from_secs(60);
+/// Grace after the workload for collection, sync and reboot.
+pub const EXIT_GRACE: Duration = Duration::from_secs(30);
+
+/// One run to perform.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub test_name: String,
+    pub topology: Topology,
+    pub memory_mib: u64,
+    pub cpu_budget: Option<u32>,
+    pub kernel: ResolvedKernel,
+    pub engine: EngineKind,
+    pub spec: GuestSpec,
+    pub scheduler: String,
+    pub sysctls: Vec<String>,
+    pub kargs: Vec<String>,
+    /// Host binaries packed into the guest (with their libraries) under `/bin/<name>`.
+    pub includes: Vec<PathBuf>,
+    pub expect_err: bool,
+    /// Print program output live (`cargo ktstr shell --exec`).
+    pub stream_output: bool,
+    /// Give the serial console to the terminal (interactive shell).
+    pub console_on_terminal: bool,
+    /// Write a sidecar (tests do; `shell` does not).
+    pub write_sidecar: bool,
+}
+
+impl RunRequest {
+    /// Wall-clock deadline of the whole run.
+    pub fn deadline(&self) -> Duration {
+        BOOT_BUDGET + Duration::from_millis(self.spec.duration_ms) + EXIT_GRACE
+    }
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub sidecar: SidecarResult,
+    pub sidecar_path: Option<PathBuf>,
+    /// Kept when the run did not pass (and always for shells).
+    pub console_log: Option<PathBuf>,
+    pub collected: Collected,
+    pub engine: EngineReport,
+    pub reasons: Vec<String>,
+    pub boot_to_ready_ms: Option<u64>,
+    pub wall_ms: u64,
+}
+
+/// The guest runtime binary: `KTSTR_GUEST`, else `ktstr-guest` beside this executable
+/// (cargo puts test binaries in `target/<profile>/deps/`, binaries one level up).
+pub fn guest_binary() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("KTSTR_GUEST").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        anyhow::ensure!(p.is_file(), "KTSTR_GUEST={} is not a file", p.display());
+        return Ok(p);
+    }
+    let exe = std::env::current_exe().context("cannot find the current executable")?;
+    let mut dir = exe.parent().map(Path::to_path_buf);
+    for _ in 0..3 {
+        let Some(d) = dir else { break };
+        let cand = d.join("ktstr-guest");
+        if cand.is_file() {
+            return Ok(cand);
+        }
+        dir = d.parent().map(Path::to_path_buf);
+    }
+    anyhow::bail!(
+        "the guest runtime `ktstr-guest` was not found beside {}: build it with `cargo build -p ktstr-guest` or set KTSTR_GUEST=/path/to/ktstr-guest",
+        exe.display()
+    )
+}
+
+/// Run one test end to end.
+pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
+    let started = Instant::now();
+    let mut sidecar = SidecarResult::new_run(
+        req.test_name.clone(),
+        req.topology.to_string(),
+        req.scheduler.clone(),
+    );
+    sidecar.vcpus = req.topology.vcpus();
+    sidecar.sysctls = req.sysctls.clone();
+    sidecar.kargs = req.kargs.clone();
+    sidecar.work_type = evaluate::work_type_name(&req.spec);
+    sidecar.set_kernel(
+        Some(req.kernel.release.clone()),
+        req.kernel.source_tree.as_deref().or(Some(req.kernel.image.as_path())),
+    );
+    if let Some(h) = sidecar.host.as_mut() {
+        h.engine = Some(match req.engine {
+            EngineKind::Kvm => ktstr_sidecar::host::Engine::Kvm,
+            EngineKind::QemuTcg => ktstr_sidecar::host::Engine::QemuTcg,
+        });
+    }
+
+    let out_dir = if req.write_sidecar {
+        ktstr_sidecar::paths::run_dir_for(&sidecar)
+    } else {
+        std::env::temp_dir().join("ktstr-shell")
+    };
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("cannot create run directory {}", out_dir.display()))?;
+    let stem = sidecar
+        .file_name()
+        .trim_end_matches(".ktstr.json")
+        .to_string();
+    let console_log = out_dir.join(format!("{stem}.console.log"));
+    let work = tempfile::Builder::new()
+        .prefix("ktstr-run-")
+        .tempdir()
+        .context("cannot create a temporary directory for the run")?;
+
+    // Initramfs: cached base + this test's spec.
+    let base = req
+        .includes
+        .iter()
+        .fold(BaseParts::new(guest_binary()?).kernel(&req.kernel), |b, inc| {
+            b.include(inc)
+        });
+    let initrd = work.path().join("initramfs.cpio");
+    initramfs::build_initramfs(&base, &req.spec.to_json(), &initrd)
+        .context("cannot build the initramfs")?;
+
+    let boot = BootSpec {
+        topology: req.topology,
+        memory_mib: req.memory_mib,
+        cpu_budget: req.cpu_budget,
+        kernel: req.kernel.image.clone(),
+        initrd,
+        kargs: req.kargs.clone(),
+        shm_size: DEFAULT_SHM_SIZE,
+        serial_log: (!req.console_on_terminal).then(|| console_log.clone()),
+        deadline: req.deadline(),
+    };
+
+    let mode = if req.stream_output {
+        OutputMode::Stream
+    } else {
+        OutputMode::Capture
+    };
+    let mut collector = Collector::new(mode, started);
+    let engine_report = match req.engine {
+        EngineKind::QemuTcg => boot_qemu(&boot, &mut collector)?,
+        EngineKind::Kvm => anyhow::bail!(
+            "the kvm engine cannot boot Linux guests yet; use --engine qemu-tcg (KTSTR_ENGINE=qemu-tcg)"
+        ),
+    };
+    let torn_down = Instant::now();
+    let data = collector.data;
+
+    sidecar.cpu_budget = engine_report.cpu_budget;
+    sidecar.cleanup_duration_ms = data
+        .done_at
+        .map(|t| torn_down.saturating_duration_since(t).as_millis() as u64);
+    if let Some(stats) = engine_report.kvm_stats.clone() {
+        sidecar.kvm_stats = Some(ktstr_sidecar::KvmStatsTotals { per_vcpu: stats });
+    }
+    sidecar.stats = evaluate::scenario_stats(&req.spec, &data);
+
+    let verdict = evaluate::evaluate(req, &data, &engine_report, &console_log);
+    sidecar.stats.verdict_details = verdict.reasons.clone();
+    let finalized = sidecar.finalize(verdict.outcome, req.expect_err);
+
+    let sidecar_path = if req.write_sidecar {
+        Some(
+            sidecar
+                .write_to_dir(&out_dir)
+                .with_context(|| format!("cannot write the sidecar into {}", out_dir.display()))?,
+        )
+    } else {
+        None
+    };
+    let keep_console = !req.write_sidecar || finalized.outcome != Outcome::Pass || req.expect_err;
+    if !keep_console && !req.console_on_terminal {
+        let _ = std::fs::remove_file(&console_log);
+    }
+    Ok(RunOutcome {
+        boot_to_ready_ms: data.ready.as_ref().map(|r| r.host_ms),
+        sidecar,
+        sidecar_path,
+        console_log: (keep_console && console_log.exists()).then_some(console_log),
+        collected: data,
+        engine: engine_report,
+        reasons: verdict.reasons,
+        wall_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// Boot under qemu and drain the ring until the guest is gone.
+fn boot_qemu(boot: &BootSpec, collector: &mut Collector) -> anyhow::Result<EngineReport> {
+    let mut layout = None;
+    let mut guest = QemuGuest::start(boot, |shm| {
+        // SAFETY: the mapping lives as long as the guest object, which outlives every
+        // use of this view.
+        let mem = unsafe { SharedMem::from_raw(shm.as_ptr(), shm.len()) }
+            .context("cannot use the shared-memory mapping")?;
+        layout = Some(init_header(&mem).context("cannot initialise the shared-memory header")?);
+        Ok(())
+    })?;
+    let layout = layout.context("shared-memory header was not initialised")?;
+    // SAFETY: as above; `guest` owns the mapping until teardown, after the last read.
+    let mem = unsafe { SharedMem::from_raw(guest.shm().as_ptr(), guest.shm().len()) }
+        .context("cannot use the shared-memory mapping")?;
+    let mut reader = Reader::new(&mem, layout);
+    let deadline = Instant::now() + boot.deadline;
+    let mut ring_ok = true;
+    loop {
+        let mut progressed = false;
+        if ring_ok {
+            loop {
+                match reader.next_frame() {
+                    Ok(Some(frame)) => {
+                        collector.frame(frame);
+                        progressed = true;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        collector.protocol_error(format!(
+                            "guest corrupted the shared-memory ring: {e}"
+                        ));
+                        ring_ok = false;
+                        guest.kill("the guest wrote garbage into the shared-memory ring");
+                        break;
+                    }
+                }
+            }
+        }
+        if guest.try_wait()?.is_some() {
+            break;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            reader.request_stop(StopReason::Watchdog);
+            guest.kill(format!(
+                "watchdog: the run exceeded its {} s deadline",
+                boot.deadline.as_secs()
+            ));
+            break;
+        }
+        if let Some(done_at) = collector.data.done_at {
+            if now.duration_since(done_at) > EXIT_GRACE {
+                guest.kill("the guest reported done but did not reboot");
+                break;
+            }
+        }
+        if !progressed {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    // Whatever the guest committed before it went away is still in memory.
+    while ring_ok {
+        match reader.next_frame() {
+            Ok(Some(frame)) => collector.frame(frame),
+            Ok(None) => break,
+            Err(e) => {
+                collector.protocol_error(format!("guest corrupted the shared-memory ring: {e}"));
+                break;
+            }
+        }
+    }
+    Ok(guest.teardown())
+}
