@@ -18,6 +18,8 @@ struct Cli {
 enum Command {
     /// Read sidecars back: list runs, show and explain results.
     Stats(cmd::stats::StatsArgs),
+    /// Boot a VM of a given topology and run a command in it.
+    Shell(cmd::shell::ShellArgs),
 }
 
 fn main() {
@@ -29,6 +31,7 @@ fn main() {
     let cli = Cli::parse_from(args);
     let result = match cli.command {
         Command::Stats(a) => cmd::stats::run(a),
+        Command::Shell(a) => cmd::shell::run(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -3,3 +3,6 @@
 
 pub mod initramfs;
 pub mod kernel;
+pub mod engine;
+pub mod shm;
+pub mod runner;

@@ -2,3 +2,4 @@
 //! returning the process exit code.
 
 pub mod stats;
+pub mod shell;
