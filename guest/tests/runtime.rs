@@ -1,0 +1,225 @@
+//! Runs the guest runtime binary outside a VM (not PID 1: no mounts, no reboot) against a
+//! file-backed region, and reads what it reports through the real ring.
+
+use std::fs::OpenOptions;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use ktstr_wire::msg::GuestMsg;
+use ktstr_wire::spec::{ExecSpec, GuestSpec, WorkKind, WorkerSpec};
+use ktstr_wire::{
+    decode_msg, init_header, Frame, Kind, OutputStream, Reader, SharedMem, StopReason,
+};
+
+const REGION: u64 = 4096 + (1 << 20);
+
+struct Region {
+    _dir: tempfile::TempDir,
+    shm_file: std::path::PathBuf,
+    spec_file: std::path::PathBuf,
+    reader: Reader,
+}
+
+fn region(spec: &GuestSpec) -> Region {
+    let dir = tempfile::tempdir().unwrap();
+    let shm_file = dir.path().join("shm");
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&shm_file)
+        .unwrap();
+    f.set_len(REGION).unwrap();
+    // SAFETY: a fresh shared mapping of our own file, kept for the whole test process.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            REGION as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(ptr, libc::MAP_FAILED);
+    // SAFETY: the mapping is never unmapped.
+    let shm = unsafe { SharedMem::from_raw(ptr.cast(), REGION as usize) }.unwrap();
+    let layout = init_header(&shm).unwrap();
+    let spec_file = dir.path().join("spec.json");
+    std::fs::write(&spec_file, spec.to_json()).unwrap();
+    Region {
+        _dir: dir,
+        shm_file,
+        spec_file,
+        reader: Reader::new(&shm, layout),
+    }
+}
+
+fn guest(r: &Region) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ktstr-guest"));
+    c.env("KTSTR_GUEST_SHM_FILE", &r.shm_file)
+        .env("KTSTR_GUEST_SPEC", &r.spec_file)
+        .stdin(Stdio::null());
+    c
+}
+
+fn drain(reader: &mut Reader) -> Vec<Frame> {
+    let mut v = Vec::new();
+    while let Some(f) = reader.next_frame().unwrap() {
+        v.push(f);
+    }
+    v
+}
+
+fn msgs(frames: &[Frame]) -> Vec<GuestMsg> {
+    frames
+        .iter()
+        .filter(|f| f.kind == Kind::MSG)
+        .map(|f| decode_msg(f).unwrap())
+        .collect()
+}
+
+fn spin_spec(duration_ms: u64, count: u32) -> GuestSpec {
+    let mut s = GuestSpec::new("spin_test", duration_ms);
+    s.workers.push(WorkerSpec {
+        group: "spinners".into(),
+        count,
+        work: WorkKind::Spin,
+    });
+    s
+}
+
+#[test]
+fn workers_report_through_the_ring() {
+    let mut r = region(&spin_spec(300, 2));
+    let out = guest(&r).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = msgs(&drain(&mut r.reader));
+
+    let GuestMsg::Ready {
+        topology,
+        kernel_release,
+        ..
+    } = &m[0]
+    else {
+        panic!("first message is not Ready: {m:?}");
+    };
+    assert!(topology.cpu_count >= 1);
+    assert!(!kernel_release.is_empty());
+    assert!(m
+        .iter()
+        .any(|x| matches!(x, GuestMsg::Phase { name, .. } if name == "workers")));
+    let reports: Vec<_> = m
+        .iter()
+        .filter_map(|x| match x {
+            GuestMsg::WorkerReport(w) => Some(w),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reports.len(), 2);
+    for (i, w) in reports.iter().enumerate() {
+        assert_eq!((w.group.as_str(), w.index), ("spinners", i as u32));
+        assert!(w.work_units > 0);
+        assert!(w.cpu_time_ns > 0);
+        assert!(w.wall_time_ns > 0);
+        assert!(!w.cpus_used.is_empty());
+        assert!(w.run_count > 0, "schedstat read");
+        assert!(w.max_gap_ns > 0);
+    }
+    assert!(matches!(
+        m.last(),
+        Some(GuestMsg::Done { exit_code: 0, .. })
+    ));
+}
+
+#[test]
+fn exec_output_is_streamed_and_its_status_reported() {
+    let mut spec = GuestSpec::new("exec_test", 0);
+    spec.exec = Some(ExecSpec {
+        argv: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "echo out; echo \"$GREETING\" >&2; exit 3".into(),
+        ],
+        env: vec![("GREETING".into(), "hello err".into())],
+    });
+    let mut r = region(&spec);
+    let out = guest(&r).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let frames = drain(&mut r.reader);
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    for f in frames.iter().filter(|f| f.kind == Kind::OUTPUT) {
+        match f.output().unwrap() {
+            (OutputStream::Stdout, b) => stdout.extend_from_slice(b),
+            (OutputStream::Stderr, b) => stderr.extend_from_slice(b),
+            other => panic!("unexpected stream {other:?}"),
+        }
+    }
+    assert_eq!(stdout, b"out\n");
+    assert_eq!(stderr, b"hello err\n");
+    let m = msgs(&frames);
+    assert!(m.contains(&GuestMsg::ExecExit { status: 3 }));
+    assert!(matches!(
+        m.last(),
+        Some(GuestMsg::Done { exit_code: 3, .. })
+    ));
+}
+
+#[test]
+fn host_stop_request_ends_a_long_run() {
+    // An hour-long run that only ends because the host asks.
+    let mut r = region(&spin_spec(3_600_000, 1));
+    let mut child = guest(&r).stderr(Stdio::null()).spawn().unwrap();
+    let mut m = Vec::new();
+    loop {
+        match r.reader.next_frame().unwrap() {
+            Some(f) if f.kind == Kind::MSG => {
+                let msg = decode_msg(&f).unwrap();
+                if matches!(&msg, GuestMsg::Phase { name, .. } if name == "workers") {
+                    r.reader.request_stop(StopReason::User);
+                }
+                let done = matches!(msg, GuestMsg::Done { .. });
+                m.push(msg);
+                if done {
+                    break;
+                }
+            }
+            Some(_) => {}
+            None => std::thread::sleep(std::time::Duration::from_millis(5)),
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        m.iter()
+            .filter(|x| matches!(x, GuestMsg::WorkerReport(_)))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_bad_spec_is_reported_as_an_error() {
+    let mut r = region(&spin_spec(1, 1));
+    std::fs::write(&r.spec_file, br#"{"version":99}"#).unwrap();
+    let out = guest(&r).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let m = msgs(&drain(&mut r.reader));
+    assert!(
+        m.iter()
+            .any(|x| matches!(x, GuestMsg::Log { text, .. } if text.contains("spec"))),
+        "{m:?}"
+    );
+    assert!(matches!(
+        m.last(),
+        Some(GuestMsg::Done { exit_code: 1, .. })
+    ));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ktstr-guest: error:"));
+    assert!(Path::new(&r.shm_file).exists());
+}
