@@ -98,6 +98,16 @@ pub fn run(args: ShellArgs) -> anyhow::Result<i32> {
         req.kernel.release
     );
     let out = runner::run(&req)?;
+    eprintln!(
+        "ktstr: guest ready after {} ms (guest uptime {} ms), whole run {} ms",
+        out.boot_to_ready_ms
+            .map_or_else(|| "-".to_string(), |v| v.to_string()),
+        out.collected
+            .ready
+            .as_ref()
+            .map_or_else(|| "-".to_string(), |r| r.uptime_ms.to_string()),
+        out.wall_ms
+    );
     if let Some(status) = out.collected.exec_status {
         return Ok(status);
     }
