@@ -19,6 +19,7 @@ pub mod arch;
 pub mod devices;
 pub mod host;
 pub mod memory;
+pub mod selftest;
 pub mod stats;
 pub mod topology;
 pub mod vcpu;
