@@ -40,7 +40,7 @@ pub enum SidecarError {
     MissingKey {
         path: PathBuf,
         key: String,
-        /// Path of the object that lacks the key ("stats.cgroups[0]"), empty at the top level.
+        /// Path of the object that lacks the key (`stats.cgroups[0]`), empty at the top level.
         within: String,
     },
 

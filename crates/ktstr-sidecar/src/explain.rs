@@ -164,9 +164,10 @@ pub fn explain(sidecar: &SidecarResult, file: Option<&Path>) -> Explanation {
         .get("stats")
         .and_then(Value::as_object)
         .unwrap_or(&empty);
+    let one_node = sidecar.topology.starts_with("1n");
     for &key in STATS_OPTIONS {
         push(&mut fields, format!("stats.{key}"), stats.get(key), || {
-            measurement_reason(key)
+            measurement_reason(key, one_node)
         });
     }
     let cgroups = stats.get("cgroups").and_then(Value::as_array);
@@ -177,7 +178,7 @@ pub fn explain(sidecar: &SidecarResult, file: Option<&Path>) -> Explanation {
                 &mut fields,
                 format!("stats.cgroups[{name}].{key}"),
                 cg.get(key),
-                || measurement_reason(key),
+                || measurement_reason(key, one_node),
             );
         }
     }
@@ -343,7 +344,7 @@ fn host_reason(key: &str) -> (NullClass, String) {
     ))
 }
 
-fn measurement_reason(key: &str) -> (NullClass, String) {
+fn measurement_reason(key: &str, one_node: bool) -> (NullClass, String) {
     let why = match key {
         "worst_spread" | "avg_off_cpu_pct" | "min_off_cpu_pct" | "max_off_cpu_pct" | "spread" => {
             "off-CPU time was not measured (no worker of this kind, or no cgroup)"
@@ -359,8 +360,12 @@ fn measurement_reason(key: &str) -> (NullClass, String) {
         "worst_run_delay_us" | "mean_run_delay_us" => {
             "per-task schedstats were off in the guest (CONFIG_SCHEDSTATS / kernel.sched_schedstats)"
         }
-        "page_locality" | "cross_node_migration_ratio" => {
+        "page_locality" | "cross_node_migration_ratio" if one_node => {
             "the topology has one NUMA node, so locality is not measured"
+        }
+        "page_locality" | "cross_node_migration_ratio" => {
+            "NUMA locality was not measured for this cgroup (its workers touched no tracked memory, \
+             or the guest kernel lacks CONFIG_NUMA_BALANCING statistics)"
         }
         _ => return actionable("no explanation is known for this field"),
     };
@@ -494,10 +499,10 @@ mod tests {
             assert!(!host_reason(k).1.starts_with("no explanation"), "{k}");
         }
         for k in STATS_OPTIONS.iter().chain(CGROUP_OPTIONS) {
-            assert!(
-                !measurement_reason(k).1.starts_with("no explanation"),
-                "{k}"
-            );
+            for one_node in [true, false] {
+                let why = measurement_reason(k, one_node).1;
+                assert!(!why.starts_with("no explanation"), "{k}");
+            }
         }
     }
 

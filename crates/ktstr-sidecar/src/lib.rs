@@ -39,7 +39,7 @@
 //! | `work_type` | string | worker work type |
 //! | `verifier_stats` | [[`ProgVerifierStats`]] | BPF verifier cost |
 //! | `kvm_stats` | [`KvmStatsTotals`] or null | host KVM counters per vCPU |
-//! | `sysctls`, `kargs` | [string] | `sysctl.k=v`; kernel args |
+//! | `sysctls`, `kargs` | list of strings | `sysctl.k=v`; kernel args |
 //! | `kernel_version`, `kernel_commit` | string or null | guest kernel release; source tree commit |
 //! | `timestamp` | string | `2026-05-07T09:08:07Z` |
 //! | `run_id` | string | `20260507T090800Z-0` |

@@ -444,6 +444,47 @@ mod tests {
     }
 
     #[test]
+    fn set_kernel_finds_the_commit_of_the_tree_an_image_was_built_in() {
+        let tree = tempfile::tempdir().expect("tempdir");
+        let git = |args: &[&str]| {
+            let ok = std::process::Command::new("git")
+                .args([
+                    "-c",
+                    "user.name=t",
+                    "-c",
+                    "user.email=t@t",
+                    "-c",
+                    "commit.gpgsign=false",
+                ])
+                .args(args)
+                .current_dir(tree.path())
+                .output()
+                .expect("the git CLI is needed by this test")
+                .status
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        git(&["init", "-q"]);
+        std::fs::write(tree.path().join("Makefile"), "all:\n").expect("write");
+        git(&["add", "Makefile"]);
+        git(&["commit", "-q", "-m", "v7"]);
+        // The built image is untracked, so the tree stays clean.
+        let image = tree.path().join("arch/x86/boot/bzImage");
+        std::fs::create_dir_all(image.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&image, b"MZ").expect("write");
+
+        let mut s = SidecarResult::new("t", "1n1l1c1t", "eevdf");
+        s.set_kernel(Some("7.2.13".into()), Some(&image));
+        assert_eq!(s.kernel_version.as_deref(), Some("7.2.13"));
+        let commit = s.kernel_commit.clone().expect("commit of the tree");
+        assert_eq!(commit.len(), 7, "{commit}");
+        assert!(commit.chars().all(|c| c.is_ascii_hexdigit()));
+
+        s.set_kernel(None, Some(Path::new("/nonexistent/bzImage")));
+        assert_eq!((s.kernel_version, s.kernel_commit), (None, None));
+    }
+
+    #[test]
     fn new_run_fills_provenance() {
         let s = SidecarResult::new_run("t", "1n1l1c1t", "eevdf");
         assert_eq!(s.timestamp.len(), "2026-05-07T09:08:07Z".len());
@@ -452,7 +493,8 @@ mod tests {
         assert!(s.host.as_ref().is_some_and(|h| h.arch.is_some()));
         // Inside a git checkout (this crate's own tests normally are) the commit is found.
         let cwd = std::env::current_dir().expect("cwd");
-        if let Some(here) = provenance::project_commit_at(&cwd) {
+        let overridden = std::env::var_os(provenance::PROJECT_COMMIT_ENV).is_some();
+        if let (false, Some(here)) = (overridden, provenance::project_commit_at(&cwd)) {
             let got = s
                 .project_commit
                 .expect("project_commit inside a repository");

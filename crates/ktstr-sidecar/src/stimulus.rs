@@ -12,7 +12,7 @@ pub struct StimulusEvent {
     pub step_index: u16,
     /// Whether the step starts or ends here.
     pub kind: StimulusKind,
-    /// Short label ("StepStart[2]").
+    /// Short label (`StepStart[2]`).
     pub label: String,
     /// What the step did ("set cpuset of cg0 to 0-3; 2 cgroups, 8 workers").
     pub detail: String,
