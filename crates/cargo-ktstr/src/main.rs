@@ -16,6 +16,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Boot ktstr-vmm's bare-metal self-test guest and check the topology it sees.
+    SelftestVm(cmd::selftest::SelftestVmArgs),
     /// Read sidecars back: list runs, show and explain results.
     Stats(cmd::stats::StatsArgs),
     /// Boot a VM of a given topology and run a command in it.
@@ -30,6 +32,7 @@ fn main() {
     }
     let cli = Cli::parse_from(args);
     let result = match cli.command {
+        Command::SelftestVm(a) => cmd::selftest::run(a),
         Command::Stats(a) => cmd::stats::run(a),
         Command::Shell(a) => cmd::shell::run(a),
     };

@@ -1,5 +1,6 @@
 //! One module per subcommand; each exposes `XArgs` (clap) and `run(XArgs) -> Result<i32>`
 //! returning the process exit code.
 
-pub mod stats;
+pub mod selftest;
 pub mod shell;
+pub mod stats;
