@@ -22,6 +22,8 @@ enum Command {
     Stats(cmd::stats::StatsArgs),
     /// Boot a VM of a given topology and run a command in it.
     Shell(cmd::shell::ShellArgs),
+    /// Fetch, list and locate the kernels tests boot.
+    Kernel(cmd::kernel::KernelArgs),
 }
 
 fn main() {
@@ -35,6 +37,7 @@ fn main() {
         Command::SelftestVm(a) => cmd::selftest::run(a),
         Command::Stats(a) => cmd::stats::run(a),
         Command::Shell(a) => cmd::shell::run(a),
+        Command::Kernel(a) => cmd::kernel::run(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -16,7 +16,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use super::cache::{describe, natural_cmp, CacheEntry, KernelCache};
 use super::progress::human_bytes;
@@ -171,13 +170,18 @@ pub fn fetch(
     let root = work.path().join("root");
     mkdir(&debs)?;
     mkdir(&root)?;
-    let stage = progress.bytes(
-        format!("[2/{total_stages}] Downloading {}", names.join(" ")),
-        total,
-    );
+    let stage = progress.stage(format!(
+        "[2/{total_stages}] Downloading {} ({})",
+        names.join(" "),
+        human_bytes(total)
+    ));
     let mut args = vec!["download"];
     args.extend(names.iter().map(String::as_str));
-    apt.run_watching(&args, &debs, |done| stage.set_position(done))?;
+    run_tool(
+        apt.command("apt-get", &args).current_dir(&debs),
+        "apt-get",
+        "check network access to the mirror",
+    )?;
     stage.done(&human_bytes(dir_bytes(&debs)));
 
     let stage = progress.stage(format!("[3/{total_stages}] Extracting"));
@@ -358,47 +362,6 @@ impl Apt {
 
     fn run(&self, args: &[&str], tool: &str, hint: &str) -> Result<String, KernelError> {
         run_tool(&mut self.command(tool, args), tool, hint)
-    }
-
-    /// Runs `apt-get <args>` in `dir`, reporting the bytes in `dir` while it runs.
-    fn run_watching(
-        &self,
-        args: &[&str],
-        dir: &Path,
-        on_bytes: impl Fn(u64),
-    ) -> Result<(), KernelError> {
-        let log = dir.join(".apt-output");
-        let out = fs::File::create(&log).map_err(|source| io("creating", &log, source))?;
-        let err = out
-            .try_clone()
-            .map_err(|source| io("creating", &log, source))?;
-        let mut cmd = self.command("apt-get", args);
-        cmd.current_dir(dir).stdout(out).stderr(err);
-        let command = describe_command(&cmd);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| spawn_error("apt-get", e, &command))?;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(s)) => break s,
-                Ok(None) => {
-                    on_bytes(dir_bytes(dir));
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(source) => return Err(io("waiting for apt-get in", dir, source)),
-            }
-        };
-        let output = fs::read_to_string(&log).unwrap_or_default();
-        let _ = fs::remove_file(&log);
-        if !status.success() {
-            return Err(KernelError::ToolFailed {
-                command,
-                status: status.to_string(),
-                output,
-                hint: "check network access to the mirror".into(),
-            });
-        }
-        Ok(())
     }
 
     /// The release `linux-image-cloud-amd64` depends on (never an `-rt` flavour).

@@ -72,35 +72,6 @@ impl Progress {
             mode: self.mode,
         }
     }
-
-    /// A stage that moves `total` bytes.
-    pub(crate) fn bytes(&self, msg: String, total: u64) -> Stage {
-        let bar = match self.mode {
-            Mode::Bars => {
-                let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{spinner:.cyan} {msg} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec}",
-                    )
-                    .expect("static template")
-                    .progress_chars("=> "),
-                );
-                bar.set_message(msg.clone());
-                bar.enable_steady_tick(Duration::from_millis(100));
-                Some(bar)
-            }
-            Mode::Lines => {
-                eprintln!("{msg} ({}) ...", human_bytes(total));
-                None
-            }
-            Mode::Quiet => None,
-        };
-        Stage {
-            bar,
-            msg,
-            mode: self.mode,
-        }
-    }
 }
 
 /// One stage in flight; say [`Stage::done`] when it ends (dropping it abandons the bar).
@@ -111,12 +82,6 @@ pub(crate) struct Stage {
 }
 
 impl Stage {
-    pub(crate) fn set_position(&self, pos: u64) {
-        if let Some(b) = &self.bar {
-            b.set_position(pos);
-        }
-    }
-
     pub(crate) fn done(self, detail: &str) {
         match (&self.bar, self.mode) {
             (Some(b), _) => {
