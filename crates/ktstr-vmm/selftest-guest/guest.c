@@ -182,6 +182,21 @@ static const char *parse_num(const char *s, u64 *out) {
     *out = v;
     return s;
 }
+/* Returns a pointer to the value of `key` (e.g. "ktstr.selftest=") in cmd, or 0. */
+static const char *find_arg(const char *cmd, const char *key) {
+    for (const char *p = cmd; *p; p++) {
+        int i = 0;
+        while (key[i] && p[i] == key[i]) i++;
+        if (!key[i]) return p + i;
+    }
+    return 0;
+}
+static int word_is(const char *v, const char *w) {
+    if (!v) return 0;
+    while (*w && *v == *w) { v++; w++; }
+    return !*w && (*v == 0 || *v == ' ');
+}
+
 static int find_shm(const char *cmd, u64 *base, u64 *size) {
     static const char key[] = "ktstr.shm=";
     for (const char *p = cmd; *p; p++) {
@@ -331,6 +346,12 @@ void guest_main(u64 idx, const u8 *boot_params) {
     puts_serial("ktstr-selftest: boot vCPU up\n");
     const char *cmd = (const char *)(u64)ld32(boot_params + 0x228);
     u64 base = 0, size = 0;
+    /* Failure-path modes for the VMM's own tests: ktstr.selftest=ud2|hang. */
+    const char *mode = find_arg(cmd, "ktstr.selftest=");
+    if (word_is(mode, "ud2")) {
+        puts_serial("ktstr-selftest: executing ud2 with no IDT (expect a triple fault)\n");
+        __asm__ volatile("ud2");
+    }
     if (!find_shm(cmd, &base, &size)) {
         puts_serial("ktstr-selftest: no ktstr.shm= on the command line\n");
         reset();
@@ -387,6 +408,10 @@ void guest_main(u64 idx, const u8 *boot_params) {
     put(",\"overflow\":"); put(overflow ? "true" : "false");
     put("}");
     emit();
+    if (word_is(mode, "hang")) {
+        puts_serial("ktstr-selftest: report written, halting forever (hang mode)\n");
+        for (;;) __asm__ volatile("cli; hlt");
+    }
     puts_serial("ktstr-selftest: report written, resetting\n");
     reset();
 }
