@@ -74,7 +74,10 @@ fn boots_debian_kernel_and_writes_a_measured_sidecar() {
     let back = read_sidecar(&path).expect("the sidecar reads back");
     assert_eq!(back.test_name, "boot_smoke");
     assert_eq!(back.topology, "1n1l2c1t");
-    assert_eq!(back.kernel_version.as_deref(), Some(kernel.release.as_str()));
+    assert_eq!(
+        back.kernel_version.as_deref(),
+        Some(kernel.release.as_str())
+    );
     assert_eq!(back.vcpus, 2);
     assert!(back.cpu_budget >= 1 && back.cpu_budget <= 2);
     assert!(back.stats.total_iterations > 0);

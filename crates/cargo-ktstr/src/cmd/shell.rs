@@ -56,8 +56,13 @@ pub fn run(args: ShellArgs) -> anyhow::Result<i32> {
         Some(line) => {
             let argv = shlex::split(line)
                 .filter(|v| !v.is_empty())
-                .with_context(|| format!("--exec {line:?}: cannot split into arguments (unbalanced quotes?)"))?;
-            spec.exec = Some(ExecSpec { argv, env: Vec::new() });
+                .with_context(|| {
+                    format!("--exec {line:?}: cannot split into arguments (unbalanced quotes?)")
+                })?;
+            spec.exec = Some(ExecSpec {
+                argv,
+                env: Vec::new(),
+            });
         }
         None => {
             let has_shell = args.includes.iter().any(|p| {

@@ -81,7 +81,9 @@ fn classify_kvm(cpuinfo: &str, modules: &str) -> HostKvm {
 /// Why no engine could be chosen.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineChoiceError {
-    #[error("unknown engine `{0}`: expected `auto`, `kvm` or `qemu-tcg` (KTSTR_ENGINE / --engine)")]
+    #[error(
+        "unknown engine `{0}`: expected `auto`, `kvm` or `qemu-tcg` (KTSTR_ENGINE / --engine)"
+    )]
     Unknown(String),
     #[error("no engine can run a Linux guest here: /dev/kvm is {kvm} and `qemu-system-x86_64` is not installed; install it (Debian: `apt-get install qemu-system-x86`) or run on a host with hardware KVM")]
     NoneAvailable { kvm: &'static str },
@@ -100,7 +102,9 @@ pub fn choose(request: Option<&str>) -> Result<EngineKind, EngineChoiceError> {
     let qemu = qemu::find_binary();
     match request {
         "kvm" => Ok(EngineKind::Kvm),
-        "qemu-tcg" | "qemu" | "tcg" => qemu.map(|_| EngineKind::QemuTcg).ok_or(EngineChoiceError::QemuMissing),
+        "qemu-tcg" | "qemu" | "tcg" => qemu
+            .map(|_| EngineKind::QemuTcg)
+            .ok_or(EngineChoiceError::QemuMissing),
         "auto" => match (host_kvm(), qemu) {
             (HostKvm::Hardware, _) => Ok(EngineKind::Kvm),
             (_, Some(_)) => Ok(EngineKind::QemuTcg),
@@ -182,9 +186,12 @@ pub struct EngineReport {
 pub fn available_host_cpus() -> Vec<usize> {
     // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for pid 0 (us).
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc != 0 {
-        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         return (0..n).collect();
     }
     (0..libc::CPU_SETSIZE as usize)

@@ -276,12 +276,11 @@ impl QemuGuest {
                 path: shm_file.clone(),
                 source,
             })?;
-        let shm = ShmMapping::map_file(&f, offset, plan.shm_size).map_err(|source| {
-            QemuError::Map {
+        let shm =
+            ShmMapping::map_file(&f, offset, plan.shm_size).map_err(|source| QemuError::Map {
                 path: shm_file.clone(),
                 source,
-            }
-        })?;
+            })?;
         prepare(&shm)?;
 
         let host_cpus = budget_cpus(spec.topology.vcpus(), spec.cpu_budget);
@@ -355,10 +354,9 @@ impl QemuGuest {
         let exit = match (&self.killed, status) {
             (Some(why), _) => GuestExit::Killed(why.clone()),
             (None, Ok(s)) if s.success() => GuestExit::Reset,
-            (None, Ok(s)) => GuestExit::EngineFailed(format!(
-                "qemu exited with {s}{}",
-                last_lines(&stderr)
-            )),
+            (None, Ok(s)) => {
+                GuestExit::EngineFailed(format!("qemu exited with {s}{}", last_lines(&stderr)))
+            }
             (None, Err(e)) => GuestExit::EngineFailed(format!("cannot wait for qemu: {e}")),
         };
         let _ = std::fs::remove_dir_all(&self.mem_dir);
@@ -450,13 +448,19 @@ mod tests {
     fn args_carry_topology_numa_and_cmdline() {
         let s = spec("2n4l2c2t", 1024);
         let plan = MemoryPlan::new(1024, 2, 8 * MIB).unwrap();
-        let files = vec![PathBuf::from("/dev/shm/x/node0.ram"), "/dev/shm/x/node1.ram".into()];
+        let files = vec![
+            PathBuf::from("/dev/shm/x/node0.ram"),
+            "/dev/shm/x/node1.ram".into(),
+        ];
         let args: Vec<String> = qemu_args(&s, &plan, &files, Some(Path::new("/tmp/s.log")))
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect();
         let joined = args.join(" ");
-        assert!(joined.contains("-smp 16,sockets=4,cores=2,threads=2"), "{joined}");
+        assert!(
+            joined.contains("-smp 16,sockets=4,cores=2,threads=2"),
+            "{joined}"
+        );
         assert!(joined.contains("-numa node,nodeid=0,cpus=0-7,memdev=m0"));
         assert!(joined.contains("-numa node,nodeid=1,cpus=8-15,memdev=m1"));
         assert!(joined.contains("-numa dist,src=0,dst=1,val=20"));

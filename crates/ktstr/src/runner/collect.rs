@@ -232,7 +232,11 @@ mod tests {
             ],
         );
         assert_eq!(d.protocol_errors.len(), 1, "{:?}", d.protocol_errors);
-        assert!(d.protocol_errors[0].contains("frame 0"), "{:?}", d.protocol_errors);
+        assert!(
+            d.protocol_errors[0].contains("frame 0"),
+            "{:?}",
+            d.protocol_errors
+        );
         // The reader skips kinds it does not know and counts them.
         assert_eq!(stats.skipped_unknown, 1);
     }

@@ -162,10 +162,7 @@ pub fn evaluate(
         reasons: Vec::new(),
     };
     let console_hint = || match console_excerpt(console_log) {
-        Some(ex) => format!(
-            "; console ({}):\n{ex}",
-            console_log.display()
-        ),
+        Some(ex) => format!("; console ({}):\n{ex}", console_log.display()),
         None => String::new(),
     };
 
@@ -181,9 +178,7 @@ pub fn evaluate(
         v.fail(format!("the guest runtime panicked: {p}"));
     }
     let Some(ready) = &data.ready else {
-        v.fail(
-            format!("the guest never reported ready{}", console_hint()),
-        );
+        v.fail(format!("the guest never reported ready{}", console_hint()));
         return v;
     };
 
@@ -194,20 +189,22 @@ pub fn evaluate(
     );
     let declared = req.topology.to_string();
     if seen.label() != declared || !seen.uniform {
-        v.fail(
-            format!(
-                "topology mismatch: declared {declared}, the guest sees {} (online {})",
-                seen.label(),
-                seen.online
-            ),
-        );
+        v.fail(format!(
+            "topology mismatch: declared {declared}, the guest sees {} (online {})",
+            seen.label(),
+            seen.online
+        ));
     }
 
     match data.done {
-        None => v.fail(format!("the guest did not finish its run{}", console_hint())),
-        Some(d) if d.exit_code != 0 => v.fail(
-            format!("the guest runtime ended with exit code {}", d.exit_code),
-        ),
+        None => v.fail(format!(
+            "the guest did not finish its run{}",
+            console_hint()
+        )),
+        Some(d) if d.exit_code != 0 => v.fail(format!(
+            "the guest runtime ended with exit code {}",
+            d.exit_code
+        )),
         Some(_) => {}
     }
 
@@ -216,32 +213,29 @@ pub fn evaluate(
     let reported = data.workers.len() as u32;
     if expected > 0 {
         if reported < expected {
-            v.fail(
-                format!("{} of {expected} workers never reported", expected - reported),
-            );
+            v.fail(format!(
+                "{} of {expected} workers never reported",
+                expected - reported
+            ));
         }
         let total: u64 = data.workers.iter().map(|w| w.work_units).sum();
         if reported > 0 && total == 0 {
             v.inconclusive("no worker completed a single work unit: nothing to judge".into());
         } else {
             for w in data.workers.iter().filter(|w| w.work_units == 0) {
-                v.fail(
-                    format!(
-                        "worker {}[{}] (pid {}) made no progress in {} ms",
-                        w.group,
-                        w.index,
-                        w.pid,
-                        w.wall_time_ns / 1_000_000
-                    ),
-                );
+                v.fail(format!(
+                    "worker {}[{}] (pid {}) made no progress in {} ms",
+                    w.group,
+                    w.index,
+                    w.pid,
+                    w.wall_time_ns / 1_000_000
+                ));
             }
         }
     }
     if let (Some(status), Some(_)) = (data.exec_status, &req.spec.exec) {
         if status != 0 {
-            v.fail(
-                format!("the guest command exited with status {status}"),
-            );
+            v.fail(format!("the guest command exited with status {status}"));
         }
     }
     v

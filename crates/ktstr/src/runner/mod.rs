@@ -110,7 +110,10 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
     sidecar.work_type = evaluate::work_type_name(&req.spec);
     sidecar.set_kernel(
         Some(req.kernel.release.clone()),
-        req.kernel.source_tree.as_deref().or(Some(req.kernel.image.as_path())),
+        req.kernel
+            .source_tree
+            .as_deref()
+            .or(Some(req.kernel.image.as_path())),
     );
     if let Some(h) = sidecar.host.as_mut() {
         h.engine = Some(match req.engine {
@@ -137,12 +140,10 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
         .context("cannot create a temporary directory for the run")?;
 
     // Initramfs: cached base + this test's spec.
-    let base = req
-        .includes
-        .iter()
-        .fold(BaseParts::new(guest_binary()?).kernel(&req.kernel), |b, inc| {
-            b.include(inc)
-        });
+    let base = req.includes.iter().fold(
+        BaseParts::new(guest_binary()?).kernel(&req.kernel),
+        |b, inc| b.include(inc),
+    );
     let initrd = work.path().join("initramfs.cpio");
     initramfs::build_initramfs(&base, &req.spec.to_json(), &initrd)
         .context("cannot build the initramfs")?;
@@ -233,21 +234,11 @@ fn boot_qemu(boot: &BootSpec, collector: &mut Collector) -> anyhow::Result<Engin
     loop {
         let mut progressed = false;
         if ring_ok {
-            loop {
-                match reader.next_frame() {
-                    Ok(Some(frame)) => {
-                        collector.frame(frame);
-                        progressed = true;
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        collector.protocol_error(format!(
-                            "guest corrupted the shared-memory ring: {e}"
-                        ));
-                        ring_ok = false;
-                        guest.kill("the guest wrote garbage into the shared-memory ring");
-                        break;
-                    }
+            match drain(&mut reader, collector) {
+                Ok(n) => progressed = n > 0,
+                Err(()) => {
+                    ring_ok = false;
+                    guest.kill("the guest wrote garbage into the shared-memory ring");
                 }
             }
         }
@@ -274,15 +265,28 @@ fn boot_qemu(boot: &BootSpec, collector: &mut Collector) -> anyhow::Result<Engin
         }
     }
     // Whatever the guest committed before it went away is still in memory.
-    while ring_ok {
+    if ring_ok {
+        // A protocol error is recorded in the collector; nothing more to read then.
+        let _ = drain(&mut reader, collector);
+    }
+    Ok(guest.teardown())
+}
+
+/// Read every committed frame into the collector. A protocol error is recorded there
+/// and ends reading for good (the stream cannot resynchronise).
+fn drain(reader: &mut Reader, collector: &mut Collector) -> Result<usize, ()> {
+    let mut n = 0;
+    loop {
         match reader.next_frame() {
-            Ok(Some(frame)) => collector.frame(frame),
-            Ok(None) => break,
+            Ok(Some(frame)) => {
+                collector.frame(frame);
+                n += 1;
+            }
+            Ok(None) => return Ok(n),
             Err(e) => {
                 collector.protocol_error(format!("guest corrupted the shared-memory ring: {e}"));
-                break;
+                return Err(());
             }
         }
     }
-    Ok(guest.teardown())
 }
