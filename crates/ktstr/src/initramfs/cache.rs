@@ -53,6 +53,7 @@ pub fn cached_part(dir: &Path, bytes: &[u8]) -> Result<CachedPart, InitramfsErro
             PartStatus::Rebuilt { reason }
         }
     };
+    remove_stale_temporaries(dir);
     write_atomic(&path, &[bytes])?;
     Ok(CachedPart {
         path,
@@ -101,6 +102,21 @@ pub fn write_atomic(path: &Path, chunks: &[&[u8]]) -> Result<(), InitramfsError>
     tmp.as_file().sync_data().map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;
     Ok(())
+}
+
+/// Removes `.tmp-*` files of writers killed mid-write (untouched for an hour).
+fn remove_stale_temporaries(dir: &Path) {
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let stale = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_secs() > 3600);
+        if stale && e.file_name().to_string_lossy().starts_with(".tmp-") {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
