@@ -2,6 +2,7 @@
 //! or `qemu-system-x86_64` under TCG (`qemu-tcg`) where KVM cannot run a Linux kernel.
 //! Both take the same [`BootSpec`] and hand back the same shared-memory view and exit.
 
+pub mod kvm;
 pub mod qemu;
 
 use std::fmt;
@@ -180,6 +181,32 @@ pub struct EngineReport {
     pub host_cpus: Vec<usize>,
     /// Per-vCPU KVM counters (`kvm` engine only).
     pub kvm_stats: Option<Vec<std::collections::BTreeMap<String, u64>>>,
+}
+
+/// A guest an engine has started: the runner drains its region and watches it end.
+pub trait RunningGuest {
+    /// Host address and length of the shared-memory region.
+    fn shm(&self) -> (*mut u8, usize);
+    /// Has the guest (or the engine) ended? Non-blocking.
+    fn has_exited(&mut self) -> anyhow::Result<bool>;
+    /// Stop the guest now, remembering why.
+    fn kill(&mut self, why: String);
+    /// Wait for the end, free everything, say how the run ended.
+    fn teardown(self: Box<Self>) -> EngineReport;
+}
+
+/// Boot `spec` on `engine`; `prepare` writes the region before any guest code runs.
+pub fn start(
+    engine: EngineKind,
+    spec: &BootSpec,
+    prepare: impl FnOnce(*mut u8, usize) -> anyhow::Result<()>,
+) -> anyhow::Result<Box<dyn RunningGuest>> {
+    Ok(match engine {
+        EngineKind::Kvm => Box::new(kvm::KvmGuest::start(spec, prepare)?),
+        EngineKind::QemuTcg => Box::new(qemu::QemuGuest::start(spec, |m| {
+            prepare(m.as_ptr(), m.len())
+        })?),
+    })
 }
 
 /// Host CPUs this process may run on.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{budget_cpus, BootSpec, EngineReport, GuestExit, BASE_KARGS};
+use super::{budget_cpus, BootSpec, EngineReport, GuestExit, RunningGuest, BASE_KARGS};
 use crate::shm::ShmMapping;
 
 /// Errors of the qemu engine.
@@ -330,25 +330,30 @@ impl QemuGuest {
         })
     }
 
-    pub fn shm(&self) -> &ShmMapping {
-        &self.shm
-    }
-
     /// Has qemu exited? Non-blocking.
     pub fn try_wait(&mut self) -> Result<Option<ExitStatus>, QemuError> {
         self.child.try_wait().map_err(QemuError::Wait)
     }
+}
 
-    /// Kill qemu now, remembering why.
-    pub fn kill(&mut self, why: impl Into<String>) {
+impl RunningGuest for QemuGuest {
+    fn shm(&self) -> (*mut u8, usize) {
+        (self.shm.as_ptr(), self.shm.len())
+    }
+
+    fn has_exited(&mut self) -> anyhow::Result<bool> {
+        Ok(self.try_wait()?.is_some())
+    }
+
+    fn kill(&mut self, why: String) {
         if self.killed.is_none() {
-            self.killed = Some(why.into());
+            self.killed = Some(why);
         }
         let _ = self.child.kill();
     }
 
     /// Wait for qemu to end, remove guest memory, and say how the run ended.
-    pub fn teardown(mut self) -> EngineReport {
+    fn teardown(mut self: Box<Self>) -> EngineReport {
         let status = self.child.wait();
         let stderr = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
         let exit = match (&self.killed, status) {

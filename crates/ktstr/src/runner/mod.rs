@@ -14,8 +14,7 @@ use ktstr_vmm::Topology;
 use ktstr_wire::spec::GuestSpec;
 use ktstr_wire::{init_header, Reader, SharedMem, StopReason};
 
-use crate::engine::qemu::QemuGuest;
-use crate::engine::{BootSpec, EngineKind, EngineReport};
+use crate::engine::{self, BootSpec, EngineKind, EngineReport};
 use crate::initramfs::{self, BaseParts};
 use crate::kernel::ResolvedKernel;
 use collect::{Collected, Collector, OutputMode};
@@ -166,12 +165,7 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
         OutputMode::Capture
     };
     let mut collector = Collector::new(mode, started);
-    let engine_report = match req.engine {
-        EngineKind::QemuTcg => boot_qemu(&boot, &mut collector)?,
-        EngineKind::Kvm => anyhow::bail!(
-            "the kvm engine cannot boot Linux guests yet; use --engine qemu-tcg (KTSTR_ENGINE=qemu-tcg)"
-        ),
-    };
+    let engine_report = boot_and_drain(req.engine, &boot, &mut collector)?;
     let torn_down = Instant::now();
     let data = collector.data;
 
@@ -213,21 +207,26 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
     })
 }
 
-/// Boot under qemu and drain the ring until the guest is gone.
-fn boot_qemu(boot: &BootSpec, collector: &mut Collector) -> anyhow::Result<EngineReport> {
+/// Boot on `engine` and drain the ring until the guest is gone.
+fn boot_and_drain(
+    engine: EngineKind,
+    boot: &BootSpec,
+    collector: &mut Collector,
+) -> anyhow::Result<EngineReport> {
     let mut layout = None;
-    let mut guest = QemuGuest::start(boot, |shm| {
-        // SAFETY: the mapping lives as long as the guest object, which outlives every
-        // use of this view.
-        let mem = unsafe { SharedMem::from_raw(shm.as_ptr(), shm.len()) }
+    let mut guest = engine::start(engine, boot, |ptr, len| {
+        // SAFETY: the region stays mapped as long as the guest object, which outlives
+        // every use of this view.
+        let mem = unsafe { SharedMem::from_raw(ptr, len) }
             .context("cannot use the shared-memory mapping")?;
         layout = Some(init_header(&mem).context("cannot initialise the shared-memory header")?);
         Ok(())
     })?;
     let layout = layout.context("shared-memory header was not initialised")?;
+    let (ptr, len) = guest.shm();
     // SAFETY: as above; `guest` owns the mapping until teardown, after the last read.
-    let mem = unsafe { SharedMem::from_raw(guest.shm().as_ptr(), guest.shm().len()) }
-        .context("cannot use the shared-memory mapping")?;
+    let mem =
+        unsafe { SharedMem::from_raw(ptr, len) }.context("cannot use the shared-memory mapping")?;
     let mut reader = Reader::new(&mem, layout);
     let deadline = Instant::now() + boot.deadline;
     let mut ring_ok = true;
@@ -238,11 +237,11 @@ fn boot_qemu(boot: &BootSpec, collector: &mut Collector) -> anyhow::Result<Engin
                 Ok(n) => progressed = n > 0,
                 Err(()) => {
                     ring_ok = false;
-                    guest.kill("the guest wrote garbage into the shared-memory ring");
+                    guest.kill("the guest wrote garbage into the shared-memory ring".into());
                 }
             }
         }
-        if guest.try_wait()?.is_some() {
+        if guest.has_exited()? {
             break;
         }
         let now = Instant::now();
@@ -256,7 +255,7 @@ fn boot_qemu(boot: &BootSpec, collector: &mut Collector) -> anyhow::Result<Engin
         }
         if let Some(done_at) = collector.data.done_at {
             if now.duration_since(done_at) > EXIT_GRACE {
-                guest.kill("the guest reported done but did not reboot");
+                guest.kill("the guest reported done but did not reboot".into());
                 break;
             }
         }

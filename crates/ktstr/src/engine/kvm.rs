@@ -1,0 +1,92 @@
+//! The `kvm` engine: ktstr's own VMM (`ktstr-vmm`) booting the Linux guest directly on
+//! `/dev/kvm`, with the region excluded from the guest's e820 map.
+
+use std::time::Duration;
+
+use ktstr_vmm::{ExitReason, RunningVm, ShmRegion, Vm, VmConfig};
+
+use super::{BootSpec, EngineReport, GuestExit, RunningGuest, BASE_KARGS};
+
+/// A Linux guest running on our VMM.
+pub struct KvmGuest {
+    vm: Option<RunningVm>,
+    shm: ShmRegion,
+}
+
+impl KvmGuest {
+    /// Set the VM up, let `prepare` write the region (the wire header) before any vCPU
+    /// runs, then start the vCPUs.
+    pub fn start(
+        spec: &BootSpec,
+        prepare: impl FnOnce(*mut u8, usize) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Self> {
+        let serial = spec
+            .serial_log
+            .clone()
+            .unwrap_or_else(|| std::path::PathBuf::from("/dev/stdout"));
+        let mut cfg = VmConfig::linux(spec.topology, spec.kernel.clone(), serial);
+        cfg.memory_mib = spec.memory_mib;
+        cfg.cpu_budget = spec.cpu_budget.map(|b| b as usize);
+        cfg.initrd = Some(spec.initrd.clone());
+        cfg.shm_size = spec.shm_size;
+        cfg.deadline = Some(spec.deadline);
+        let layout =
+            ktstr_vmm::arch::x86_64::layout::RamLayout::new(spec.memory_mib << 20, spec.shm_size)?;
+        let mut kargs: Vec<String> = BASE_KARGS.iter().map(|s| s.to_string()).collect();
+        kargs.push(Vm::shm_cmdline_arg(&layout));
+        kargs.extend(spec.kargs.iter().cloned());
+        cfg.cmdline = kargs.join(" ");
+        let vm = Vm::create(cfg)?;
+        let shm = vm.shm_region()?;
+        prepare(shm.host_ptr(), shm.len())?;
+        let vm = vm.start()?;
+        Ok(Self { vm: Some(vm), shm })
+    }
+}
+
+impl RunningGuest for KvmGuest {
+    fn shm(&self) -> (*mut u8, usize) {
+        (self.shm.host_ptr(), self.shm.len())
+    }
+
+    fn has_exited(&mut self) -> anyhow::Result<bool> {
+        Ok(self
+            .vm
+            .as_ref()
+            .is_none_or(|vm| vm.wait_timeout(Duration::ZERO)))
+    }
+
+    fn kill(&mut self, why: String) {
+        if let Some(vm) = &self.vm {
+            vm.kick(&why);
+        }
+    }
+
+    fn teardown(mut self: Box<Self>) -> EngineReport {
+        let Some(vm) = self.vm.take() else {
+            return EngineReport {
+                exit: GuestExit::EngineFailed("the VM was already torn down".into()),
+                vcpus: 0,
+                cpu_budget: 0,
+                host_cpus: Vec::new(),
+                kvm_stats: None,
+            };
+        };
+        let report = vm.wait();
+        let exit = match &report.exit {
+            e if e.is_guest_reset() => GuestExit::Reset,
+            ExitReason::Watchdog { after_ms } => GuestExit::Killed(format!(
+                "watchdog: the VM ran {after_ms} ms past its deadline"
+            )),
+            ExitReason::Kicked { why } => GuestExit::Killed(why.clone()),
+            other => GuestExit::EngineFailed(format!("{other}")),
+        };
+        EngineReport {
+            exit,
+            vcpus: report.vcpus,
+            cpu_budget: report.cpu_budget as u32,
+            host_cpus: report.host_cpus.clone(),
+            kvm_stats: Some(report.per_vcpu_stats),
+        }
+    }
+}
