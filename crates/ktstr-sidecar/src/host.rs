@@ -171,6 +171,14 @@ fn sched_tunables(dir: &Path) -> Option<BTreeMap<String, String>> {
     Some(out)
 }
 
+impl KvmBacking {
+    /// What serves this host's `/dev/kvm`.
+    pub fn detect() -> KvmBacking {
+        let cpuinfo = fs::read_to_string("/proc/cpuinfo").ok();
+        kvm_backing(Path::new("/"), cpuinfo.as_deref())
+    }
+}
+
 /// Decide what serves `/dev/kvm`. PVM is checked first: its module replaces the vendor
 /// module, so its presence wins even if the CPU advertises vmx/svm.
 fn kvm_backing(root: &Path, cpuinfo: Option<&str>) -> KvmBacking {

@@ -6,9 +6,10 @@ pub mod kvm;
 pub mod qemu;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use ktstr_sidecar::KvmBacking;
 use ktstr_vmm::Topology;
 
 /// Which engine runs the guest.
@@ -30,52 +31,6 @@ impl EngineKind {
 impl fmt::Display for EngineKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-/// What `/dev/kvm` is on this host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HostKvm {
-    /// vmx/svm present: KVM runs guest kernels natively.
-    Hardware,
-    /// KVM-PVM (`kvm_pvm` loaded, no vmx/svm): guest kernel code is emulated.
-    Pvm,
-    /// No usable `/dev/kvm`.
-    Absent,
-}
-
-/// Classify the host's KVM from `/dev/kvm`, `/proc/cpuinfo` and `/proc/modules`.
-pub fn host_kvm() -> HostKvm {
-    let dev = Path::new("/dev/kvm");
-    if !dev.exists() {
-        return HostKvm::Absent;
-    }
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let modules = std::fs::read_to_string("/proc/modules").unwrap_or_default();
-    classify_kvm(&cpuinfo, &modules)
-}
-
-fn classify_kvm(cpuinfo: &str, modules: &str) -> HostKvm {
-    let has_virt_flag = cpuinfo
-        .lines()
-        .filter(|l| l.starts_with("flags"))
-        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
-    let module_loaded = |name: &str| {
-        modules
-            .lines()
-            .any(|l| l.split_whitespace().next() == Some(name))
-    };
-    if module_loaded("kvm_pvm") && !has_virt_flag {
-        HostKvm::Pvm
-    } else if has_virt_flag && (module_loaded("kvm_intel") || module_loaded("kvm_amd")) {
-        HostKvm::Hardware
-    } else if module_loaded("kvm_pvm") {
-        HostKvm::Pvm
-    } else if has_virt_flag {
-        // Built-in KVM modules do not show in /proc/modules.
-        HostKvm::Hardware
-    } else {
-        HostKvm::Absent
     }
 }
 
@@ -106,12 +61,13 @@ pub fn choose(request: Option<&str>) -> Result<EngineKind, EngineChoiceError> {
         "qemu-tcg" | "qemu" | "tcg" => qemu
             .map(|_| EngineKind::QemuTcg)
             .ok_or(EngineChoiceError::QemuMissing),
-        "auto" => match (host_kvm(), qemu) {
-            (HostKvm::Hardware, _) => Ok(EngineKind::Kvm),
+        "auto" => match (KvmBacking::detect(), qemu) {
+            (KvmBacking::Hardware, _) => Ok(EngineKind::Kvm),
             (_, Some(_)) => Ok(EngineKind::QemuTcg),
             (kvm, None) => Err(EngineChoiceError::NoneAvailable {
                 kvm: match kvm {
-                    HostKvm::Pvm => "KVM-PVM (cannot run an unmodified kernel at useful speed)",
+                    KvmBacking::Pvm => "KVM-PVM (cannot run an unmodified kernel at useful speed)",
+                    KvmBacking::Unknown => "of unknown kind (no vmx/svm flag)",
                     _ => "absent",
                 },
             }),
@@ -237,18 +193,6 @@ pub fn budget_cpus(vcpus: u32, budget: Option<u32>) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn classifies_pvm_hardware_and_absent() {
-        let pvm_mods = "kvm_pvm 1 0 - Live\nkvm 2 1 kvm_pvm, Live\n";
-        assert_eq!(classify_kvm("flags\t: fpu sse2\n", pvm_mods), HostKvm::Pvm);
-        assert_eq!(
-            classify_kvm("flags\t: fpu svm sse2\n", "kvm_amd 1 0 - Live\nkvm 2 1\n"),
-            HostKvm::Hardware
-        );
-        assert_eq!(classify_kvm("flags\t: fpu vmx\n", ""), HostKvm::Hardware);
-        assert_eq!(classify_kvm("flags\t: fpu\n", ""), HostKvm::Absent);
-    }
 
     #[test]
     fn budget_never_exceeds_available_cpus_and_is_at_least_one() {
