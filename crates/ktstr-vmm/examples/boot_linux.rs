@@ -1,6 +1,6 @@
 //! Boots a Linux kernel on ktstr-vmm and prints the exit, times and the console tail.
 //!
-//! usage: boot_linux KERNEL TOPOLOGY DEADLINE_S [guest|host] [CMDLINE...]
+//! usage: boot_linux KERNEL TOPOLOGY DEADLINE_S [guest|host] [cpuid-clear=1.ecx:13 ...] [CMDLINE...]
 //!   guest = let the bzImage decompress itself; host = decompress on the host, enter the ELF.
 
 use std::time::Duration;
@@ -21,7 +21,15 @@ fn main() {
         Some("guest") => BzImageEntry::GuestDecompressor,
         _ => BzImageEntry::HostDecompressed,
     };
-    let mut cmdline = a.get(5..).map(|s| s.join(" ")).unwrap_or_default();
+    // Kernel args; `cpuid-clear=1.ecx:13` style words are CPUID masks, not kernel args.
+    let mut words = Vec::new();
+    for w in a.get(5..).unwrap_or_default() {
+        match w.strip_prefix("cpuid-clear=") {
+            Some(m) => cfg.cpuid_clear.push(m.parse().expect("CPUID mask")),
+            None => words.push(w.clone()),
+        }
+    }
+    let mut cmdline = words.join(" ");
     let layout =
         ktstr_vmm::arch::x86_64::layout::RamLayout::new(cfg.memory_mib << 20, cfg.shm_size)
             .expect("layout");

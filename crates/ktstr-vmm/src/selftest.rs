@@ -480,6 +480,7 @@ pub fn run(opts: &SelftestOptions) -> Result<SelftestReport, SelftestError> {
         deadline: Some(opts.deadline),
         guest: GuestKind::BareMetal,
         bzimage_entry: BzImageEntry::HostDecompressed,
+        cpuid_clear: Vec::new(),
     };
     let vm = Vm::create(cfg)?;
     let region = vm.shm_region()?;

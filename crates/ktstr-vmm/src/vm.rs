@@ -65,6 +65,9 @@ pub struct VmConfig {
     pub deadline: Option<Duration>,
     pub guest: GuestKind,
     pub bzimage_entry: BzImageEntry,
+    /// CPUID bits hidden from the guest on top of the topology rewrite (e.g. CX16 or
+    /// XSAVE, to keep a kernel off instructions KVM-PVM's emulator lacks).
+    pub cpuid_clear: Vec<cpuid::CpuidClear>,
 }
 
 impl VmConfig {
@@ -82,6 +85,7 @@ impl VmConfig {
             deadline: None,
             guest: GuestKind::Linux,
             bzimage_entry: BzImageEntry::HostDecompressed,
+            cpuid_clear: Vec::new(),
         }
     }
 }
@@ -371,8 +375,9 @@ impl Vm {
                         apic,
                         source,
                     })?;
-            let entries = cpuid::for_vcpu(supported.as_slice(), &topo, i)
+            let mut entries = cpuid::for_vcpu(supported.as_slice(), &topo, i)
                 .map_err(|source| vcpu::VcpuError::Cpuid { vcpu: i, source })?;
+            cpuid::apply_clears(&mut entries, &cfg.cpuid_clear);
             let cpuid = CpuId::from_entries(&entries).map_err(|_| vcpu::VcpuError::Cpuid {
                 vcpu: i,
                 source: cpuid::CpuidError::NoLeaf0,

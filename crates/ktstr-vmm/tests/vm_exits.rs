@@ -39,6 +39,7 @@ fn config(
         deadline,
         guest: GuestKind::BareMetal,
         bzimage_entry: BzImageEntry::HostDecompressed,
+        cpuid_clear: Vec::new(),
     };
     Some((cfg, dir))
 }

@@ -322,6 +322,75 @@ pub fn for_vcpu(
     Ok(v)
 }
 
+/// Bits to clear in one CPUID register of every vCPU (e.g. `1.ecx:13` hides CX16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuidClear {
+    pub leaf: u32,
+    pub subleaf: u32,
+    /// 0 = EAX, 1 = EBX, 2 = ECX, 3 = EDX.
+    pub reg: u8,
+    pub bits: u32,
+}
+
+impl std::str::FromStr for CpuidClear {
+    type Err = String;
+
+    /// `LEAF[.SUBLEAF].REG:BIT[,BIT...]`, leaf in hex (`0x` optional), e.g. `1.ecx:13`,
+    /// `7.0.ebx:3,8`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let err = || {
+            format!("bad CPUID mask `{s}`: expected LEAF[.SUBLEAF].REG:BIT[,BIT...] like 1.ecx:13")
+        };
+        let (path, bits) = s.split_once(':').ok_or_else(err)?;
+        let parts: Vec<&str> = path.split('.').collect();
+        let hex = |t: &str| u32::from_str_radix(t.trim_start_matches("0x"), 16).map_err(|_| err());
+        let (leaf, subleaf, reg) = match parts[..] {
+            [l, r] => (hex(l)?, 0, r),
+            [l, sl, r] => (hex(l)?, hex(sl)?, r),
+            _ => return Err(err()),
+        };
+        let reg = match reg {
+            "eax" => 0,
+            "ebx" => 1,
+            "ecx" => 2,
+            "edx" => 3,
+            _ => return Err(err()),
+        };
+        let mut mask = 0u32;
+        for b in bits.split(',') {
+            let b: u32 = b.trim().parse().map_err(|_| err())?;
+            if b > 31 {
+                return Err(err());
+            }
+            mask |= 1 << b;
+        }
+        Ok(Self {
+            leaf,
+            subleaf,
+            reg,
+            bits: mask,
+        })
+    }
+}
+
+/// Clears the requested bits in `entries` (leaves absent from the table are left alone).
+pub fn apply_clears(entries: &mut [kvm_cpuid_entry2], clears: &[CpuidClear]) {
+    for c in clears {
+        for e in entries.iter_mut().filter(|e| {
+            e.function == c.leaf
+                && (e.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX == 0 || e.index == c.subleaf)
+        }) {
+            let r = match c.reg {
+                0 => &mut e.eax,
+                1 => &mut e.ebx,
+                2 => &mut e.ecx,
+                _ => &mut e.edx,
+            };
+            *r &= !c.bits;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -499,5 +568,26 @@ mod tests {
                 vcpus: 256
             })
         );
+    }
+
+    #[test]
+    fn clears_requested_bits() {
+        let c: CpuidClear = "1.ecx:13,26".parse().unwrap();
+        assert_eq!(
+            c,
+            CpuidClear {
+                leaf: 1,
+                subleaf: 0,
+                reg: 2,
+                bits: (1 << 13) | (1 << 26)
+            }
+        );
+        let c7: CpuidClear = "7.0.ebx:8".parse().unwrap();
+        assert_eq!((c7.leaf, c7.reg, c7.bits), (7, 1, 1 << 8));
+        assert!("1.xyz:3".parse::<CpuidClear>().is_err());
+        assert!("1.ecx:40".parse::<CpuidClear>().is_err());
+        let mut v = for_vcpu(&amd_base(), &topo("1n1l1c1t"), 0).unwrap();
+        apply_clears(&mut v, &[c]);
+        assert_eq!(regs(&v, 1, 0)[2], 0x8120_2000 & !(1 << 13));
     }
 }
