@@ -167,6 +167,7 @@ impl Progress {
             migrations: self.migrations,
             cpus_used: self.cpus.into_iter().collect(),
             max_gap_ns: ns(self.max_gap),
+            ..Default::default()
         }
     }
 }

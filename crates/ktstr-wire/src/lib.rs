@@ -23,6 +23,7 @@ mod frame;
 mod layout;
 pub mod msg;
 mod reader;
+pub mod scenario;
 mod shm;
 pub mod spec;
 mod writer;

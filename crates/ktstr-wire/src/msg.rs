@@ -27,6 +27,14 @@ pub enum GuestMsg {
     Log { level: LogLevel, text: String },
     /// One worker's measurements, taken by the worker itself.
     WorkerReport(WorkerReport),
+    /// A scenario step started (before its ops) or ended (after its hold).
+    Stimulus(Stimulus),
+    /// One system sample, taken every `MonitorSpec::interval_ms` while the scenario runs.
+    MonitorSample(MonitorSample),
+    /// One of the `num_snapshots` periodic captures.
+    Snapshot(Snapshot),
+    /// The scenario finished (workers collected, cgroups removed): what the guest sent.
+    ScenarioEnd(ScenarioEnd),
     /// The `exec` program ended: its exit code, or 128 + signal number if it was killed.
     ExecExit { status: i32 },
     /// The guest runtime panicked.
@@ -44,30 +52,240 @@ pub enum LogLevel {
     Debug,
 }
 
-/// A worker's report. Times are nanoseconds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A worker's report, measured by the worker itself. Times are nanoseconds; `*_at_ms`
+/// stamps are milliseconds since the scenario started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerReport {
-    /// `WorkerSpec::group` it belongs to.
+    /// Cgroup it was started in (path relative to the test's cgroup, `outer/heavy`).
     pub group: String,
-    /// Index within the group, `0..count`.
+    /// Index among the workers started in that cgroup, from 0 (spawned ones continue
+    /// the count).
     pub index: u32,
     pub pid: i32,
-    /// Work units completed (for `spin`: fixed-size loops).
+    /// Cgroup it was in when it ended (differs from `group` after `MoveTasks`); empty
+    /// when `/proc/self/cgroup` could not be read.
+    #[serde(default)]
+    pub cgroup: String,
+    /// Work type name (`SpinWait`).
+    #[serde(default)]
+    pub work_type: String,
+    /// Work units completed (what a unit is depends on the work type).
     pub work_units: u64,
     /// User + system CPU time (getrusage).
     pub cpu_time_ns: u64,
     /// Wall time from the worker's start to its end.
     pub wall_time_ns: u64,
+    /// `wall_time_ns - cpu_time_ns`: time runnable-but-waiting, sleeping or blocked.
+    #[serde(default)]
+    pub off_cpu_ns: u64,
     /// Time spent runnable but waiting for a CPU (`/proc/self/schedstat` field 2).
     pub run_delay_ns: u64,
     /// Times it was scheduled in (`/proc/self/schedstat` field 3).
     pub run_count: u64,
+    /// Time on CPU as the scheduler counts it (`/proc/self/schedstat` field 1).
+    #[serde(default)]
+    pub schedstat_cpu_ns: u64,
     /// Times it was seen on a different CPU than at the previous check.
     pub migrations: u64,
     /// CPUs it was seen on, ascending.
     pub cpus_used: Vec<u32>,
+    /// CPUs it was allowed on at the end (`sched_getaffinity`: cpuset and affinity).
+    #[serde(default)]
+    pub allowed_cpus: Vec<u32>,
     /// Largest wall gap between two consecutive progress checkpoints.
     pub max_gap_ns: u64,
+    /// CPU it was on when that gap ended.
+    #[serde(default)]
+    pub max_gap_cpu: Option<u32>,
+    /// When that gap ended.
+    #[serde(default)]
+    pub max_gap_at_ms: u64,
+    /// Nice value at the end.
+    #[serde(default)]
+    pub nice: i32,
+    /// When it started working (after its cgroup placement) and when it stopped.
+    #[serde(default)]
+    pub started_at_ms: u64,
+    #[serde(default)]
+    pub ended_at_ms: u64,
+    /// Wake-up latencies: from the waker's wake call to this worker running. A uniform
+    /// sample of at most [`MAX_LATENCY_SAMPLES`] of the `wake_samples_total` measured.
+    #[serde(default)]
+    pub wake_latency_ns: Vec<u64>,
+    #[serde(default)]
+    pub wake_samples_total: u64,
+    /// Timer latencies: how much later than requested a sleep ended. Sampled like wake
+    /// latencies.
+    #[serde(default)]
+    pub timer_latency_ns: Vec<u64>,
+    #[serde(default)]
+    pub timer_samples_total: u64,
+    /// What went wrong inside the worker without stopping it (a failed `setaffinity`),
+    /// at most a few lines.
+    #[serde(default)]
+    pub errors: Vec<String>,
+}
+
+/// Most latency samples one worker keeps per kind (a uniform reservoir sample).
+pub const MAX_LATENCY_SAMPLES: usize = 512;
+
+/// Whether a stimulus opens or closes a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepPhase {
+    /// Before the step's ops.
+    Start,
+    /// After the step's hold.
+    End,
+}
+
+/// A step boundary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stimulus {
+    /// Milliseconds since the scenario started (cgroups created, workers released).
+    pub elapsed_ms: u64,
+    /// Step number, from 1 (0 is the settle/baseline phase before step 1).
+    pub step_index: u16,
+    pub phase: StepPhase,
+    /// The step's label.
+    pub label: String,
+    /// Ops of the step.
+    pub op_count: u32,
+    /// Their kinds in order (`set_cpuset`, ...).
+    pub op_kinds: Vec<String>,
+    /// Cgroups and running workers at this moment.
+    pub cgroups: u32,
+    pub workers: u32,
+    /// Work units completed by all workers so far (live counters of every worker ever
+    /// started).
+    pub iterations_so_far: u64,
+    /// The same per cgroup the workers were started in.
+    pub cgroup_iterations: BTreeMap<String, u64>,
+    /// Ops that failed (on `end`): what and why.
+    #[serde(default)]
+    pub op_errors: Vec<String>,
+}
+
+/// The guest's view of the scheduler, sampled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MonitorSample {
+    /// Milliseconds since the scenario started.
+    pub elapsed_ms: u64,
+    /// One entry per online CPU.
+    pub cpus: Vec<CpuSample>,
+    /// sched_ext state; None when the kernel has no `/sys/kernel/sched_ext`.
+    pub scx: Option<ScxSample>,
+    /// `/proc/pressure/cpu`; None without PSI.
+    pub psi_cpu: Option<Psi>,
+    /// `/proc/pressure/irq`; None without IRQ PSI.
+    pub psi_irq: Option<Psi>,
+}
+
+/// One CPU in a sample. Counters are cumulative since boot; the host takes deltas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuSample {
+    pub cpu: u32,
+    /// Runnable tasks on its run queue (sched debugfs); None when not visible.
+    pub nr_running: Option<u32>,
+    /// Run-queue clock (sched debugfs `.clock`); a clock that stops while tasks are
+    /// runnable is a stall.
+    pub rq_clock_ns: Option<u64>,
+    /// `/proc/schedstat` counters; None when schedstats are off.
+    pub schedstat: Option<CpuSchedstat>,
+}
+
+/// The per-CPU line of `/proc/schedstat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuSchedstat {
+    pub yld_count: u64,
+    pub sched_count: u64,
+    pub sched_goidle: u64,
+    pub ttwu_count: u64,
+    pub ttwu_local: u64,
+    /// Time tasks ran on this CPU, ns.
+    pub rq_cpu_time_ns: u64,
+    /// Time tasks waited on this run queue, ns.
+    pub run_delay_ns: u64,
+    /// Tasks run (timeslices).
+    pub pcount: u64,
+}
+
+/// `/sys/kernel/sched_ext`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScxSample {
+    /// `state`: `enabled`, `disabled`, `enabling`, ...
+    pub state: String,
+    /// `root/ops`: the attached scheduler's name (None when none is attached).
+    pub ops: Option<String>,
+    /// `root/events` (kernels 6.16+): `SCX_EV_*` name -> cumulative count.
+    pub events: BTreeMap<String, u64>,
+}
+
+/// A `/proc/pressure/*` file.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Psi {
+    pub some: PsiLine,
+    /// The `full` line (absent for CPU on old kernels).
+    pub full: Option<PsiLine>,
+}
+
+/// One line of a PSI file: averages in percent, total stall time in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PsiLine {
+    pub avg10: f64,
+    pub avg60: f64,
+    pub avg300: f64,
+    pub total_us: u64,
+}
+
+/// A periodic capture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// 0-based; `target` is `num_snapshots`.
+    pub index: u32,
+    pub target: u32,
+    /// Milliseconds since the scenario started.
+    pub elapsed_ms: u64,
+    pub cgroups: Vec<CgroupSnapshot>,
+    pub cpus: Vec<CpuSample>,
+    pub scx: Option<ScxSample>,
+}
+
+/// A cgroup's counters at a snapshot (cumulative since its creation). Fields are None
+/// when the file was missing or unreadable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupSnapshot {
+    pub name: String,
+    /// `cpu.stat`.
+    pub usage_usec: Option<u64>,
+    pub user_usec: Option<u64>,
+    pub system_usec: Option<u64>,
+    pub nr_periods: Option<u64>,
+    pub nr_throttled: Option<u64>,
+    pub throttled_usec: Option<u64>,
+    /// `cgroup.events`.
+    pub populated: Option<bool>,
+    pub frozen: Option<bool>,
+    /// `cpuset.cpus.effective`.
+    pub cpus_effective: Option<String>,
+    /// Processes in `cgroup.procs`.
+    pub nr_procs: Option<u32>,
+}
+
+/// What the scenario run did, sent once at its end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScenarioEnd {
+    /// Milliseconds since the scenario started.
+    pub elapsed_ms: u64,
+    /// Steps whose hold completed.
+    pub steps_completed: u32,
+    pub workers_started: u32,
+    /// Worker reports sent (the rest are named in Log errors).
+    pub workers_reported: u32,
+    pub monitor_samples: u64,
+    pub snapshots_taken: u32,
+    /// Why it ended early (stop request, setup failure); None when it ran to the end.
+    pub aborted: Option<String>,
 }
 
 /// What the guest kernel shows of the CPU topology.
@@ -266,14 +484,96 @@ mod tests {
                 group: "g".into(),
                 index: 1,
                 pid: 42,
+                cgroup: "g".into(),
+                work_type: "PipeIo".into(),
                 work_units: 1000,
                 cpu_time_ns: 1,
                 wall_time_ns: 2,
+                off_cpu_ns: 1,
                 run_delay_ns: 3,
                 run_count: 4,
                 migrations: 5,
                 cpus_used: vec![0, 3],
+                allowed_cpus: vec![0, 1, 2, 3],
                 max_gap_ns: 6,
+                max_gap_cpu: Some(3),
+                wake_latency_ns: vec![1500, 2500],
+                wake_samples_total: 9,
+                ..Default::default()
+            }),
+            GuestMsg::Stimulus(Stimulus {
+                elapsed_ms: 10,
+                step_index: 1,
+                phase: StepPhase::End,
+                label: "swap".into(),
+                op_count: 1,
+                op_kinds: vec!["swap_cpusets".into()],
+                cgroups: 2,
+                workers: 4,
+                iterations_so_far: 77,
+                cgroup_iterations: [("cg0".to_string(), 70u64), ("cg1".to_string(), 7)]
+                    .into_iter()
+                    .collect(),
+                op_errors: vec![],
+            }),
+            GuestMsg::MonitorSample(MonitorSample {
+                elapsed_ms: 100,
+                cpus: vec![CpuSample {
+                    cpu: 0,
+                    nr_running: Some(2),
+                    rq_clock_ns: Some(5_000_000),
+                    schedstat: Some(CpuSchedstat {
+                        run_delay_ns: 9,
+                        pcount: 3,
+                        ..Default::default()
+                    }),
+                }],
+                scx: Some(ScxSample {
+                    state: "enabled".into(),
+                    ops: Some("simple".into()),
+                    events: [("SCX_EV_SELECT_CPU_FALLBACK".to_string(), 4u64)]
+                        .into_iter()
+                        .collect(),
+                }),
+                psi_cpu: Some(Psi {
+                    some: PsiLine {
+                        avg10: 1.25,
+                        avg60: 0.5,
+                        avg300: 0.0,
+                        total_us: 12345,
+                    },
+                    full: None,
+                }),
+                psi_irq: None,
+            }),
+            GuestMsg::Snapshot(Snapshot {
+                index: 0,
+                target: 2,
+                elapsed_ms: 700,
+                cgroups: vec![CgroupSnapshot {
+                    name: "cg0".into(),
+                    usage_usec: Some(1000),
+                    user_usec: Some(900),
+                    system_usec: Some(100),
+                    nr_periods: Some(0),
+                    nr_throttled: Some(0),
+                    throttled_usec: Some(0),
+                    populated: Some(true),
+                    frozen: Some(false),
+                    cpus_effective: Some("0-1".into()),
+                    nr_procs: Some(2),
+                }],
+                cpus: vec![],
+                scx: None,
+            }),
+            GuestMsg::ScenarioEnd(ScenarioEnd {
+                elapsed_ms: 2000,
+                steps_completed: 1,
+                workers_started: 4,
+                workers_reported: 4,
+                monitor_samples: 20,
+                snapshots_taken: 2,
+                aborted: None,
             }),
             GuestMsg::ExecExit { status: 137 },
             GuestMsg::Panic {
@@ -298,16 +598,7 @@ mod tests {
         let w: serde_json::Value =
             serde_json::from_slice(&encode_msg(&GuestMsg::WorkerReport(WorkerReport {
                 group: "g".into(),
-                index: 0,
-                pid: 1,
-                work_units: 0,
-                cpu_time_ns: 0,
-                wall_time_ns: 0,
-                run_delay_ns: 0,
-                run_count: 0,
-                migrations: 0,
-                cpus_used: vec![],
-                max_gap_ns: 0,
+                ..Default::default()
             })))
             .unwrap();
         assert_eq!(w["type"], "worker_report");
@@ -318,6 +609,7 @@ mod tests {
     fn unknown_type_and_garbage_are_errors() {
         for bad in [
             &br#"{"type":"stimulus_event","step":1}"#[..],
+            br#"{"type":"stimulus","step":1}"#,
             br#"{"status":1}"#,
             b"\xff\xfe",
             b"",

@@ -4,13 +4,20 @@
 use std::io::Write;
 use std::time::Instant;
 
-use ktstr_wire::msg::{LogLevel, SeenTopology, WorkerReport};
+use ktstr_wire::msg::{
+    LogLevel, MonitorSample, ScenarioEnd, SeenTopology, Snapshot, Stimulus, WorkerReport,
+};
 use ktstr_wire::{decode_msg, Frame, GuestMsg, Kind, OutputStream};
 
 /// Caps on what one run may accumulate, so a misbehaving guest cannot exhaust the host.
 const MAX_WORKER_REPORTS: usize = 65_536;
 const MAX_LOG_LINES: usize = 10_000;
 const MAX_OUTPUT_BYTES: usize = 64 << 20;
+/// Two stimulus events per step, every step of the largest scenario.
+const MAX_STIMULI: usize = 2 * ktstr_wire::scenario::MAX_STEPS + 16;
+/// An hour of 100 ms samples.
+const MAX_MONITOR_SAMPLES: usize = 36_000;
+const MAX_SNAPSHOTS: usize = ktstr_wire::spec::MAX_SNAPSHOTS as usize;
 
 /// Where live program output goes (`cargo ktstr shell --exec` streams it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +35,11 @@ pub struct Collected {
     pub phases: Vec<(String, u64)>,
     pub logs: Vec<(LogLevel, String)>,
     pub workers: Vec<WorkerReport>,
+    /// Step boundaries, in the order they arrived.
+    pub stimuli: Vec<Stimulus>,
+    pub monitor_samples: Vec<MonitorSample>,
+    pub snapshots: Vec<Snapshot>,
+    pub scenario_end: Option<ScenarioEnd>,
     pub exec_status: Option<i32>,
     pub panic: Option<String>,
     pub done: Option<Done>,
@@ -153,6 +165,17 @@ impl Collector {
                     d.dropped += 1;
                 }
             }
+            GuestMsg::Stimulus(x) => push_capped(&mut d.stimuli, x, MAX_STIMULI, &mut d.dropped),
+            GuestMsg::MonitorSample(x) => push_capped(
+                &mut d.monitor_samples,
+                x,
+                MAX_MONITOR_SAMPLES,
+                &mut d.dropped,
+            ),
+            GuestMsg::Snapshot(x) => {
+                push_capped(&mut d.snapshots, x, MAX_SNAPSHOTS, &mut d.dropped)
+            }
+            GuestMsg::ScenarioEnd(x) => d.scenario_end = Some(x),
             GuestMsg::ExecExit { status } => d.exec_status = Some(status),
             GuestMsg::Panic { message } => d.panic = Some(message),
             GuestMsg::Done {
@@ -166,6 +189,15 @@ impl Collector {
                 d.done_at = Some(Instant::now());
             }
         }
+    }
+}
+
+/// Keeps at most `cap` items; the rest are counted as dropped.
+fn push_capped<T>(v: &mut Vec<T>, x: T, cap: usize, dropped: &mut u64) {
+    if v.len() < cap {
+        v.push(x);
+    } else {
+        *dropped += 1;
     }
 }
 
