@@ -273,7 +273,6 @@ impl Vm {
         timings.memory_ms = ms(t);
 
         // Kernel.
-        let t = Instant::now();
         let image = std::fs::read(&cfg.kernel).map_err(|source| VmError::ReadFile {
             what: "kernel",
             path: cfg.kernel.clone(),
@@ -301,7 +300,6 @@ impl Vm {
         let kernel = boot::load_kernel(&ram.mem, &image).map_err(boot_err)?;
         drop(image);
         timings.kernel_load_ms = ms(tl);
-        let _ = t;
 
         let t = Instant::now();
         boot::write_cmdline(&ram.mem, &cfg.cmdline).map_err(boot_err)?;
