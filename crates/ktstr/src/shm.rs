@@ -19,10 +19,12 @@ unsafe impl Sync for ShmMapping {}
 impl ShmMapping {
     /// Map `len` bytes of `file` at `offset` (both page aligned) shared and writable.
     pub fn map_file(file: &File, offset: u64, len: u64) -> std::io::Result<Self> {
-        let len_usize = usize::try_from(len)
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "region too large"))?;
-        let off = libc::off_t::try_from(offset)
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "offset too large"))?;
+        let len_usize = usize::try_from(len).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "region too large")
+        })?;
+        let off = libc::off_t::try_from(offset).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "offset too large")
+        })?;
         // SAFETY: a fresh shared mapping of a file we opened read-write; the kernel picks
         // the address, and the result is checked against MAP_FAILED.
         let ptr = unsafe {
