@@ -89,6 +89,7 @@
 //! Runs of the same configuration share [`SidecarResult::variant_hash`], computed over
 //! topology, scheduler, payload, work type, sysctls and kargs only; see [`hash`].
 
+pub mod compare;
 pub mod error;
 pub mod example;
 pub mod explain;
@@ -96,12 +97,17 @@ mod float;
 pub mod hash;
 pub mod host;
 pub mod kvm;
+pub mod metrics;
 pub mod monitor;
+pub mod noise;
 pub mod paths;
 pub mod payload;
 pub mod perf_delta;
 pub mod provenance;
 pub mod read;
+pub mod report;
+pub mod revs;
+pub mod scan;
 pub mod sidecar;
 pub mod stats;
 pub mod stimulus;

@@ -1,0 +1,308 @@
+//! Reading big pools fast: list every sidecar file under some roots once, then parse
+//! them on all CPUs and fold each into a small per-thread accumulator, so tens of
+//! thousands of sidecars never sit in memory at the same time.
+//!
+//! Same rules as [`crate::load_pool`]: a root is a sidecar file, a run directory or a
+//! runs root; directories are searched two levels deep; names starting with `.` are
+//! skipped; a bad file costs one error, never the rest. A file reached through two
+//! roots is read once.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::error::{Result, SidecarError};
+use crate::paths::is_sidecar_file_name;
+use crate::read::read_sidecar;
+use crate::sidecar::{RunSource, SidecarResult};
+
+/// How deep below a root run directories are looked for (as in [`crate::load_pool`]).
+const MAX_DEPTH: usize = 2;
+/// Files handed to a thread at a time.
+const CHUNK: usize = 128;
+
+/// One root to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub root: PathBuf,
+    /// Named explicitly (`--dir`): `run_source` of its sidecars reads as `archive`.
+    pub archive: bool,
+    /// Caller's bits, OR-ed into every file found under this root (e.g. which side of a
+    /// comparison the root feeds).
+    pub mask: u8,
+}
+
+/// One sidecar file to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SidecarFile {
+    pub path: PathBuf,
+    /// Index into [`Listing::run_dirs`].
+    pub run_dir: usize,
+    /// OR of the masks of the sources it was found under.
+    pub mask: u8,
+    /// Found under an archive source.
+    pub archive: bool,
+}
+
+/// Every sidecar file under some roots, grouped by run directory.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Directories holding sidecar files, sorted by path.
+    pub run_dirs: Vec<PathBuf>,
+    /// Sorted by run directory, then file name.
+    pub files: Vec<SidecarFile>,
+    /// Roots or directories that could not be listed.
+    pub errors: Vec<SidecarError>,
+}
+
+/// Decides whether a directory directly below a root is searched (given its name).
+pub type DirFilter<'a> = &'a (dyn Fn(&str) -> bool + Sync);
+
+/// List the sidecar files under `sources`. With `child_filter`, directories directly
+/// below a directory root are searched only when it accepts their name (roots and
+/// sidecar files directly in a root are always taken).
+pub fn list(sources: &[Source], child_filter: Option<DirFilter<'_>>) -> Listing {
+    let mut found: Vec<(PathBuf, PathBuf, u8, bool)> = Vec::new(); // (dir, file, mask, archive)
+    let mut errors = Vec::new();
+    for src in sources {
+        if src.root.is_file() {
+            let dir = src.root.parent().unwrap_or(Path::new(".")).to_path_buf();
+            found.push((dir, src.root.clone(), src.mask, src.archive));
+        } else {
+            walk(&src.root, 0, src, child_filter, &mut found, &mut errors);
+        }
+    }
+    // One entry per file: merge masks of files reached through several roots.
+    let mut by_key: HashMap<PathBuf, usize> = HashMap::new();
+    let mut unique: Vec<(PathBuf, PathBuf, u8, bool)> = Vec::new();
+    let several = sources.len() > 1;
+    for (dir, file, mask, archive) in found {
+        let key = if several {
+            fs::canonicalize(&file).unwrap_or_else(|_| file.clone())
+        } else {
+            file.clone()
+        };
+        match by_key.get(&key) {
+            Some(&i) => {
+                unique[i].2 |= mask;
+                unique[i].3 |= archive;
+            }
+            None => {
+                by_key.insert(key, unique.len());
+                unique.push((dir, file, mask, archive));
+            }
+        }
+    }
+    unique.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    let mut listing = Listing {
+        errors,
+        ..Listing::default()
+    };
+    for (dir, path, mask, archive) in unique {
+        if listing.run_dirs.last() != Some(&dir) {
+            listing.run_dirs.push(dir);
+        }
+        listing.files.push(SidecarFile {
+            path,
+            run_dir: listing.run_dirs.len() - 1,
+            mask,
+            archive,
+        });
+    }
+    listing
+}
+
+fn walk(
+    dir: &Path,
+    depth: usize,
+    src: &Source,
+    child_filter: Option<DirFilter<'_>>,
+    found: &mut Vec<(PathBuf, PathBuf, u8, bool)>,
+    errors: &mut Vec<SidecarError>,
+) {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            errors.push(SidecarError::io("list directory", dir, e));
+            return;
+        }
+    };
+    let mut subdirs = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        // file_type() does not follow symlinks; is_dir() does, as load_pool.
+        if path.is_dir() {
+            let wanted = depth > 0 || child_filter.is_none_or(|f| f(&name));
+            if !name.starts_with('.') && wanted {
+                subdirs.push(path);
+            }
+        } else if is_sidecar_file_name(&name) {
+            found.push((dir.to_path_buf(), path, src.mask, src.archive));
+        }
+    }
+    if depth < MAX_DEPTH {
+        subdirs.sort();
+        for d in subdirs {
+            walk(&d, depth + 1, src, child_filter, found, errors);
+        }
+    }
+}
+
+/// Read every file of `listing` and fold it into accumulators, on up to `threads`
+/// threads (0 = all CPUs). `fold` gets each file with its parse result (archive
+/// sources already rewritten to `run_source: archive`). Files are handed out in chunks
+/// of consecutive files; the accumulators come back in file order, one per chunk, so a
+/// caller that merges them in order sees files in listing order.
+pub fn fold<A, I, F>(listing: &Listing, threads: usize, init: I, fold: F) -> Vec<A>
+where
+    A: Send,
+    I: Fn() -> A + Sync,
+    F: Fn(&mut A, &SidecarFile, Result<SidecarResult>) + Sync,
+{
+    let chunks: Vec<&[SidecarFile]> = listing.files.chunks(CHUNK).collect();
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    }
+    .clamp(1, chunks.len().max(1));
+    let slots: Vec<Mutex<Option<A>>> = chunks.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(chunk) = chunks.get(i) else { break };
+        let mut acc = init();
+        for f in *chunk {
+            let parsed = read_sidecar(&f.path).map(|mut s| {
+                if f.archive {
+                    s.run_source = Some(RunSource::Archive);
+                }
+                s
+            });
+            fold(&mut acc, f, parsed);
+        }
+        *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(acc);
+    };
+    if threads == 1 {
+        work();
+    } else {
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(work);
+            }
+        });
+    }
+    slots
+        .into_iter()
+        .filter_map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Outcome;
+
+    fn write(dir: &Path, name: &str, o: Outcome) -> PathBuf {
+        let mut s = SidecarResult::new(name, "1n1l1c1t", "eevdf");
+        s.set_outcome(o);
+        s.run_source = Some(RunSource::Local);
+        s.write_to_dir(dir).expect("write")
+    }
+
+    #[test]
+    fn lists_like_load_pool_and_reads_each_file_once() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let a = root.path().join("7.2-aaaaaaa");
+        let b = root.path().join("7.2-bbbbbbb");
+        write(&a, "one", Outcome::Pass);
+        write(&a, "two", Outcome::Fail);
+        write(&b.join("sub"), "three", Outcome::Skip);
+        write(&root.path().join(".hidden"), "four", Outcome::Pass);
+        fs::write(b.join("bad.ktstr.json"), "{").expect("write");
+        fs::write(a.join("notes.txt"), "x").expect("write");
+
+        let sources = [
+            Source {
+                root: root.path().to_path_buf(),
+                archive: false,
+                mask: 1,
+            },
+            // The same run again, through another root: read once, both masks.
+            Source {
+                root: a.clone(),
+                archive: true,
+                mask: 2,
+            },
+        ];
+        let l = list(&sources, None);
+        assert!(l.errors.is_empty());
+        assert_eq!(l.run_dirs, [a.clone(), b.clone(), b.join("sub")]);
+        assert_eq!(l.files.len(), 4);
+        assert!(l.files[..2].iter().all(|f| f.mask == 3 && f.archive));
+        assert_eq!(l.files[2].mask, 1);
+
+        // Fold: count outcomes and errors; results in file order.
+        let accs = fold(&l, 2, Vec::new, |acc: &mut Vec<String>, f, r| {
+            acc.push(match r {
+                Ok(s) => format!("{}:{}:{:?}", s.test_name, s.outcome(), s.run_source),
+                Err(_) => format!("bad:{}", f.run_dir),
+            })
+        });
+        let all: Vec<String> = accs.into_iter().flatten().collect();
+        assert_eq!(
+            all,
+            [
+                "one:pass:Some(Archive)",
+                "two:fail:Some(Archive)",
+                "bad:1",
+                "three:skip:Some(Local)"
+            ]
+        );
+
+        // A child filter prunes run directories directly below a root.
+        let only_b = |name: &str| name.ends_with("bbbbbbb");
+        let l = list(&sources[..1], Some(&only_b));
+        assert_eq!(l.run_dirs, [b.clone(), b.join("sub")]);
+
+        let missing = list(
+            &[Source {
+                root: root.path().join("nope"),
+                archive: false,
+                mask: 1,
+            }],
+            None,
+        );
+        assert_eq!(missing.errors.len(), 1);
+        assert!(missing.files.is_empty());
+    }
+
+    #[test]
+    fn many_files_over_many_chunks_keep_order() {
+        let root = tempfile::tempdir().expect("tempdir");
+        for i in 0..(CHUNK * 3 + 5) {
+            write(root.path(), &format!("t{i:05}"), Outcome::Pass);
+        }
+        let l = list(
+            &[Source {
+                root: root.path().to_path_buf(),
+                archive: false,
+                mask: 1,
+            }],
+            None,
+        );
+        for threads in [1, 3, 0] {
+            let names: Vec<String> = fold(&l, threads, Vec::new, |acc: &mut Vec<String>, _, r| {
+                acc.push(r.expect("good").test_name)
+            })
+            .into_iter()
+            .flatten()
+            .collect();
+            assert_eq!(names.len(), CHUNK * 3 + 5);
+            assert!(names.windows(2).all(|w| w[0] < w[1]), "order kept");
+        }
+    }
+}
