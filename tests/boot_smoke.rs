@@ -59,6 +59,7 @@ fn boots_debian_kernel_and_writes_a_measured_sidecar() {
         kargs: Vec::new(),
         includes: Vec::new(),
         expect_err: false,
+        assert: Default::default(),
         stream_output: false,
         console_on_terminal: false,
         write_sidecar: true,

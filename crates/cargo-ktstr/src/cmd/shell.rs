@@ -91,6 +91,7 @@ pub fn run(args: ShellArgs) -> anyhow::Result<i32> {
         kargs: args.kargs,
         includes: args.includes,
         expect_err: false,
+        assert: Default::default(),
         stream_output: true,
         console_on_terminal: interactive,
         write_sidecar: false,

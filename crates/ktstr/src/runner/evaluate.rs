@@ -1,56 +1,107 @@
-//! Host-side judgement of a run: the guest is measured, not trusted. Every check here
-//! works on raw reports, and each failure carries a reason a person can act on.
+//! Host-side judgement of a run: the guest is measured, not trusted. [`measure`] turns
+//! the raw reports into the sidecar's numbers (per-cgroup and per-phase stats, the
+//! monitor summary, the stimulus timeline, snapshots fired); [`evaluate`] judges the run
+//! with the gates of [`crate::assert`], each failure with a reason a person can act on.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::path::Path;
 
-use ktstr_sidecar::{CgroupStats, Outcome, ScenarioStats};
-use ktstr_wire::msg::WorkerReport;
-use ktstr_wire::spec::{GuestSpec, WorkKind};
+use ktstr_sidecar::monitor::MonitorSummary;
+use ktstr_sidecar::stimulus::{StimulusEvent, StimulusKind};
+use ktstr_sidecar::{CgroupStats, Outcome, PhaseStats, ScenarioStats};
+use ktstr_vmm::Topology;
+use ktstr_wire::msg::{MonitorSample, StepPhase, Stimulus, WorkerReport};
+use ktstr_wire::spec::GuestSpec;
 
 use super::collect::Collected;
 use super::RunRequest;
+use crate::assert::monitor::{self, MonitorFindings};
+use crate::assert::workers::{self as gates, group_reports, off_cpu_pct, work_rate};
+use crate::assert::{sample, Assert, CgroupPlan, Checks, Gate};
 use crate::engine::{EngineReport, GuestExit};
 
 /// The verdict before expect_err inversion, with its reasons.
 #[derive(Debug, Clone)]
 pub struct Verdict {
     pub outcome: Outcome,
+    /// One line per check that did not pass (the sidecar's `verdict_details`).
     pub reasons: Vec<String>,
+    /// Every check, passes included.
+    pub checks: Checks,
 }
 
-/// The sidecar's `work_type`: the first worker group's work, or `none`.
+/// The sidecar's `work_type`: the scenario's primary work type, `Exec`, or `none`.
 pub fn work_type_name(spec: &GuestSpec) -> String {
-    match spec.workers.first().map(|w| &w.work) {
-        Some(WorkKind::Spin) => "SpinWait".to_string(),
-        None if spec.exec.is_some() => "Exec".to_string(),
-        None => "none".to_string(),
+    spec.work_type_name()
+}
+
+/// What the host derived from the raw reports.
+#[derive(Debug, Clone, Default)]
+pub struct Measured {
+    /// What the scenario declared per cgroup (from the spec, not the guest).
+    pub plans: Vec<CgroupPlan>,
+    pub stats: ScenarioStats,
+    pub monitor: Option<(MonitorSummary, MonitorFindings)>,
+    pub stimulus_events: Vec<StimulusEvent>,
+    /// Distinct snapshot indexes below the target that arrived.
+    pub periodic_fired: u32,
+    pub periodic_target: u32,
+}
+
+/// Derive every number of the sidecar from the collected reports.
+pub fn measure(spec: &GuestSpec, topology: &Topology, a: &Assert, data: &Collected) -> Measured {
+    let plans = crate::scenario::cgroup_plans(spec, topology);
+    let samples = sorted_samples(&data.monitor_samples);
+    let mut stats = scenario_stats(&plans, topology.vcpus(), &data.workers);
+    stats.phases = phases(spec, &data.stimuli, &samples);
+    let periodic_target = spec.num_snapshots;
+    let fired: BTreeSet<u32> = data
+        .snapshots
+        .iter()
+        .map(|s| s.index)
+        .filter(|&i| i < periodic_target)
+        .collect();
+    Measured {
+        plans,
+        stats,
+        monitor: monitor::summarize(&data.monitor_samples, &a.monitor),
+        stimulus_events: stimulus_events(&data.stimuli),
+        periodic_fired: fired.len() as u32,
+        periodic_target,
     }
 }
 
-/// Per-group statistics from worker reports.
-pub fn scenario_stats(spec: &GuestSpec, data: &Collected) -> ScenarioStats {
-    let mut groups: BTreeMap<&str, Vec<&WorkerReport>> = BTreeMap::new();
-    for w in &spec.workers {
-        groups.entry(w.group.as_str()).or_default();
-    }
-    for r in &data.workers {
-        groups.entry(r.group.as_str()).or_default().push(r);
-    }
-    let mut stats = ScenarioStats::default();
-    let mut all_cpus = std::collections::BTreeSet::new();
-    for (name, reports) in groups {
-        let cg = cgroup_stats(name, &reports);
+fn sorted_samples(samples: &[MonitorSample]) -> Vec<&MonitorSample> {
+    let mut v: Vec<&MonitorSample> = samples.iter().collect();
+    v.sort_by_key(|s| s.elapsed_ms);
+    v
+}
+
+/// Per-cgroup statistics from worker reports, grouped by the cgroup each worker was
+/// started in, in the plan's order.
+pub fn scenario_stats(plans: &[CgroupPlan], vcpus: u32, reports: &[WorkerReport]) -> ScenarioStats {
+    let mut stats = ScenarioStats {
+        worst_migration_ratio: f64::NAN,
+        ..ScenarioStats::default()
+    };
+    let mut all_cpus = BTreeSet::new();
+    for (name, rs) in group_reports(plans, reports) {
+        let plan = plans.iter().find(|p| p.name == name);
+        let cg = cgroup_stats(&name, plan, vcpus, &rs);
         all_cpus.extend(cg.cpus_used.iter().copied());
         stats.total_workers += cg.num_workers;
         stats.total_iterations += cg.total_iterations;
         stats.total_migrations += cg.total_migrations;
-        if cg.max_gap_ms >= stats.worst_gap_ms {
+        if cg.num_workers > 0
+            && (stats.worst_gap_cpu.is_none() || cg.max_gap_ms > stats.worst_gap_ms)
+        {
             stats.worst_gap_ms = cg.max_gap_ms;
             stats.worst_gap_cpu = cg.max_gap_cpu;
         }
         stats.worst_spread = max_opt(stats.worst_spread, cg.spread);
         stats.worst_migration_ratio = stats.worst_migration_ratio.max(cg.migration_ratio);
+        stats.worst_p99_wake_latency_us =
+            max_opt(stats.worst_p99_wake_latency_us, cg.p99_wake_latency_us);
         stats.worst_run_delay_us = max_opt(stats.worst_run_delay_us, cg.worst_run_delay_us);
         stats.cgroups.push(cg);
     }
@@ -66,70 +117,230 @@ fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     }
 }
 
-fn cgroup_stats(name: &str, reports: &[&WorkerReport]) -> CgroupStats {
-    let mut cpus: Vec<u32> = reports
+fn cgroup_stats(
+    name: &str,
+    plan: Option<&CgroupPlan>,
+    vcpus: u32,
+    rs: &[&WorkerReport],
+) -> CgroupStats {
+    let cpus: BTreeSet<u32> = rs
         .iter()
         .flat_map(|r| r.cpus_used.iter().copied())
         .collect();
-    cpus.sort_unstable();
-    cpus.dedup();
-    let iterations: u64 = reports.iter().map(|r| r.work_units).sum();
-    let migrations: u64 = reports.iter().map(|r| r.migrations).sum();
-    // Off-CPU share of wall time, per worker.
-    let off_cpu: Vec<f64> = reports
+    let units: u64 = rs.iter().map(|r| r.work_units).sum();
+    let cpu_ns: u64 = rs
         .iter()
-        .filter(|r| r.wall_time_ns > 0)
-        .map(|r| {
-            let on = r.cpu_time_ns.min(r.wall_time_ns) as f64;
-            100.0 * (1.0 - on / r.wall_time_ns as f64)
-        })
-        .collect();
-    // Work per CPU-second received, so overcommitted runs stay comparable.
-    let rates: Vec<f64> = reports
-        .iter()
-        .filter(|r| r.cpu_time_ns > 0)
-        .map(|r| r.work_units as f64 / (r.cpu_time_ns as f64 / 1e9))
-        .collect();
-    let spread = if rates.len() >= 2 {
-        let max = rates.iter().cloned().fold(f64::MIN, f64::max);
-        let min = rates.iter().cloned().fold(f64::MAX, f64::min);
-        (max > 0.0).then(|| 100.0 * (max - min) / max)
-    } else {
-        None
-    };
-    let gap = reports.iter().max_by_key(|r| r.max_gap_ns);
-    let delays: Vec<f64> = reports
+        .map(|r| r.cpu_time_ns)
+        .fold(0, u64::saturating_add);
+    let migrations: u64 = rs.iter().map(|r| r.migrations).fold(0, u64::saturating_add);
+    let off: Vec<f64> = rs.iter().filter_map(|r| off_cpu_pct(r)).collect();
+    let min_off = off.iter().copied().reduce(f64::min);
+    let max_off = off.iter().copied().reduce(f64::max);
+    let gap = rs.iter().max_by_key(|r| r.max_gap_ns);
+    // Mean run-queue wait per scheduling, per worker.
+    let delays: Vec<f64> = rs
         .iter()
         .filter(|r| r.run_count > 0)
         .map(|r| r.run_delay_ns as f64 / r.run_count as f64 / 1e3)
         .collect();
+    let runs: u64 = rs.iter().map(|r| r.run_count).fold(0, u64::saturating_add);
+    let delay_ns: u64 = rs
+        .iter()
+        .map(|r| r.run_delay_ns)
+        .fold(0, u64::saturating_add);
+    let wake = gates::wake_summary(rs);
+    let timer = gates::timer_summary(rs);
+    let rates: Vec<f64> = rs.iter().filter_map(|r| work_rate(r)).collect();
+
+    let mut ext = std::collections::BTreeMap::new();
+    if cpu_ns > 0 {
+        ext.insert("work_rate".into(), units as f64 / (cpu_ns as f64 / 1e9));
+    }
+    if let Some(slowest) = rates.iter().copied().reduce(f64::min) {
+        ext.insert("min_work_rate".into(), slowest);
+    }
+    if let Some(cv) = sample::cv(&rates).filter(|_| rates.len() >= 2) {
+        ext.insert("work_rate_cv".into(), cv);
+    }
+    let wake_total: u64 = rs
+        .iter()
+        .map(|r| r.wake_samples_total)
+        .fold(0, u64::saturating_add);
+    if wake.is_some() {
+        ext.insert("wake_samples_total".into(), wake_total as f64);
+    }
+    let timer_total: u64 = rs
+        .iter()
+        .map(|r| r.timer_samples_total)
+        .fold(0, u64::saturating_add);
+    if let Some(t) = &timer {
+        ext.insert("timer_samples_total".into(), timer_total as f64);
+        ext.insert("p999_timer_latency_us".into(), t.p999_us);
+    }
+
     CgroupStats {
         name: name.to_string(),
-        num_workers: reports.len() as u32,
-        num_cpus: cpus.len() as u32,
-        cpus_used: cpus,
-        total_iterations: iterations,
-        total_cpu_time_ns: reports.iter().map(|r| r.cpu_time_ns).sum(),
+        num_workers: rs.len() as u32,
+        num_cpus: plan
+            .and_then(|p| p.allowed_cpus.as_ref())
+            .map_or(vcpus, |s| s.len() as u32),
+        cpus_used: cpus.into_iter().collect(),
+        total_iterations: units,
+        total_cpu_time_ns: cpu_ns,
         total_migrations: migrations,
-        migration_ratio: if iterations > 0 {
-            migrations as f64 / iterations as f64
+        migration_ratio: if units > 0 {
+            migrations as f64 / units as f64
         } else {
-            0.0
+            f64::NAN
         },
-        avg_off_cpu_pct: mean(&off_cpu),
-        min_off_cpu_pct: off_cpu.iter().cloned().reduce(f64::min),
-        max_off_cpu_pct: off_cpu.iter().cloned().reduce(f64::max),
-        spread,
-        max_gap_ms: gap.map(|r| r.max_gap_ns / 1_000_000).unwrap_or(0),
-        max_gap_cpu: gap.and_then(|r| r.cpus_used.last().copied()),
-        mean_run_delay_us: mean(&delays),
-        worst_run_delay_us: delays.iter().cloned().reduce(f64::max),
+        avg_off_cpu_pct: sample::mean(&off),
+        min_off_cpu_pct: min_off,
+        max_off_cpu_pct: max_off,
+        spread: (off.len() >= 2).then(|| max_off.unwrap_or(0.0) - min_off.unwrap_or(0.0)),
+        max_gap_ms: gap.map_or(0, |r| r.max_gap_ns / 1_000_000),
+        max_gap_cpu: gap.and_then(|r| r.max_gap_cpu.or_else(|| r.cpus_used.last().copied())),
+        median_wake_latency_us: wake.map(|s| s.median_us),
+        p99_wake_latency_us: wake.map(|s| s.p99_us),
+        wake_latency_cv: wake.and_then(|s| s.cv),
+        median_timer_latency_us: timer.map(|s| s.median_us),
+        p99_timer_latency_us: timer.map(|s| s.p99_us),
+        worst_timer_latency_us: timer.map(|s| s.worst_us),
+        mean_run_delay_us: (runs > 0).then(|| delay_ns as f64 / runs as f64 / 1e3),
+        worst_run_delay_us: delays.iter().copied().reduce(f64::max),
+        ext_metrics: ext,
         ..CgroupStats::default()
     }
 }
 
-fn mean(v: &[f64]) -> Option<f64> {
-    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+/// Step boundaries in time order, as sidecar events.
+pub fn stimulus_events(stimuli: &[Stimulus]) -> Vec<StimulusEvent> {
+    let mut order: Vec<&Stimulus> = stimuli.iter().collect();
+    order.sort_by_key(|s| (s.elapsed_ms, s.step_index, s.phase == StepPhase::End));
+    let n = order.len();
+    order
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let (kind, tag) = match s.phase {
+                StepPhase::Start => (StimulusKind::StepStart, "StepStart"),
+                StepPhase::End => (StimulusKind::StepEnd, "StepEnd"),
+            };
+            let mut detail = format!(
+                "{}: {} ops{}; {} cgroups, {} workers",
+                s.label,
+                s.op_count,
+                if s.op_kinds.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", s.op_kinds.join(", "))
+                },
+                s.cgroups,
+                s.workers
+            );
+            if !s.op_errors.is_empty() {
+                detail.push_str(&format!("; failed: {}", s.op_errors.join("; ")));
+            }
+            StimulusEvent {
+                elapsed_ms: s.elapsed_ms,
+                step_index: s.step_index,
+                kind,
+                label: format!("{tag}[{}]", s.step_index),
+                detail,
+                total_iterations: s.iterations_so_far,
+                is_terminal: i + 1 == n,
+            }
+        })
+        .collect()
+}
+
+/// Per-phase numbers: the baseline (when the scenario settles first) and every step with
+/// both boundaries, from the stimulus counters and the monitor samples in its window.
+fn phases(spec: &GuestSpec, stimuli: &[Stimulus], samples: &[&MonitorSample]) -> Vec<PhaseStats> {
+    let Some(scenario) = spec.effective_scenario() else {
+        return Vec::new();
+    };
+    let find = |k: u16, ph: StepPhase| stimuli.iter().find(|s| s.step_index == k && s.phase == ph);
+    let mut out = Vec::new();
+    if scenario.settle_ms > 0 {
+        if let Some(first) = find(1, StepPhase::Start) {
+            let mut p = phase(0, "baseline".into(), None, first, samples);
+            p.metrics.insert("workers".into(), f64::from(first.workers));
+            out.push(p);
+        }
+    }
+    for (i, step) in scenario.steps.iter().enumerate() {
+        let Ok(k) = u16::try_from(i + 1) else { break };
+        let (Some(start), Some(end)) = (find(k, StepPhase::Start), find(k, StepPhase::End)) else {
+            continue;
+        };
+        let label = if step.label.is_empty() {
+            format!("step {k}")
+        } else {
+            format!("step {k}: {}", step.label)
+        };
+        let mut p = phase(k, label, Some(start), end, samples);
+        p.metrics.insert("ops".into(), f64::from(start.op_count));
+        p.metrics.insert("workers".into(), f64::from(start.workers));
+        p.metrics.insert("cgroups".into(), f64::from(start.cgroups));
+        out.push(p);
+    }
+    out
+}
+
+/// One phase from `start` (None: the scenario's start) to `end`.
+fn phase(
+    step_index: u16,
+    label: String,
+    start: Option<&Stimulus>,
+    end: &Stimulus,
+    samples: &[&MonitorSample],
+) -> PhaseStats {
+    let start_ms = start.map_or(0, |s| s.elapsed_ms);
+    let before = |name: &str| {
+        start
+            .and_then(|s| s.cgroup_iterations.get(name).copied())
+            .unwrap_or(0)
+    };
+    let cgroups = end
+        .cgroup_iterations
+        .iter()
+        .map(|(name, &n)| CgroupStats {
+            name: name.clone(),
+            total_iterations: n.saturating_sub(before(name)),
+            migration_ratio: f64::NAN,
+            ..CgroupStats::default()
+        })
+        .collect();
+    let mut metrics = std::collections::BTreeMap::new();
+    let window: Vec<MonitorSample> = samples
+        .iter()
+        .filter(|s| s.elapsed_ms >= start_ms && s.elapsed_ms < end.elapsed_ms)
+        .map(|s| (*s).clone())
+        .collect();
+    metrics.insert("monitor_samples".into(), window.len() as f64);
+    let th = crate::assert::MonitorThresholds::default();
+    if let Some((m, _)) = monitor::summarize(&window, &th) {
+        for (k, v) in [
+            ("avg_imbalance_ratio", m.avg_imbalance_ratio),
+            ("max_imbalance_ratio", m.max_imbalance_ratio),
+            ("avg_nr_running", m.avg_nr_running),
+        ] {
+            if v.is_finite() {
+                metrics.insert(k.into(), v);
+            }
+        }
+    }
+    PhaseStats {
+        step_index,
+        label,
+        start_ms,
+        end_ms: end.elapsed_ms,
+        total_iterations: end
+            .iterations_so_far
+            .saturating_sub(start.map_or(0, |s| s.iterations_so_far)),
+        cgroups,
+        metrics,
+    }
 }
 
 /// The last lines of the console log that explain a dead guest (panic, oops).
@@ -150,17 +361,17 @@ pub fn console_excerpt(console_log: &Path) -> Option<String> {
     Some(lines[from..lines.len().min(from + 12)].join("\n"))
 }
 
-/// Judge the run.
+/// Judge the run: the run itself (exit, ring, ready, done), the topology, the scenario's
+/// execution, every worker gate of `assert`, the monitor and the snapshots.
 pub fn evaluate(
     req: &RunRequest,
+    assert: &Assert,
     data: &Collected,
+    measured: &Measured,
     engine: &EngineReport,
     console_log: &Path,
 ) -> Verdict {
-    let mut v = Verdict {
-        outcome: Outcome::Pass,
-        reasons: Vec::new(),
-    };
+    let mut c = Checks::default();
     let console_hint = || match console_excerpt(console_log) {
         Some(ex) => format!("; console ({}):\n{ex}", console_log.display()),
         None => String::new(),
@@ -168,18 +379,27 @@ pub fn evaluate(
 
     match &engine.exit {
         GuestExit::Reset => {}
-        GuestExit::Killed(why) => v.fail(why.clone()),
-        GuestExit::EngineFailed(why) => v.fail(why.clone()),
+        GuestExit::Killed(why) | GuestExit::EngineFailed(why) => {
+            c.fail(Gate::Run, "vm", why.clone())
+        }
     }
     for e in &data.protocol_errors {
-        v.fail(e.clone());
+        c.fail(Gate::Run, "ring", e.clone());
     }
     if let Some(p) = &data.panic {
-        v.fail(format!("the guest runtime panicked: {p}"));
+        c.fail(
+            Gate::Run,
+            "guest",
+            format!("the guest runtime panicked: {p}"),
+        );
     }
     let Some(ready) = &data.ready else {
-        v.fail(format!("the guest never reported ready{}", console_hint()));
-        return v;
+        c.fail(
+            Gate::Run,
+            "guest",
+            format!("the guest never reported ready{}", console_hint()),
+        );
+        return finish(c);
     };
 
     // Topology: re-derive from the per-CPU table instead of trusting guest counts.
@@ -189,66 +409,500 @@ pub fn evaluate(
     );
     let declared = req.topology.to_string();
     if seen.label() != declared || !seen.uniform {
-        v.fail(format!(
-            "topology mismatch: declared {declared}, the guest sees {} (online {})",
-            seen.label(),
-            seen.online
-        ));
+        c.fail(
+            Gate::Topology,
+            "guest",
+            format!(
+                "declared {declared}, the guest sees {} (online {})",
+                seen.label(),
+                seen.online
+            ),
+        );
+    } else {
+        c.pass(
+            Gate::Topology,
+            "guest",
+            format!("the guest sees {declared} (online {})", seen.online),
+        );
     }
 
     match data.done {
-        None => v.fail(format!(
-            "the guest did not finish its run{}",
-            console_hint()
-        )),
-        Some(d) if d.exit_code != 0 => v.fail(format!(
-            "the guest runtime ended with exit code {}",
-            d.exit_code
-        )),
+        None => c.fail(
+            Gate::Run,
+            "guest",
+            format!("the guest did not finish its run{}", console_hint()),
+        ),
+        Some(d) if d.exit_code != 0 => c.fail(
+            Gate::Run,
+            "guest",
+            format!("the guest runtime ended with exit code {}", d.exit_code),
+        ),
         Some(_) => {}
-    }
-
-    // Workers: every one declared must report, and every one must have progressed.
-    let expected: u32 = req.spec.workers.iter().map(|w| w.count).sum();
-    let reported = data.workers.len() as u32;
-    if expected > 0 {
-        if reported < expected {
-            v.fail(format!(
-                "{} of {expected} workers never reported",
-                expected - reported
-            ));
-        }
-        let total: u64 = data.workers.iter().map(|w| w.work_units).sum();
-        if reported > 0 && total == 0 {
-            v.inconclusive("no worker completed a single work unit: nothing to judge".into());
-        } else {
-            for w in data.workers.iter().filter(|w| w.work_units == 0) {
-                v.fail(format!(
-                    "worker {}[{}] (pid {}) made no progress in {} ms",
-                    w.group,
-                    w.index,
-                    w.pid,
-                    w.wall_time_ns / 1_000_000
-                ));
-            }
-        }
     }
     if let (Some(status), Some(_)) = (data.exec_status, &req.spec.exec) {
         if status != 0 {
-            v.fail(format!("the guest command exited with status {status}"));
+            c.fail(
+                Gate::Run,
+                "exec",
+                format!("the guest command exited with status {status}"),
+            );
         }
     }
-    v
+
+    if let Some(scenario) = req.spec.effective_scenario() {
+        scenario_ran(&mut c, scenario.steps.len(), data);
+        for r in data.workers.iter().filter(|r| !r.errors.is_empty()) {
+            c.skip(
+                Gate::Run,
+                format!("worker {}[{}] pid {}", r.group, r.index, r.pid),
+                format!("note: {}", r.errors.join("; ")),
+            );
+        }
+        c.extend(gates::check_workers(assert, &measured.plans, &data.workers));
+        c.extend(monitor::check_monitor(
+            &assert.monitor,
+            measured.monitor.as_ref(),
+        ));
+    }
+    if measured.periodic_target > 0 {
+        let msg = format!(
+            "{} of {} periodic snapshots arrived",
+            measured.periodic_fired, measured.periodic_target
+        );
+        if measured.periodic_fired == measured.periodic_target {
+            c.pass(Gate::Snapshots, "guest", msg);
+        } else {
+            c.inconclusive(Gate::Snapshots, "guest", msg);
+        }
+    }
+    finish(c)
 }
 
-impl Verdict {
-    fn fail(&mut self, why: String) {
-        self.outcome = Outcome::Fail;
-        self.reasons.push(why);
+/// The scenario ran to its end: every step started and ended, every op succeeded.
+fn scenario_ran(c: &mut Checks, steps: usize, data: &Collected) {
+    match &data.scenario_end {
+        None if data.done.is_some() => c.fail(
+            Gate::Run,
+            "scenario",
+            "the guest finished without reporting the end of the scenario".into(),
+        ),
+        None => {}
+        Some(end) => {
+            if let Some(why) = &end.aborted {
+                c.fail(Gate::Run, "scenario", format!("ended early: {why}"));
+            } else if (end.steps_completed as usize) < steps {
+                c.fail(
+                    Gate::Run,
+                    "scenario",
+                    format!("{} of {steps} steps completed", end.steps_completed),
+                );
+            }
+        }
+    }
+    if data.scenario_end.is_none() {
+        return;
+    }
+    for k in 1..=steps {
+        let Ok(k) = u16::try_from(k) else { break };
+        for ph in [StepPhase::Start, StepPhase::End] {
+            if !data
+                .stimuli
+                .iter()
+                .any(|s| s.step_index == k && s.phase == ph)
+            {
+                c.fail(
+                    Gate::Run,
+                    format!("step {k}"),
+                    format!(
+                        "no step-{} event arrived",
+                        match ph {
+                            StepPhase::Start => "start",
+                            StepPhase::End => "end",
+                        }
+                    ),
+                );
+            }
+        }
+    }
+    for s in data.stimuli.iter().filter(|s| !s.op_errors.is_empty()) {
+        c.fail(
+            Gate::Run,
+            format!("step {}", s.step_index),
+            format!("ops failed: {}", s.op_errors.join("; ")),
+        );
+    }
+}
+
+fn finish(checks: Checks) -> Verdict {
+    Verdict {
+        outcome: checks.outcome(),
+        reasons: checks.details(),
+        checks,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::assert::workers::tests::report;
+    use crate::engine::EngineKind;
+    use crate::kernel::{KernelOrigin, ResolvedKernel};
+    use crate::runner::collect::{Done, Ready};
+    use crate::scenario::{CgroupDef, CpusetSpec, Hold, Scenario, Step};
+    use ktstr_wire::msg::{CpuSample, ScenarioEnd, SeenCpu, SeenTopology, Snapshot};
+
+    const TOPO: &str = "1n2l1c1t";
+
+    fn scenario() -> Scenario {
+        Scenario::new()
+            .settle_ms(200)
+            .cgroup(
+                CgroupDef::new("packed")
+                    .cpuset(CpusetSpec::Cpus(vec![1]))
+                    .workers(2),
+            )
+            .cgroup(CgroupDef::new("free").workers(1))
+            .step(Step::new("first", Hold::Millis(1000)))
+            .step(Step::new("second", Hold::Millis(1000)))
     }
 
-    fn inconclusive(&mut self, why: String) {
-        self.outcome = self.outcome.merge(Outcome::Inconclusive);
-        self.reasons.push(why);
+    fn request(s: Scenario, snapshots: u32) -> RunRequest {
+        let mut spec = GuestSpec::new("t", 2400);
+        spec.scenario = Some(s);
+        spec.num_snapshots = snapshots;
+        RunRequest {
+            test_name: "t".into(),
+            topology: TOPO.parse().unwrap(),
+            memory_mib: 512,
+            cpu_budget: None,
+            kernel: ResolvedKernel {
+                image: "/nonexistent/bzImage".into(),
+                release: "7.2.13".into(),
+                config: None,
+                system_map: None,
+                source_tree: None,
+                cache_key: None,
+                metadata: None,
+                origin: KernelOrigin::Explicit,
+            },
+            engine: EngineKind::QemuTcg,
+            spec,
+            scheduler: "eevdf".into(),
+            sysctls: vec![],
+            kargs: vec![],
+            includes: vec![],
+            expect_err: false,
+            assert: Assert::default(),
+            stream_output: false,
+            console_on_terminal: false,
+            write_sidecar: false,
+        }
+    }
+
+    fn stim(k: u16, phase: StepPhase, at: u64, iters: u64, packed: u64) -> Stimulus {
+        Stimulus {
+            elapsed_ms: at,
+            step_index: k,
+            phase,
+            label: format!("s{k}"),
+            op_count: 0,
+            op_kinds: vec![],
+            cgroups: 2,
+            workers: 3,
+            iterations_so_far: iters,
+            cgroup_iterations: [
+                ("packed".to_string(), packed),
+                ("free".to_string(), iters - packed),
+            ]
+            .into(),
+            op_errors: vec![],
+        }
+    }
+
+    fn sample(at: u64, nr: [u32; 2]) -> MonitorSample {
+        MonitorSample {
+            elapsed_ms: at,
+            cpus: (0..2)
+                .map(|c| CpuSample {
+                    cpu: c,
+                    nr_running: Some(nr[c as usize]),
+                    rq_clock_ns: Some(at * 1_000_000 + 5),
+                    schedstat: None,
+                })
+                .collect(),
+            scx: None,
+            psi_cpu: None,
+            psi_irq: None,
+        }
+    }
+
+    /// A clean run of [`scenario`]: the guest saw the topology, both steps ran, packed's
+    /// two workers shared CPU 1 and free's one had CPU 0.
+    fn clean_run() -> Collected {
+        let cpus = (0..2)
+            .map(|c| SeenCpu {
+                cpu: c,
+                core_id: 0,
+                package_id: c,
+                llc_id: c,
+                node: 0,
+            })
+            .collect();
+        let mut p0 = report("packed", 0, 500, 1100, 2200);
+        p0.cpus_used = vec![1];
+        let mut p1 = report("packed", 1, 480, 1050, 2200);
+        p1.cpus_used = vec![1];
+        let mut f0 = report("free", 0, 1000, 2200, 2200);
+        f0.cpus_used = vec![0];
+        Collected {
+            ready: Some(Ready {
+                kernel_release: "7.2.13".into(),
+                uptime_ms: 3000,
+                topology: SeenTopology::derive("0-1".into(), cpus),
+                host_ms: 8000,
+            }),
+            workers: vec![p0, p1, f0],
+            stimuli: vec![
+                stim(1, StepPhase::Start, 200, 100, 50),
+                stim(1, StepPhase::End, 1200, 900, 450),
+                stim(2, StepPhase::Start, 1201, 900, 450),
+                stim(2, StepPhase::End, 2201, 1980, 980),
+            ],
+            monitor_samples: (0..22).map(|i| sample(i * 100, [1, 2])).collect(),
+            snapshots: (0..2)
+                .map(|i| Snapshot {
+                    index: i,
+                    target: 2,
+                    elapsed_ms: 800 + 800 * u64::from(i),
+                    cgroups: vec![],
+                    cpus: vec![],
+                    scx: None,
+                })
+                .collect(),
+            scenario_end: Some(ScenarioEnd {
+                elapsed_ms: 2300,
+                steps_completed: 2,
+                workers_started: 3,
+                workers_reported: 3,
+                monitor_samples: 22,
+                snapshots_taken: 2,
+                aborted: None,
+            }),
+            done: Some(Done {
+                exit_code: 0,
+                elapsed_ms: 2400,
+            }),
+            ..Collected::default()
+        }
+    }
+
+    fn engine_ok() -> EngineReport {
+        EngineReport {
+            exit: GuestExit::Reset,
+            vcpus: 2,
+            cpu_budget: 2,
+            host_cpus: vec![0, 1],
+            kvm_stats: None,
+        }
+    }
+
+    fn judge(req: &RunRequest, data: &Collected) -> (Measured, Verdict) {
+        let m = measure(&req.spec, &req.topology, &req.assert, data);
+        let v = evaluate(
+            req,
+            &req.assert,
+            data,
+            &m,
+            &engine_ok(),
+            Path::new("/nonexistent"),
+        );
+        (m, v)
+    }
+
+    #[test]
+    fn clean_run_passes_and_fills_every_sidecar_field() {
+        let req = request(scenario(), 2);
+        let (m, v) = judge(&req, &clean_run());
+        assert_eq!(v.outcome, Outcome::Pass, "{:#?}", v.reasons);
+        assert!(v.reasons.is_empty(), "{:?}", v.reasons);
+        for gate in [
+            Gate::Topology,
+            Gate::NotStuck,
+            Gate::MaxGap,
+            Gate::Isolation,
+            Gate::Snapshots,
+        ] {
+            assert_eq!(v.checks.gate_outcome(gate), Outcome::Pass, "{gate}");
+        }
+
+        // Stats: plan order, real numbers, off-CPU spread in percentage points.
+        let s = &m.stats;
+        assert_eq!(s.total_workers, 3);
+        assert_eq!(s.total_iterations, 1980);
+        assert_eq!(s.total_cpus, 2);
+        let packed = s.cgroup("packed").unwrap();
+        assert_eq!(packed.num_workers, 2);
+        assert_eq!(packed.num_cpus, 1, "its cpuset");
+        assert_eq!(packed.cpus_used, [1]);
+        assert_eq!(packed.total_iterations, 980);
+        assert_eq!(packed.total_cpu_time_ns, 2_150_000_000);
+        let spread = packed.spread.unwrap();
+        assert!((spread - 50.0 / 22.0).abs() < 1e-9, "{spread}");
+        assert!((packed.ext_metrics["work_rate"] - 980.0 / 2.15).abs() < 1e-9);
+        let free = s.cgroup("free").unwrap();
+        assert_eq!(free.num_cpus, 2, "no cpuset: every CPU");
+        assert_eq!(free.spread, None, "one worker");
+        assert_eq!(s.cgroups[0].name, "packed", "plan order");
+
+        // Phases: the settle baseline, then one per step, from the stimulus counters.
+        let ph: Vec<(u16, u64, u64, u64)> = s
+            .phases
+            .iter()
+            .map(|p| (p.step_index, p.start_ms, p.end_ms, p.total_iterations))
+            .collect();
+        assert_eq!(
+            ph,
+            [(0, 0, 200, 100), (1, 200, 1200, 800), (2, 1201, 2201, 1080)]
+        );
+        let p1 = s.phase(1).unwrap();
+        assert_eq!(p1.label, "step 1: first");
+        let pc: Vec<(&str, u64)> = p1
+            .cgroups
+            .iter()
+            .map(|c| (c.name.as_str(), c.total_iterations))
+            .collect();
+        assert_eq!(pc, [("free", 400), ("packed", 400)]);
+        assert_eq!(p1.metrics["monitor_samples"], 10.0);
+        assert_eq!(p1.metrics["avg_imbalance_ratio"], 2.0);
+
+        // Timeline, monitor, snapshots.
+        let labels: Vec<&str> = m.stimulus_events.iter().map(|e| e.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            ["StepStart[1]", "StepEnd[1]", "StepStart[2]", "StepEnd[2]"]
+        );
+        assert!(m.stimulus_events[3].is_terminal);
+        assert!(!m.stimulus_events[2].is_terminal);
+        assert_eq!(m.stimulus_events[1].total_iterations, 900);
+        assert!(m.stimulus_events[0].detail.contains("2 cgroups, 3 workers"));
+        let (mon, _) = m.monitor.as_ref().unwrap();
+        assert_eq!(mon.total_samples, 22);
+        assert_eq!(mon.max_imbalance_ratio, 2.0);
+        assert_eq!((m.periodic_fired, m.periodic_target), (2, 2));
+    }
+
+    #[test]
+    fn a_worker_off_its_cpuset_fails_isolation() {
+        let req = request(scenario(), 0);
+        let mut data = clean_run();
+        data.workers[1].cpus_used = vec![0, 1];
+        let (_, v) = judge(&req, &data);
+        assert_eq!(v.outcome, Outcome::Fail);
+        assert_eq!(v.checks.gate_outcome(Gate::Isolation), Outcome::Fail);
+        assert!(
+            v.reasons
+                .iter()
+                .any(|r| r.contains("packed[1] pid 101 ran on CPU 0")),
+            "{:?}",
+            v.reasons
+        );
+    }
+
+    #[test]
+    fn a_broken_scenario_run_fails_with_reasons() {
+        let req = request(scenario(), 2);
+        let mut data = clean_run();
+        data.stimuli.pop();
+        data.stimuli[0].op_errors = vec!["set_cpuset packed: EINVAL".into()];
+        data.snapshots.pop();
+        if let Some(e) = data.scenario_end.as_mut() {
+            e.steps_completed = 1;
+        }
+        let (m, v) = judge(&req, &data);
+        assert_eq!(v.outcome, Outcome::Fail);
+        let text = v.reasons.join("\n");
+        assert!(text.contains("1 of 2 steps completed"), "{text}");
+        assert!(
+            text.contains("[run] step 2: no step-end event arrived"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ops failed: set_cpuset packed: EINVAL"),
+            "{text}"
+        );
+        assert!(
+            text.contains("inconclusive [snapshots] guest: 1 of 2"),
+            "{text}"
+        );
+        assert_eq!(m.periodic_fired, 1);
+        assert!(m.stimulus_events[0].detail.contains("failed: set_cpuset"));
+    }
+
+    #[test]
+    fn snapshot_indexes_are_counted_once_and_within_the_target() {
+        let req = request(scenario(), 2);
+        let mut data = clean_run();
+        let dup = data.snapshots[0].clone();
+        let mut stray = dup.clone();
+        stray.index = 7;
+        data.snapshots = vec![dup.clone(), dup, stray];
+        let (m, v) = judge(&req, &data);
+        assert_eq!(m.periodic_fired, 1);
+        assert_eq!(
+            v.checks.gate_outcome(Gate::Snapshots),
+            Outcome::Inconclusive
+        );
+    }
+
+    #[test]
+    fn zero_work_everywhere_fails_not_stuck_and_ratios_are_null() {
+        let req = request(scenario(), 0);
+        let mut data = clean_run();
+        for w in &mut data.workers {
+            w.work_units = 0;
+        }
+        let (m, v) = judge(&req, &data);
+        assert_eq!(v.outcome, Outcome::Fail);
+        assert_eq!(v.checks.of(Gate::NotStuck).count(), 3);
+        assert!(m.stats.cgroups[0].migration_ratio.is_nan());
+        assert!(m.stats.worst_migration_ratio.is_nan());
+    }
+
+    #[test]
+    fn a_guest_that_never_got_ready_fails_without_judging_workers() {
+        let req = request(scenario(), 0);
+        let data = Collected::default();
+        let (m, v) = judge(&req, &data);
+        assert_eq!(v.outcome, Outcome::Fail);
+        assert_eq!(v.checks.list.len(), 1, "{:#?}", v.checks);
+        assert!(v.reasons[0].contains("never reported ready"));
+        assert!(m.monitor.is_none());
+        assert_eq!(
+            m.stats.cgroups.len(),
+            2,
+            "declared cgroups are listed, empty"
+        );
+    }
+
+    #[test]
+    fn topology_mismatch_fails() {
+        let mut req = request(scenario(), 0);
+        req.topology = "1n1l2c1t".parse().unwrap();
+        let (_, v) = judge(&req, &clean_run());
+        assert_eq!(v.checks.gate_outcome(Gate::Topology), Outcome::Fail);
+    }
+
+    #[test]
+    fn worker_errors_are_noted_without_failing() {
+        let req = request(scenario(), 0);
+        let mut data = clean_run();
+        data.workers[2].errors = vec!["sched_setaffinity: EINVAL".into()];
+        let (_, v) = judge(&req, &data);
+        assert_eq!(v.outcome, Outcome::Pass, "{:?}", v.reasons);
+        assert!(
+            v.reasons[0].contains("note: sched_setaffinity: EINVAL"),
+            "{:?}",
+            v.reasons
+        );
     }
 }

@@ -14,6 +14,7 @@ use ktstr_vmm::Topology;
 use ktstr_wire::spec::GuestSpec;
 use ktstr_wire::{init_header, Reader, SharedMem, StopReason};
 
+use crate::assert::{Assert, Checks};
 use crate::engine::{self, BootSpec, EngineKind, EngineReport};
 use crate::initramfs::{self, BaseParts};
 use crate::kernel::ResolvedKernel;
@@ -42,6 +43,9 @@ pub struct RunRequest {
     /// Host binaries packed into the guest (with their libraries) under `/bin/<name>`.
     pub includes: Vec<PathBuf>,
     pub expect_err: bool,
+    /// The thresholds the run is judged by ([`Assert::default`] for the documented
+    /// defaults).
+    pub assert: Assert,
     /// Print program output live (`cargo ktstr shell --exec`).
     pub stream_output: bool,
     /// Give the serial console to the terminal (interactive shell).
@@ -67,6 +71,8 @@ pub struct RunOutcome {
     pub collected: Collected,
     pub engine: EngineReport,
     pub reasons: Vec<String>,
+    /// Every check of the verdict, passes included.
+    pub checks: Checks,
     pub boot_to_ready_ms: Option<u64>,
     pub wall_ms: u64,
 }
@@ -97,7 +103,16 @@ pub fn guest_binary() -> anyhow::Result<PathBuf> {
 
 /// Run one test end to end.
 pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
+    let assert = &req.assert;
     let started = Instant::now();
+    // An impossible spec never boots.
+    crate::scenario::validate_spec(&req.spec, &req.topology).map_err(|e| {
+        anyhow::anyhow!(
+            "test `{}` has an invalid spec for topology {}: {e}",
+            req.test_name,
+            req.topology
+        )
+    })?;
     let mut sidecar = SidecarResult::new_run(
         req.test_name.clone(),
         req.topology.to_string(),
@@ -176,9 +191,14 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
     if let Some(stats) = engine_report.kvm_stats.clone() {
         sidecar.kvm_stats = Some(ktstr_sidecar::KvmStatsTotals { per_vcpu: stats });
     }
-    sidecar.stats = evaluate::scenario_stats(&req.spec, &data);
+    let measured = evaluate::measure(&req.spec, &req.topology, assert, &data);
+    sidecar.stats = measured.stats.clone();
+    sidecar.monitor = measured.monitor.as_ref().map(|(m, _)| m.clone());
+    sidecar.stimulus_events = measured.stimulus_events.clone();
+    sidecar.periodic_fired = measured.periodic_fired;
+    sidecar.periodic_target = measured.periodic_target;
 
-    let verdict = evaluate::evaluate(req, &data, &engine_report, &console_log);
+    let verdict = evaluate::evaluate(req, assert, &data, &measured, &engine_report, &console_log);
     sidecar.stats.verdict_details = verdict.reasons.clone();
     let finalized = sidecar.finalize(verdict.outcome, req.expect_err);
 
@@ -203,6 +223,7 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
         collected: data,
         engine: engine_report,
         reasons: verdict.reasons,
+        checks: verdict.checks,
         wall_ms: started.elapsed().as_millis() as u64,
     })
 }
