@@ -1,33 +1,36 @@
 //! ktstr's guest runtime, PID 1 of the test VM: mounts the system filesystems, maps the
 //! host's shared-memory region (`ktstr.shm=` on the kernel command line), reports Ready with
-//! the topology it sees, runs `/ktstr/spec.json` (workers, a program, or a shell), reports
-//! Done and reboots — `reboot=k` / `panic=-1` turn that into the VM's exit.
+//! the topology it sees, runs `/ktstr/spec.json` (a scenario of cgroups and workers, a
+//! program, or a shell), reports Done and reboots — `reboot=k` / `panic=-1` turn that into
+//! the VM's exit.
 //!
 //! Run outside a VM (not PID 1) for development: it skips the mounts, maps the file named
 //! by `KTSTR_GUEST_SHM_FILE` instead of `/dev/mem`, reads the spec from `KTSTR_GUEST_SPEC`
 //! if set, and exits instead of rebooting.
 
+mod arena;
+mod cgroup;
 mod cmdline;
 mod devmem;
 mod exec;
+mod monitor;
 mod mounts;
 mod procfs;
 mod report;
+mod scenario;
+mod sysstat;
 mod topology;
+mod work;
 mod workers;
 
 use std::ffi::CStr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use ktstr_wire::msg::GuestMsg;
+use ktstr_wire::msg::{GuestMsg, SeenTopology};
 use ktstr_wire::spec::{GuestSpec, SPEC_PATH};
 
 use report::{log_error, log_info, log_warn};
-
-/// Extra time workers get past the deadline to write their reports before being killed.
-const WORKER_GRACE: Duration = Duration::from_secs(10);
 
 fn main() {
     report::mark_start();
@@ -46,7 +49,7 @@ fn main() {
     finish(code)
 }
 
-fn is_pid1() -> bool {
+pub(crate) fn is_pid1() -> bool {
     std::process::id() == 1
 }
 
@@ -65,7 +68,7 @@ fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         let message = info.to_string();
         if report::in_worker() {
-            eprintln!("ktstr-guest: worker panicked: {message}");
+            work::worker_log(&format!("panicked: {message}"));
             // SAFETY: ends the forked worker at once, as its normal path does.
             unsafe { libc::_exit(101) };
         }
@@ -81,10 +84,11 @@ fn run() -> Result<i32> {
         mounts::mount_all();
     }
     attach_ring()?;
+    let topo = topology::read_topology(Path::new("/sys")).context("reading the CPU topology")?;
     report::send(&GuestMsg::Ready {
         kernel_release: kernel_release(),
         uptime_ms: uptime_ms(),
-        topology: topology::read_topology(Path::new("/sys")).context("reading the CPU topology")?,
+        topology: topo.clone(),
     });
     let spec_path = dev_override("KTSTR_GUEST_SPEC").unwrap_or_else(|| SPEC_PATH.into());
     let bytes = std::fs::read(&spec_path)
@@ -92,14 +96,15 @@ fn run() -> Result<i32> {
     let spec =
         GuestSpec::from_json(&bytes).with_context(|| format!("in {}", spec_path.display()))?;
     log_info!("running `{}`", spec.test_name);
-    run_spec(&spec)
+    run_spec(&spec, &topo)
 }
 
-/// Runs the spec's parts in order: workers, then the program, then the shell.
-fn run_spec(spec: &GuestSpec) -> Result<i32> {
+/// Runs the spec's parts in order: the scenario, then the program, then the shell.
+fn run_spec(spec: &GuestSpec, topo: &SeenTopology) -> Result<i32> {
     let mut code = 0;
-    if !spec.workers.is_empty() {
-        code = code.max(run_workers(spec));
+    if let Some(sc) = spec.effective_scenario() {
+        phase("scenario");
+        code = code.max(scenario::run(spec, &sc, topo));
     }
     if let Some(exec) = &spec.exec {
         phase("exec");
@@ -114,39 +119,8 @@ fn run_spec(spec: &GuestSpec) -> Result<i32> {
     Ok(code)
 }
 
-/// Runs the workers for `duration_ms` and forwards their reports; 1 if any is missing.
-fn run_workers(spec: &GuestSpec) -> i32 {
-    phase("workers");
-    let deadline = Instant::now() + Duration::from_millis(spec.duration_ms);
-    let (started, spawned) = workers::spawn_all(&spec.workers, deadline);
-    let mut code = 0;
-    if let Err(e) = spawned {
-        log_error!(
-            "{e:#}; stopping the {} workers already started",
-            started.len()
-        );
-        code = 1;
-    }
-    let give_up = if code == 0 {
-        deadline + WORKER_GRACE
-    } else {
-        Instant::now()
-    };
-    let collected = workers::collect(started, give_up);
-    phase("collect");
-    for (w, r) in collected {
-        match r {
-            Ok(report) => report::send(&GuestMsg::WorkerReport(report)),
-            Err(e) => {
-                log_error!("worker {}/{} (pid {}): {e:#}", w.group, w.index, w.pid);
-                code = 1;
-            }
-        }
-    }
-    code
-}
-
-fn phase(name: &str) {
+/// Tells the host a lifecycle phase started.
+pub(crate) fn phase(name: &str) {
     report::send(&GuestMsg::Phase {
         name: name.into(),
         elapsed_ms: report::elapsed_ms(),

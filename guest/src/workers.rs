@@ -1,32 +1,28 @@
-//! Worker processes: forked from the runtime, each does its [`WorkKind`] until the shared
-//! deadline or the host's stop request, measures itself (work units, CPU time, run delay,
-//! CPUs visited, largest gap between checkpoints) and sends the report up a pipe. The
-//! runtime reaps them and forwards the reports; workers never touch the ring.
+//! Worker processes seen from the runtime: start a batch with a two-phase start (fork,
+//! place every child in its cgroup, then release them all), ask them to stop through
+//! their arena slots, reap them (killing each process group that outstays its grace) and
+//! read their reports from the pipes. The work itself is in [`crate::work`].
 
-use std::collections::BTreeSet;
 use std::fs::File;
-use std::hint::black_box;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use ktstr_wire::msg::WorkerReport;
-use ktstr_wire::spec::{WorkKind, WorkerSpec};
+use ktstr_wire::scenario::{WorkSpec, WorkType};
 use nix::fcntl::OFlag;
-use nix::sys::resource::{getrusage, UsageWho};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, pipe2, ForkResult, Pid};
+use nix::unistd::{fork, pipe2, setpgid, ForkResult, Pid};
 
-use crate::procfs::parse_schedstat;
+use crate::arena::{Arena, WorkerSlot};
+use crate::cgroup::CgroupTree;
 use crate::report;
+use crate::work::{self, Partner, WorkerCtx, GO};
 
-/// Iterations of the spin loop per work unit: short enough that a worker checks its
-/// deadline and the stop flag every few ms even in a debug build under qemu TCG (measured:
-/// 20,000 iterations took ~10 ms there).
-const SPIN_ITERS: u32 = 4096;
-/// Largest report a worker may send; more is a bug, not a report.
+/// Largest report a worker may send; more is a bug, not a report. Reports stay below
+/// the 64 KiB pipe buffer, so a worker never blocks writing one.
 const MAX_REPORT_BYTES: u64 = 64 * 1024;
 /// How often the runtime polls for exited workers.
 const REAP_POLL: Duration = Duration::from_millis(10);
@@ -34,185 +30,170 @@ const REAP_POLL: Duration = Duration::from_millis(10);
 /// A running worker, seen from the runtime.
 #[derive(Debug)]
 pub struct Worker {
+    /// Cgroup it was started in.
     pub group: String,
     pub index: u32,
     pub pid: Pid,
+    pub slot: &'static WorkerSlot,
     report: File,
     status: Option<WaitStatus>,
 }
 
-/// Forks `count` workers for every spec, all stopping at `deadline`. On a fork failure the
-/// workers already started are returned with the error so they can be reaped.
-pub fn spawn_all(specs: &[WorkerSpec], deadline: Instant) -> (Vec<Worker>, Result<()>) {
-    let mut workers = Vec::new();
-    for spec in specs {
-        for index in 0..spec.count {
-            match spawn(spec, index, deadline) {
-                Ok(w) => workers.push(w),
-                Err(e) => return (workers, Err(e)),
+/// What one batch of workers is.
+pub struct Batch<'a> {
+    pub group: &'a str,
+    pub first_index: u32,
+    pub count: u32,
+    pub work: &'a WorkSpec,
+    /// Scenario start and the workers' backstop deadline.
+    pub t0: Instant,
+    pub deadline: Instant,
+}
+
+/// Pipe ends of one `PipeIo` pair: a->b read, a->b write, b->a read, b->a write.
+type PairPipes = [Option<OwnedFd>; 4];
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    pipe2(OFlag::O_CLOEXEC).context("creating a pipe")
+}
+
+/// Starts a batch: every worker is forked, placed in `batch.group` and only then
+/// released. On any failure the started workers are released with EOF (they exit at
+/// once without working), reaped, and the error is returned.
+pub fn spawn_batch(arena: &mut Arena, tree: &CgroupTree, batch: &Batch) -> Result<Vec<Worker>> {
+    let (go_r, go_w) = pipe().context("creating the start pipe")?;
+    let mut started: Vec<Worker> = Vec::new();
+    let r = fork_all(arena, batch, &go_r, &go_w, &mut started).and_then(|()| {
+        for w in &started {
+            // The child does the same; whichever runs first wins, the other may fail.
+            let _ = setpgid(w.pid, w.pid);
+            tree.add_proc(batch.group, w.pid).with_context(|| {
+                format!(
+                    "placing worker {}/{} (pid {}) in its cgroup",
+                    w.group, w.index, w.pid
+                )
+            })?;
+        }
+        Ok(())
+    });
+    drop(go_r);
+    if let Err(e) = r {
+        drop(go_w);
+        for w in &started {
+            let _ = kill(w.pid, Signal::SIGKILL);
+            let _ = waitpid(w.pid, None);
+        }
+        return Err(e);
+    }
+    let release = vec![GO; started.len()];
+    File::from(go_w)
+        .write_all(&release)
+        .context("releasing the workers")?;
+    Ok(started)
+}
+
+fn fork_all(
+    arena: &mut Arena,
+    batch: &Batch,
+    go_r: &OwnedFd,
+    go_w: &OwnedFd,
+    started: &mut Vec<Worker>,
+) -> Result<()> {
+    let wt = &batch.work.work_type;
+    let mut pipes: PairPipes = Default::default();
+    let mut futex_slot = None;
+    for i in 0..batch.count {
+        let first_of_pair = i % 2 == 0;
+        match wt {
+            WorkType::PipeIo if first_of_pair => {
+                let (a, b) = pipe()?;
+                let (c, d) = pipe()?;
+                pipes = [Some(a), Some(b), Some(c), Some(d)];
             }
+            WorkType::FutexPingPong if first_of_pair => futex_slot = Some(arena.pair()?),
+            _ => {}
         }
-    }
-    (workers, Ok(()))
-}
-
-fn spawn(spec: &WorkerSpec, index: u32, deadline: Instant) -> Result<Worker> {
-    let (rd, wr) = pipe2(OFlag::O_CLOEXEC).context("creating a worker report pipe")?;
-    // SAFETY: the runtime forks workers before it starts any thread, so the child is a
-    // faithful single-threaded copy; it ends with `_exit`, never returning into main.
-    match unsafe { fork() }.context("forking a worker")? {
-        ForkResult::Child => {
-            report::enter_worker();
-            drop(rd);
-            worker_main(spec, index, deadline, wr)
-        }
-        ForkResult::Parent { child } => Ok(Worker {
-            group: spec.group.clone(),
-            index,
-            pid: child,
-            report: File::from(rd),
-            status: None,
-        }),
-    }
-}
-
-fn worker_main(spec: &WorkerSpec, index: u32, deadline: Instant, out: OwnedFd) -> ! {
-    let m = match spec.work {
-        WorkKind::Spin => spin(deadline),
-    };
-    let report = m.into_report(spec.group.clone(), index);
-    let code = match serde_json::to_vec(&report) {
-        Ok(json) => match File::from(out).write_all(&json) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!(
-                    "ktstr-guest: worker {}/{index}: writing the report: {e}",
-                    spec.group
-                );
-                1
-            }
-        },
-        Err(e) => {
-            eprintln!(
-                "ktstr-guest: worker {}/{index}: encoding the report: {e}",
-                spec.group
-            );
-            1
-        }
-    };
-    // SAFETY: `_exit` ends the forked child without running the parent's exit handlers.
-    unsafe { libc::_exit(code) }
-}
-
-/// What a worker measured of itself while working.
-#[derive(Debug, Default)]
-struct Progress {
-    work_units: u64,
-    wall: Duration,
-    max_gap: Duration,
-    cpus: BTreeSet<u32>,
-    migrations: u64,
-    last_cpu: Option<u32>,
-}
-
-impl Progress {
-    /// Records the CPU the worker starts on (not a work unit).
-    fn checkpoint_start(&mut self, cpu: Option<u32>) {
-        if let Some(cpu) = cpu {
-            self.last_cpu = Some(cpu);
-            self.cpus.insert(cpu);
-        }
-    }
-
-    /// One checkpoint: called after every work unit.
-    fn checkpoint(&mut self, gap: Duration, cpu: Option<u32>) {
-        self.work_units += 1;
-        self.max_gap = self.max_gap.max(gap);
-        if let Some(cpu) = cpu {
-            if self.last_cpu.is_some_and(|last| last != cpu) {
-                self.migrations += 1;
-            }
-            self.last_cpu = Some(cpu);
-            self.cpus.insert(cpu);
-        }
-    }
-
-    fn into_report(self, group: String, index: u32) -> WorkerReport {
-        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        let sched = std::fs::read_to_string("/proc/self/schedstat")
-            .map_err(anyhow::Error::from)
-            .and_then(|s| parse_schedstat(&s))
-            .unwrap_or_else(|e| {
-                eprintln!("ktstr-guest: worker {group}/{index}: /proc/self/schedstat: {e:#} (run delay reported as 0)");
-                Default::default()
-            });
-        let cpu_time_ns = getrusage(UsageWho::RUSAGE_SELF)
-            .map(|u| {
-                let t = |tv: nix::sys::time::TimeVal| {
-                    (tv.tv_sec() as u64).saturating_mul(1_000_000_000)
-                        + (tv.tv_usec() as u64) * 1000
+        let (_, slot) = arena.worker()?;
+        let (rd, wr) = pipe().context("creating a worker report pipe")?;
+        // SAFETY: the child is a copy of the runtime that may have had other threads; it
+        // only runs `work::worker_main`, which takes no lock those threads may have held
+        // and ends with `_exit`.
+        match unsafe { fork() }.context("forking a worker")? {
+            ForkResult::Child => {
+                report::enter_worker();
+                drop(rd);
+                let partner = match wt {
+                    WorkType::PipeIo => {
+                        // First: reads b->a, writes a->b; second: the other way round.
+                        // The ends it does not use are closed so EOF works.
+                        let (rx, tx) = if first_of_pair { (2, 1) } else { (0, 3) };
+                        let rx = pipes[rx].take();
+                        let tx = pipes[tx].take();
+                        drop(std::mem::take(&mut pipes));
+                        match (rx, tx) {
+                            (Some(rx), Some(tx)) => Some(Partner::Pipe {
+                                first: first_of_pair,
+                                rx,
+                                tx,
+                            }),
+                            _ => None,
+                        }
+                    }
+                    WorkType::FutexPingPong => futex_slot.map(|slot| Partner::Futex {
+                        first: first_of_pair,
+                        slot,
+                    }),
+                    _ => None,
                 };
-                t(u.user_time()) + t(u.system_time())
-            })
-            .unwrap_or(0);
-        WorkerReport {
-            group,
-            index,
-            pid: std::process::id() as i32,
-            work_units: self.work_units,
-            cpu_time_ns,
-            wall_time_ns: ns(self.wall),
-            run_delay_ns: sched.run_delay_ns,
-            run_count: sched.run_count,
-            migrations: self.migrations,
-            cpus_used: self.cpus.into_iter().collect(),
-            max_gap_ns: ns(self.max_gap),
-            ..Default::default()
+                let ctx = WorkerCtx {
+                    group: batch.group.to_string(),
+                    index: batch.first_index + i,
+                    work: batch.work.clone(),
+                    slot,
+                    partner,
+                    t0: batch.t0,
+                    deadline: batch.deadline,
+                };
+                // Only the parent may hold the release end, or EOF could never come.
+                let go = go_r.try_clone();
+                // SAFETY: closes this child's copy of the release end; the OwnedFd in the
+                // parent's frame is never dropped here because the child never returns.
+                unsafe { libc::close(std::os::fd::AsRawFd::as_raw_fd(go_w)) };
+                match go {
+                    Ok(go) => work::worker_main(ctx, go, wr),
+                    // SAFETY: ends the child at once.
+                    Err(_) => unsafe { libc::_exit(4) },
+                }
+            }
+            ForkResult::Parent { child } => {
+                started.push(Worker {
+                    group: batch.group.to_string(),
+                    index: batch.first_index + i,
+                    pid: child,
+                    slot,
+                    report: File::from(rd),
+                    status: None,
+                });
+                drop(wr);
+                if !first_of_pair {
+                    pipes = Default::default();
+                }
+            }
         }
     }
-}
-
-fn current_cpu() -> Option<u32> {
-    nix::sched::sched_getcpu().ok().map(|c| c as u32)
-}
-
-/// One unit of CPU work the optimiser cannot remove.
-fn spin_unit(mut x: u64) -> u64 {
-    for _ in 0..SPIN_ITERS {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x = black_box(x);
-    }
-    x
-}
-
-fn spin(deadline: Instant) -> Progress {
-    let start = Instant::now();
-    let mut p = Progress::default();
-    p.checkpoint_start(current_cpu());
-    let mut last = start;
-    let mut x = u64::from(std::process::id()) | 1;
-    loop {
-        x = spin_unit(x);
-        let now = Instant::now();
-        p.checkpoint(now - last, current_cpu());
-        last = now;
-        if now >= deadline || report::stop_requested() {
-            break;
-        }
-    }
-    black_box(x);
-    p.wall = start.elapsed();
-    p
+    Ok(())
 }
 
 /// How a worker ended, seen by the runtime.
 pub type Collected = (Worker, Result<WorkerReport>);
 
-/// Waits for every worker until `give_up`, kills the ones still running, then reads each
-/// report. Returns the workers in spawn order with their report or what went wrong.
-pub fn collect(mut workers: Vec<Worker>, give_up: Instant) -> Vec<Collected> {
+/// Asks the workers to stop, waits for them until `give_up`, kills the process groups
+/// still running, then reads each report. Returns the workers in order with their report
+/// or what went wrong.
+pub fn stop_and_collect(mut workers: Vec<Worker>, give_up: Instant) -> Vec<Collected> {
+    for w in &workers {
+        w.slot.request_stop();
+    }
     loop {
         let mut running = 0;
         for w in workers.iter_mut().filter(|w| w.status.is_none()) {
@@ -236,11 +217,12 @@ pub fn collect(mut workers: Vec<Worker>, give_up: Instant) -> Vec<Collected> {
         if Instant::now() >= give_up {
             for w in workers.iter_mut().filter(|w| w.status.is_none()) {
                 report::log_error!(
-                    "worker {}/{} (pid {}) still running past the deadline: killing it",
+                    "worker {}/{} (pid {}) did not stop in time: killing its process group",
                     w.group,
                     w.index,
                     w.pid
                 );
+                let _ = kill(Pid::from_raw(-w.pid.as_raw()), Signal::SIGKILL);
                 let _ = kill(w.pid, Signal::SIGKILL);
                 w.status = waitpid(w.pid, None).ok();
             }
@@ -251,6 +233,8 @@ pub fn collect(mut workers: Vec<Worker>, give_up: Instant) -> Vec<Collected> {
     workers
         .into_iter()
         .map(|mut w| {
+            // Whatever the worker forked (ForkExit children) goes with it.
+            let _ = kill(Pid::from_raw(-w.pid.as_raw()), Signal::SIGKILL);
             let r = read_report(&mut w);
             (w, r)
         })
@@ -279,41 +263,100 @@ fn read_report(w: &mut Worker) -> Result<WorkerReport> {
     if buf.len() as u64 > MAX_REPORT_BYTES {
         bail!("report larger than {MAX_REPORT_BYTES} bytes");
     }
-    let r: WorkerReport = serde_json::from_slice(&buf).context("decoding the report")?;
+    let mut r: WorkerReport = serde_json::from_slice(&buf).context("decoding the report")?;
     if let Some(how) = how {
         bail!("worker {how} after writing its report");
     }
+    // The runtime's record names the worker.
+    r.group.clone_from(&w.group);
+    r.index = w.index;
     Ok(r)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arena::Arena;
 
-    #[test]
-    fn migrations_count_cpu_changes() {
-        let mut p = Progress::default();
-        p.checkpoint_start(Some(1));
-        for cpu in [1, 1, 2, 2, 1, 3] {
-            p.checkpoint(Duration::from_micros(10), Some(cpu));
+    /// A cgroup tree over a plain directory: `cgroup.procs` writes land in a file.
+    fn fake_tree(groups: &[&str]) -> (tempfile::TempDir, CgroupTree) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("cgroup.procs"), "").unwrap();
+        std::fs::write(d.path().join("cgroup.controllers"), "").unwrap();
+        std::fs::write(d.path().join("cgroup.subtree_control"), "").unwrap();
+        let t = CgroupTree::setup(d.path()).unwrap();
+        for g in groups {
+            let dir = t.dir(g).unwrap();
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("cgroup.procs"), "").unwrap();
         }
-        assert_eq!(p.migrations, 3);
-        assert_eq!(p.work_units, 6);
-        assert_eq!(p.cpus.iter().copied().collect::<Vec<_>>(), [1, 2, 3]);
+        (d, t)
+    }
+
+    fn batch<'a>(group: &'a str, count: u32, work: &'a WorkSpec) -> Batch<'a> {
+        let t0 = Instant::now();
+        Batch {
+            group,
+            first_index: 0,
+            count,
+            work,
+            t0,
+            deadline: t0 + Duration::from_secs(60),
+        }
     }
 
     #[test]
-    fn max_gap_is_the_largest_checkpoint_gap() {
-        let mut p = Progress::default();
-        for us in [5, 900, 7] {
-            p.checkpoint(Duration::from_micros(us), None);
+    fn a_batch_runs_until_asked_to_stop_and_reports() {
+        let (_d, tree) = fake_tree(&["cg0"]);
+        let mut arena = Arena::create().unwrap();
+        let work = WorkSpec::new(WorkType::SpinWait);
+        let ws = spawn_batch(&mut arena, &tree, &batch("cg0", 2, &work)).unwrap();
+        assert_eq!(ws.len(), 2);
+        // Progress shows in the arena before anyone stops.
+        while arena.total_units() == 0 {
+            std::thread::sleep(Duration::from_millis(1));
         }
-        assert_eq!(p.max_gap, Duration::from_micros(900));
-        assert!(p.cpus.is_empty());
+        let out = stop_and_collect(ws, Instant::now() + Duration::from_secs(30));
+        for (w, r) in out {
+            let r = r.unwrap();
+            assert_eq!(r.group, "cg0");
+            assert_eq!(r.index, w.index);
+            assert_eq!(r.pid, w.pid.as_raw());
+            assert!(r.work_units > 0);
+            assert_eq!(r.work_type, "SpinWait");
+        }
     }
 
     #[test]
-    fn spin_units_depend_on_the_input() {
-        assert_ne!(spin_unit(1), spin_unit(2));
+    fn pairs_start_together_and_measure_wake_latency() {
+        let (_d, tree) = fake_tree(&["p"]);
+        let mut arena = Arena::create().unwrap();
+        for wt in [WorkType::PipeIo, WorkType::FutexPingPong] {
+            let work = WorkSpec::new(wt.clone());
+            let ws = spawn_batch(&mut arena, &tree, &batch("p", 4, &work)).unwrap();
+            while ws.iter().any(|w| w.slot.units() < 3) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let out = stop_and_collect(ws, Instant::now() + Duration::from_secs(30));
+            for (_, r) in out {
+                let r = r.unwrap();
+                assert!(r.wake_samples_total > 0, "{}: {r:?}", wt.name());
+                assert!(r.errors.is_empty(), "{:?}", r.errors);
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_placement_calls_the_start_off() {
+        let (_d, tree) = fake_tree(&[]);
+        let mut arena = Arena::create().unwrap();
+        let work = WorkSpec::new(WorkType::SpinWait);
+        let e = spawn_batch(&mut arena, &tree, &batch("missing", 2, &work)).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("placing worker missing/0"),
+            "{e:#}"
+        );
+        // The forked children were released with EOF and reaped: none did any work.
+        assert_eq!(arena.total_units(), 0);
     }
 }

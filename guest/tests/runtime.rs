@@ -114,7 +114,7 @@ fn workers_report_through_the_ring() {
     assert!(!kernel_release.is_empty());
     assert!(m
         .iter()
-        .any(|x| matches!(x, GuestMsg::Phase { name, .. } if name == "workers")));
+        .any(|x| matches!(x, GuestMsg::Phase { name, .. } if name == "scenario")));
     let reports: Vec<_> = m
         .iter()
         .filter_map(|x| match x {
@@ -182,7 +182,7 @@ fn host_stop_request_ends_a_long_run() {
         match r.reader.next_frame().unwrap() {
             Some(f) if f.kind == Kind::MSG => {
                 let msg = decode_msg(&f).unwrap();
-                if matches!(&msg, GuestMsg::Phase { name, .. } if name == "workers") {
+                if matches!(&msg, GuestMsg::Stimulus(_)) {
                     r.reader.request_stop(StopReason::User);
                 }
                 let done = matches!(msg, GuestMsg::Done { .. });
@@ -222,4 +222,113 @@ fn a_bad_spec_is_reported_as_an_error() {
     ));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ktstr-guest: error:"));
     assert!(Path::new(&r.shm_file).exists());
+}
+
+#[test]
+fn a_scenario_reports_steps_samples_snapshots_and_every_worker() {
+    use ktstr_wire::msg::StepPhase;
+    use ktstr_wire::scenario::{CgroupDef, Hold, Op, Scenario, Step, WorkType};
+
+    let mut spec = GuestSpec::new("scenario_test", 600);
+    spec.scenario = Some(
+        Scenario::new()
+            .cgroup(CgroupDef::new("spin"))
+            .cgroup(CgroupDef::new("pipe").workers(2).work(WorkType::PipeIo))
+            .cgroup(CgroupDef::new("timer").work(WorkType::TimerLatency { interval_us: 500 }))
+            .step(Step::new("first", Hold::Fraction(0.5)))
+            .step(Step::new("more", Hold::Fraction(0.5)).op(Op::SpawnWorkers {
+                cgroup: "spin".into(),
+                count: 1,
+                work: WorkType::YieldHeavy.into(),
+            })),
+    );
+    spec.monitor.interval_ms = 50;
+    spec.num_snapshots = 2;
+    let mut r = region(&spec);
+    let out = guest(&r).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = msgs(&drain(&mut r.reader));
+
+    let stimuli: Vec<_> = m
+        .iter()
+        .filter_map(|x| match x {
+            GuestMsg::Stimulus(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    let shape: Vec<_> = stimuli.iter().map(|s| (s.step_index, s.phase)).collect();
+    assert_eq!(
+        shape,
+        [
+            (1, StepPhase::Start),
+            (1, StepPhase::End),
+            (2, StepPhase::Start),
+            (2, StepPhase::End)
+        ]
+    );
+    assert_eq!(stimuli[2].op_kinds, ["spawn_workers"]);
+    assert_eq!(stimuli[1].workers, 4);
+    assert_eq!(stimuli[3].workers, 5);
+    assert!(stimuli[3].iterations_so_far >= stimuli[1].iterations_so_far);
+    assert!(stimuli
+        .windows(2)
+        .all(|w| w[0].elapsed_ms <= w[1].elapsed_ms));
+    assert!(stimuli[3].cgroup_iterations["pipe"] > 0);
+
+    let samples = m
+        .iter()
+        .filter(|x| matches!(x, GuestMsg::MonitorSample(_)))
+        .count();
+    assert!(samples >= 1);
+    let snaps: Vec<_> = m
+        .iter()
+        .filter_map(|x| match x {
+            GuestMsg::Snapshot(s) => Some((s.index, s.target)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(snaps, [(0, 2), (1, 2)]);
+
+    let reports: Vec<_> = m
+        .iter()
+        .filter_map(|x| match x {
+            GuestMsg::WorkerReport(w) => Some(w),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reports.len(), 5);
+    for w in &reports {
+        assert!(w.work_units > 0, "{w:?}");
+        assert!(w.errors.is_empty(), "{w:?}");
+        match w.group.as_str() {
+            "pipe" => assert!(w.wake_samples_total > 0 && !w.wake_latency_ns.is_empty()),
+            "timer" => assert!(w.timer_samples_total > 0),
+            _ => {}
+        }
+    }
+    assert!(reports
+        .iter()
+        .any(|w| w.group == "spin" && w.index == 1 && w.work_type == "YieldHeavy"));
+    let end = m
+        .iter()
+        .find_map(|x| match x {
+            GuestMsg::ScenarioEnd(e) => Some(e),
+            _ => None,
+        })
+        .expect("a ScenarioEnd");
+    assert_eq!(
+        (
+            end.steps_completed,
+            end.workers_started,
+            end.workers_reported
+        ),
+        (2, 5, 5)
+    );
+    assert_eq!(end.snapshots_taken, 2);
+    assert_eq!(end.monitor_samples, samples as u64);
+    assert!(end.aborted.is_none());
 }

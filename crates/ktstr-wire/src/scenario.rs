@@ -33,7 +33,7 @@ pub const MAX_NAME_LEN: usize = 64;
 /// Deepest nesting of cgroups (`a/b/c` is depth 3).
 pub const MAX_DEPTH: usize = 4;
 /// Largest `CachePressure` buffer, KiB.
-pub const MAX_CACHE_KIB: u32 = 1 << 20;
+pub const MAX_CACHE_KIB: u32 = 1 << 18;
 
 /// The size of a topology, as numbers: enough to check a scenario without booting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
