@@ -34,19 +34,10 @@ fn confined() -> Scenario {
 
 #[test]
 fn confined_cgroup_passes_per_cgroup_fairness_and_isolation() {
-    let Some((kernel, engine)) = common::prerequisites() else {
+    let Some(prereq) = common::prerequisites() else {
         return;
     };
-    let req = common::request(
-        "gates_confined_fair",
-        TOPO,
-        confined(),
-        DURATION_MS,
-        0,
-        Assert::default(),
-        kernel,
-        engine,
-    );
+    let req = common::request("gates_confined_fair", TOPO, confined(), DURATION_MS, prereq);
     let r = common::run(&req);
     assert!(r.sidecar.is_pass(), "{}", common::explain(&r));
     let checks = &r.out.checks;
@@ -84,7 +75,7 @@ fn confined_cgroup_passes_per_cgroup_fairness_and_isolation() {
 
 #[test]
 fn scenario_wide_fairness_catches_the_starved_cgroup() {
-    let Some((kernel, engine)) = common::prerequisites() else {
+    let Some(prereq) = common::prerequisites() else {
         return;
     };
     let mut req = common::request(
@@ -92,11 +83,9 @@ fn scenario_wide_fairness_catches_the_starved_cgroup() {
         TOPO,
         confined(),
         DURATION_MS,
-        0,
-        Assert::default().max_scenario_spread_pct(25.0),
-        kernel,
-        engine,
+        prereq,
     );
+    req.assert = Assert::default().max_scenario_spread_pct(25.0);
     req.expect_err = true;
     let r = common::run(&req);
     // The raw verdict failed, for the right reason only, and expect_err inverted it.
@@ -142,10 +131,7 @@ fn impossible_spec_is_refused_before_boot() {
         TOPO,
         outside,
         DURATION_MS,
-        0,
-        Assert::default(),
-        kernel,
-        ktstr::engine::EngineKind::QemuTcg,
+        (kernel, ktstr::engine::EngineKind::QemuTcg),
     );
     let e = ktstr::runner::run(&req).expect_err("an impossible spec is refused");
     let msg = format!("{e:#}");

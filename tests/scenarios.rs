@@ -8,7 +8,6 @@
 
 mod common;
 
-use ktstr::assert::Assert;
 use ktstr::scenario::{topo_size, Scenario};
 use ktstr_sidecar::SidecarResult;
 use ktstr_vmm::Topology;
@@ -19,7 +18,7 @@ const SNAPSHOTS: u32 = 2;
 
 /// Run the canned scenario `name` and check its sidecar; returns it for more checks.
 fn canned(name: &str) -> Option<SidecarResult> {
-    let (kernel, engine) = common::prerequisites()?;
+    let prereq = common::prerequisites()?;
     let topo: Topology = TOPO.parse().unwrap();
     let (_, scenario) = Scenario::canned(topo_size(&topo), DURATION_MS)
         .into_iter()
@@ -30,16 +29,14 @@ fn canned(name: &str) -> Option<SidecarResult> {
         .primary_work_type()
         .expect("canned scenarios have workers")
         .name();
-    let req = common::request(
+    let mut req = common::request(
         &format!("canned_{name}"),
         TOPO,
         scenario,
         DURATION_MS,
-        SNAPSHOTS,
-        Assert::default(),
-        kernel,
-        engine,
+        prereq,
     );
+    req.spec.num_snapshots = SNAPSHOTS;
     let r = common::run(&req);
     let s = &r.sidecar;
     assert!(s.is_pass(), "{name} did not pass: {}", common::explain(&r));

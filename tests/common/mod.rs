@@ -36,20 +36,17 @@ pub fn prerequisites() -> Option<(ResolvedKernel, EngineKind)> {
     }
 }
 
-/// A request to run `scenario` for `duration_ms` on `topology`, judged by `assert`.
+/// A request to run `scenario` for `duration_ms` on `topology` under EEVDF, judged by
+/// the default thresholds, without snapshots (set `spec.num_snapshots`, `assert` after).
 pub fn request(
     name: &str,
     topology: &str,
     scenario: Scenario,
     duration_ms: u64,
-    num_snapshots: u32,
-    assert: Assert,
-    kernel: ResolvedKernel,
-    engine: EngineKind,
+    (kernel, engine): (ResolvedKernel, EngineKind),
 ) -> RunRequest {
     let mut spec = GuestSpec::new(name, duration_ms);
     spec.scenario = Some(scenario);
-    spec.num_snapshots = num_snapshots;
     RunRequest {
         test_name: name.into(),
         topology: topology.parse().expect("a valid topology"),
@@ -63,7 +60,7 @@ pub fn request(
         kargs: Vec::new(),
         includes: Vec::new(),
         expect_err: false,
-        assert,
+        assert: Assert::default(),
         stream_output: false,
         console_on_terminal: false,
         write_sidecar: true,
