@@ -18,8 +18,11 @@ struct Cli {
 enum Command {
     /// Boot ktstr-vmm's bare-metal self-test guest and check the topology it sees.
     SelftestVm(cmd::selftest::SelftestVmArgs),
-    /// Read sidecars back: list runs, show and explain results.
+    /// Read sidecars back: list runs, show and explain results, compare pools.
     Stats(cmd::stats::StatsArgs),
+    /// Did a commit make things slower? Compare the runs of two commits, with noise
+    /// adjustment; exits non-zero on regression.
+    PerfDelta(Box<cmd::perf_delta::PerfDeltaArgs>),
     /// Boot a VM of a given topology and run a command in it.
     Shell(cmd::shell::ShellArgs),
     /// Fetch, list and locate the kernels tests boot.
@@ -36,6 +39,7 @@ fn main() {
     let result = match cli.command {
         Command::SelftestVm(a) => cmd::selftest::run(a),
         Command::Stats(a) => cmd::stats::run(a),
+        Command::PerfDelta(a) => cmd::perf_delta::run(*a),
         Command::Shell(a) => cmd::shell::run(a),
         Command::Kernel(a) => cmd::kernel::run(a),
     };

@@ -643,6 +643,8 @@ pub enum PairStatus {
     NoUsableA,
     /// B ran it, but no run of B is usable: a functional change, not a perf one.
     NoUsableB,
+    /// Both ran it, neither has a usable run.
+    NoUsable,
 }
 
 /// One side of one pair, for the report.
@@ -736,6 +738,7 @@ pub fn judge(pairing: &Pairing, opts: JudgeOptions) -> Comparison {
         let status = match (a.seen(), b.seen()) {
             (true, false) => PairStatus::OnlyA,
             (false, _) => PairStatus::OnlyB,
+            _ if a.runs.is_empty() && b.runs.is_empty() => PairStatus::NoUsable,
             _ if a.runs.is_empty() => PairStatus::NoUsableA,
             _ if b.runs.is_empty() => PairStatus::NoUsableB,
             _ => PairStatus::Compared,
@@ -746,7 +749,9 @@ pub fn judge(pairing: &Pairing, opts: JudgeOptions) -> Comparison {
         match status {
             PairStatus::Compared => c.pairs_compared += 1,
             PairStatus::OnlyA | PairStatus::OnlyB => c.pairs_one_sided += 1,
-            PairStatus::NoUsableA | PairStatus::NoUsableB => c.pairs_unusable += 1,
+            PairStatus::NoUsableA | PairStatus::NoUsableB | PairStatus::NoUsable => {
+                c.pairs_unusable += 1
+            }
         }
         for (side, s) in [("A", a), ("B", b)] {
             if s.kernels.len() > 1 {

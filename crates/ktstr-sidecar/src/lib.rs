@@ -90,6 +90,7 @@
 //! topology, scheduler, payload, work type, sysctls and kargs only; see [`hash`].
 
 pub mod compare;
+pub mod detail;
 pub mod error;
 pub mod example;
 pub mod explain;

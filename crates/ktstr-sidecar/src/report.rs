@@ -34,6 +34,8 @@ pub fn num(v: f64) -> String {
         format!("{v}")
     } else if a == 0.0 {
         "0".into()
+    } else if v.fract() == 0.0 && a < 1e15 {
+        format!("{v:.0}")
     } else if !(1e-3..1e7).contains(&a) {
         format!("{v:.3e}")
     } else if a >= 100.0 {
@@ -225,6 +227,12 @@ pub fn render_text(cmp: &Comparison, opts: RenderOptions) -> String {
                 "{}: no usable run in A ({})",
                 p.test_name,
                 p.a.excluded.describe()
+            )),
+            PairStatus::NoUsable => status_lines.push(format!(
+                "{}: no usable run on either side (A: {}; B: {})",
+                p.test_name,
+                p.a.excluded.describe(),
+                p.b.excluded.describe()
             )),
             PairStatus::NoUsableB => status_lines.push(format!(
                 "{}: no usable run in B ({}){}",
@@ -644,9 +652,7 @@ mod tests {
         // Columns line up: VERDICT starts where REGRESSION starts (in characters).
         assert_eq!(col(header, "VERDICT"), col(data, "REGRESSION"), "{plain}");
         assert!(
-            data.contains("100 ±1.00 (3)")
-                && data.contains("-10.0%")
-                && data.contains("p<.001 disj")
+            data.contains("100 ±1 (3)") && data.contains("-10.0%") && data.contains("p<.001 disj")
         );
         assert!(
             !plain.contains("worst_gap_ms"),
@@ -714,6 +720,8 @@ mod tests {
         assert_eq!(num(1.2345), "1.23");
         assert_eq!(num(0.12345), "0.1235");
         assert_eq!(num(0.00001), "1.000e-5");
-        assert_eq!(num(-25.0), "-25.0");
+        assert_eq!(num(-25.0), "-25");
+        assert_eq!(num(-25.5), "-25.5");
+        assert_eq!(num(120_003.0), "120003");
     }
 }

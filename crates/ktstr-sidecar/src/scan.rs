@@ -7,7 +7,7 @@
 //! skipped; a bad file costs one error, never the rest. A file reached through two
 //! roots is read once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,6 +17,8 @@ use crate::error::{Result, SidecarError};
 use crate::paths::is_sidecar_file_name;
 use crate::read::read_sidecar;
 use crate::sidecar::{RunSource, SidecarResult};
+use crate::summary::RunSummary;
+use crate::verdict::Outcome;
 
 /// How deep below a root run directories are looked for (as in [`crate::load_pool`]).
 const MAX_DEPTH: usize = 2;
@@ -201,10 +203,98 @@ where
         .collect()
 }
 
+/// `stats list` over a big pool: one [`RunSummary`] per run directory (same numbers
+/// and order as [`crate::summary::summarize_runs`]) and the errors of the files that
+/// could not be read, without keeping any sidecar in memory.
+pub fn summarize_runs(listing: &Listing, threads: usize) -> (Vec<RunSummary>, Vec<SidecarError>) {
+    #[derive(Default)]
+    struct Acc {
+        runs: BTreeMap<usize, RunAcc>,
+        errors: Vec<SidecarError>,
+    }
+    #[derive(Default)]
+    struct RunAcc {
+        count: usize,
+        bad: usize,
+        date: Option<String>,
+        kernels: BTreeSet<String>,
+        commits: BTreeSet<String>,
+        by_outcome: [usize; 4],
+    }
+    let idx = |o: Outcome| match o {
+        Outcome::Pass => 0,
+        Outcome::Fail => 1,
+        Outcome::Skip => 2,
+        Outcome::Inconclusive => 3,
+    };
+    let parts = fold(listing, threads, Acc::default, |acc: &mut Acc, f, r| {
+        let run = acc.runs.entry(f.run_dir).or_default();
+        match r {
+            Ok(s) => {
+                run.count += 1;
+                run.by_outcome[idx(s.outcome())] += 1;
+                if !s.timestamp.is_empty() && run.date.as_ref().is_none_or(|d| s.timestamp < *d) {
+                    run.date = Some(s.timestamp);
+                }
+                run.kernels.extend(s.kernel_version);
+                run.commits.extend(s.project_commit);
+            }
+            Err(e) => {
+                run.bad += 1;
+                acc.errors.push(e);
+            }
+        }
+    });
+    let mut runs: BTreeMap<usize, RunAcc> = BTreeMap::new();
+    let mut errors = Vec::new();
+    for part in parts {
+        errors.extend(part.errors);
+        for (i, r) in part.runs {
+            let m = runs.entry(i).or_default();
+            m.count += r.count;
+            m.bad += r.bad;
+            if let Some(d) = r.date {
+                if m.date.as_ref().is_none_or(|md| d < *md) {
+                    m.date = Some(d);
+                }
+            }
+            m.kernels.extend(r.kernels);
+            m.commits.extend(r.commits);
+            for k in 0..4 {
+                m.by_outcome[k] += r.by_outcome[k];
+            }
+        }
+    }
+    let joined = |set: BTreeSet<String>| {
+        (!set.is_empty()).then(|| set.into_iter().collect::<Vec<_>>().join(","))
+    };
+    let mut rows: Vec<RunSummary> = runs
+        .into_iter()
+        .map(|(i, r)| RunSummary {
+            dir: listing.run_dirs[i].clone(),
+            count: r.count,
+            bad_files: r.bad,
+            date: r.date,
+            kernel: joined(r.kernels),
+            project_commit: joined(r.commits),
+            pass: r.by_outcome[0],
+            fail: r.by_outcome[1],
+            skip: r.by_outcome[2],
+            inconclusive: r.by_outcome[3],
+        })
+        .collect();
+    rows.sort_by(|a, b| match (&a.date, &b.date) {
+        (Some(x), Some(y)) => x.cmp(y).then_with(|| a.dir.cmp(&b.dir)),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.dir.cmp(&b.dir),
+    });
+    (rows, errors)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Outcome;
 
     fn write(dir: &Path, name: &str, o: Outcome) -> PathBuf {
         let mut s = SidecarResult::new(name, "1n1l1c1t", "eevdf");
@@ -278,6 +368,55 @@ mod tests {
         );
         assert_eq!(missing.errors.len(), 1);
         assert!(missing.files.is_empty());
+    }
+
+    #[test]
+    fn run_summaries_match_the_in_memory_ones() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut n = 0;
+        for (dir, kernel, commit) in [
+            ("r1", "7.2", "aaaaaaa"),
+            ("r2", "7.1", "bbbbbbb"),
+            ("r3", "7.1", "ccccccc"),
+        ] {
+            for (i, o) in [
+                Outcome::Pass,
+                Outcome::Fail,
+                Outcome::Skip,
+                Outcome::Inconclusive,
+                Outcome::Pass,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                n += 1;
+                let mut s = SidecarResult::new(format!("t{n}"), "1n1l1c1t", "eevdf");
+                s.set_outcome(o);
+                s.timestamp = format!("2026-0{}-1{i}T00:00:00Z", 4 - dir.len() % 3);
+                s.kernel_version = (i != 2).then(|| kernel.to_string());
+                s.project_commit = Some(commit.into());
+                s.write_to_dir(&root.path().join(dir)).expect("write");
+            }
+        }
+        fs::write(root.path().join("r2/bad.ktstr.json"), "nope").expect("write");
+        fs::create_dir_all(root.path().join("r4")).expect("mkdir");
+        fs::write(root.path().join("r4/only-bad.ktstr.json"), "{").expect("write");
+        let roots = [root.path().to_path_buf()];
+        let pool = crate::load_pool(&roots, false);
+        let want = crate::summary::summarize_runs(&pool);
+        let l = list(
+            &[Source {
+                root: root.path().to_path_buf(),
+                archive: false,
+                mask: 1,
+            }],
+            None,
+        );
+        for threads in [1, 2] {
+            let (got, errors) = summarize_runs(&l, threads);
+            assert_eq!(got, want);
+            assert_eq!(errors.len(), 2);
+        }
     }
 
     #[test]
