@@ -61,10 +61,24 @@ pub fn measure(spec: &GuestSpec, topology: &Topology, a: &Assert, data: &Collect
         .map(|s| s.index)
         .filter(|&i| i < periodic_target)
         .collect();
+    let monitor = monitor::summarize(&data.monitor_samples, &a.monitor);
+    if let Some((_, found)) = &monitor {
+        // Rates per CPU-second the run queues delivered, so overcommitted runs compare.
+        if let Some(ns) = found.delivered_cpu_ns {
+            stats
+                .ext_metrics
+                .insert("delivered_cpu_s".into(), ns as f64 / 1e9);
+        }
+        for (event, rate) in &found.scx_event_rates {
+            stats
+                .ext_metrics
+                .insert(format!("scx_rate_per_cpu_s.{event}"), *rate);
+        }
+    }
     Measured {
         plans,
         stats,
-        monitor: monitor::summarize(&data.monitor_samples, &a.monitor),
+        monitor,
         stimulus_events: stimulus_events(&data.stimuli),
         periodic_fired: fired.len() as u32,
         periodic_target,
@@ -890,6 +904,36 @@ mod tests {
         req.topology = "1n1l2c1t".parse().unwrap();
         let (_, v) = judge(&req, &clean_run());
         assert_eq!(v.checks.gate_outcome(Gate::Topology), Outcome::Fail);
+    }
+
+    #[test]
+    fn sched_ext_event_rates_are_per_delivered_cpu_second() {
+        let req = request(scenario(), 0);
+        let mut data = clean_run();
+        for (i, smp) in data.monitor_samples.iter_mut().enumerate() {
+            let i = i as u64;
+            for c in &mut smp.cpus {
+                c.schedstat = Some(ktstr_wire::msg::CpuSchedstat {
+                    rq_cpu_time_ns: i * 50_000_000,
+                    ..Default::default()
+                });
+            }
+            smp.scx = Some(ktstr_wire::msg::ScxSample {
+                state: "enabled".into(),
+                ops: Some("s".into()),
+                events: [("SCX_EV_DISPATCH_KEEP_LAST".to_string(), i * 3)].into(),
+            });
+        }
+        let (m, _) = judge(&req, &data);
+        // 22 samples, 21 intervals: 2 CPUs x 50 ms each = 2.1 s delivered, 63 events.
+        let ext = &m.stats.ext_metrics;
+        assert!((ext["delivered_cpu_s"] - 2.1).abs() < 1e-9, "{ext:?}");
+        assert!((ext["scx_rate_per_cpu_s.SCX_EV_DISPATCH_KEEP_LAST"] - 30.0).abs() < 1e-9);
+        let (mon, _) = m.monitor.as_ref().unwrap();
+        assert_eq!(
+            mon.scx_events.as_ref().unwrap()["SCX_EV_DISPATCH_KEEP_LAST"],
+            63
+        );
     }
 
     #[test]
