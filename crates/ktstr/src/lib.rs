@@ -7,4 +7,5 @@ pub mod initramfs;
 pub mod kernel;
 pub mod runner;
 pub mod scenario;
+pub mod scheduler;
 pub mod shm;

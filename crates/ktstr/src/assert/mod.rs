@@ -29,12 +29,12 @@
 //!   first thing a scheduler test exists to catch.
 //! - **max_gap_ms = 2000.** The peer project's users gate on 2 s; any runnable task left
 //!   alone for 2 s is a bug for a fair scheduler. Measured here (every canned scenario and
-//!   the confined-cgroup test, EEVDF, qemu-tcg on a shared 2-core host, 2.4 s runs): the
-//!   worst gap of any run was 267 ms, with four spinners sharing one CPU.
+//!   the confined-cgroup test, EEVDF, qemu-tcg on a shared 2-core host, 2.4 s runs, two
+//!   rounds): the worst gap of any run was 267 ms, with four spinners sharing one CPU.
 //! - **max_spread_pct = 25.** Identical workers of one cgroup should be served alike. The
 //!   peer uses 15 (release) / 35 (debug) over 10-20 s runs; ours are 2-3 s, where start-up
-//!   and timer noise weigh more in an off-CPU share. Measured over the same runs: at most
-//!   5.5 pp (oversubscribed, eight spinners on two CPUs). 25 leaves room for a busier host
+//!   and timer noise weigh more in an off-CPU share. Measured over the same runs (two
+//!   rounds): at most 7.9 pp (oversubscribed, eight spinners on two CPUs). 25 leaves room for a busier host
 //!   and still catches a worker starved of a quarter of its share. Tests that want a
 //!   tighter bound set it.
 //! - **isolation, on.** A cpuset is a hard promise of the kernel; breaking it is never
