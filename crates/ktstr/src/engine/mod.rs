@@ -114,6 +114,8 @@ pub const BASE_KARGS: &[&str] = &[
     "i8042.nopnp",
     "i8042.dumbkbd",
     "pci=off",
+    // Per-task and per-CPU schedstats (run delay, wake-up counts) for the monitor.
+    "schedstats=enable",
 ];
 
 /// How the guest's run ended, as the engine saw it.
