@@ -5,7 +5,15 @@ pub mod assert;
 pub mod engine;
 pub mod initramfs;
 pub mod kernel;
+pub mod prelude;
 pub mod runner;
 pub mod scenario;
 pub mod scheduler;
 pub mod shm;
+pub mod test_support;
+
+/// `#[ktstr_test(...)]`: declare a VM test (see [`test_support`] and the README's
+/// "Writing tests").
+pub use ktstr_macros::ktstr_test;
+#[doc(hidden)]
+pub use test_support::private as __private;

@@ -1,0 +1,754 @@
+//! Parsing and checking `#[ktstr_test(...)]` arguments. Every impossible value is an
+//! error spanned on the key or value at fault, so the compiler points at it.
+
+use proc_macro2::Span;
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{Expr, ExprLit, Ident, Lit, Token, UnOp};
+
+/// Every accepted key, in the order the docs list them.
+pub const KEYS: &[&str] = &[
+    "numa_nodes",
+    "llcs",
+    "cores",
+    "threads",
+    "memory_mib",
+    "cpu_budget",
+    "scheduler",
+    "sysctls",
+    "kargs",
+    "includes",
+    "duration_s",
+    "num_snapshots",
+    "expect_err",
+    "perf_delta_assertions",
+    "gauntlet",
+    "ignore",
+    "min_numa_nodes",
+    "max_numa_nodes",
+    "min_llcs",
+    "max_llcs",
+    "min_cpus",
+    "max_cpus",
+    "requires_smt",
+];
+
+/// Constraint keys: they only filter gauntlet presets.
+const CONSTRAINT_KEYS: &[&str] = &[
+    "min_numa_nodes",
+    "max_numa_nodes",
+    "min_llcs",
+    "max_llcs",
+    "min_cpus",
+    "max_cpus",
+    "requires_smt",
+];
+
+/// Smallest `memory_mib` a guest boots with.
+pub const MIN_MEMORY_MIB: u64 = 256;
+/// Largest vCPU count (the VMM's limit).
+pub const MAX_VCPUS: u64 = 1024;
+
+/// `key` or `key = value`.
+pub struct Arg {
+    pub key: Ident,
+    pub value: Option<Expr>,
+}
+
+impl Parse for Arg {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let key: Ident = input.parse()?;
+        let value = if input.peek(Token![=]) {
+            input.parse::<Token![=]>()?;
+            Some(input.parse()?)
+        } else {
+            None
+        };
+        Ok(Arg { key, value })
+    }
+}
+
+/// The argument list.
+pub struct Args(pub Punctuated<Arg, Token![,]>);
+
+impl Parse for Args {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        Ok(Args(Punctuated::parse_terminated(input)?))
+    }
+}
+
+/// A value with the span to blame.
+#[derive(Debug, Clone, Copy)]
+pub struct At<T> {
+    pub value: T,
+    pub span: Span,
+}
+
+/// A `perf_delta_assertions` element.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gate {
+    pub metric: String,
+    /// `higher_better`, `lower_better`, `informational` or `unknown`.
+    pub direction: Option<String>,
+    pub max_regression_pct: Option<f64>,
+    pub min_abs: Option<f64>,
+    pub phase: Option<u16>,
+}
+
+/// The checked attributes.
+#[derive(Debug, Clone)]
+pub struct Attrs {
+    pub numa_nodes: u32,
+    pub llcs: u32,
+    pub cores: u32,
+    pub threads: u32,
+    pub memory_mib: Option<u64>,
+    pub cpu_budget: Option<u32>,
+    pub scheduler: String,
+    pub sysctls: Vec<String>,
+    pub kargs: Vec<String>,
+    pub includes: Vec<String>,
+    pub duration_s: u64,
+    pub num_snapshots: u32,
+    pub expect_err: bool,
+    pub perf_delta_assertions: Vec<Gate>,
+    pub gauntlet: bool,
+    pub ignore: bool,
+    pub min_numa_nodes: u32,
+    pub max_numa_nodes: u32,
+    pub min_llcs: u32,
+    pub max_llcs: u32,
+    pub min_cpus: u32,
+    pub max_cpus: u32,
+    pub requires_smt: bool,
+}
+
+impl Default for Attrs {
+    fn default() -> Self {
+        Attrs {
+            numa_nodes: 1,
+            llcs: 1,
+            cores: 2,
+            threads: 1,
+            memory_mib: None,
+            cpu_budget: None,
+            scheduler: "eevdf".into(),
+            sysctls: Vec::new(),
+            kargs: Vec::new(),
+            includes: Vec::new(),
+            duration_s: 10,
+            num_snapshots: 0,
+            expect_err: false,
+            perf_delta_assertions: Vec::new(),
+            gauntlet: false,
+            ignore: false,
+            min_numa_nodes: 1,
+            max_numa_nodes: u32::MAX,
+            min_llcs: 1,
+            max_llcs: u32::MAX,
+            min_cpus: 1,
+            max_cpus: u32::MAX,
+            requires_smt: false,
+        }
+    }
+}
+
+/// Collects errors so one compile shows all of them.
+#[derive(Default)]
+struct Errors(Option<syn::Error>);
+
+impl Errors {
+    fn push(&mut self, e: syn::Error) {
+        match &mut self.0 {
+            Some(all) => all.combine(e),
+            None => self.0 = Some(e),
+        }
+    }
+    fn at(&mut self, span: Span, msg: impl std::fmt::Display) {
+        self.push(syn::Error::new(span, msg));
+    }
+    fn finish<T>(self, ok: T) -> syn::Result<T> {
+        match self.0 {
+            Some(e) => Err(e),
+            None => Ok(ok),
+        }
+    }
+}
+
+impl Attrs {
+    /// Parse and check the arguments.
+    pub fn from_args(args: Args) -> syn::Result<Attrs> {
+        let mut a = Attrs::default();
+        let mut errs = Errors::default();
+        let mut seen: Vec<Ident> = Vec::new();
+        // Spans of dimension values (for the cross-field checks).
+        let mut dims: [Option<Span>; 4] = [None; 4];
+        let mut bounds: Vec<(&'static str, At<u32>)> = Vec::new();
+        let mut constraint_keys: Vec<Ident> = Vec::new();
+
+        for arg in args.0 {
+            let key = arg.key.to_string();
+            if let Some(prev) = seen.iter().find(|k| **k == arg.key) {
+                let mut e = syn::Error::new(arg.key.span(), format!("duplicate attribute `{key}`"));
+                e.combine(syn::Error::new(
+                    prev.span(),
+                    format!("`{key}` first set here"),
+                ));
+                errs.push(e);
+                continue;
+            }
+            seen.push(arg.key.clone());
+            if CONSTRAINT_KEYS.contains(&key.as_str()) {
+                constraint_keys.push(arg.key.clone());
+            }
+            let r: syn::Result<()> = (|| {
+                match key.as_str() {
+                    "numa_nodes" | "llcs" | "cores" | "threads" => {
+                        let v = u32_value(&arg)?;
+                        if v.value == 0 {
+                            return Err(syn::Error::new(
+                                v.span,
+                                format!(
+                                    "`{key}` must be at least 1: a topology has no empty dimension"
+                                ),
+                            ));
+                        }
+                        let i = ["numa_nodes", "llcs", "cores", "threads"]
+                            .iter()
+                            .position(|k| *k == key)
+                            .expect("listed above");
+                        dims[i] = Some(v.span);
+                        *[&mut a.numa_nodes, &mut a.llcs, &mut a.cores, &mut a.threads][i] =
+                            v.value;
+                    }
+                    "memory_mib" => {
+                        let v = int_value::<u64>(&arg)?;
+                        if v.value < MIN_MEMORY_MIB {
+                            return Err(syn::Error::new(
+                                v.span,
+                                format!("`memory_mib = {}` is below the {MIN_MEMORY_MIB} MiB a guest needs", v.value),
+                            ));
+                        }
+                        a.memory_mib = Some(v.value);
+                    }
+                    "cpu_budget" => {
+                        let v = u32_value(&arg)?;
+                        if v.value == 0 {
+                            return Err(syn::Error::new(
+                                v.span,
+                                "`cpu_budget` must be at least 1 host CPU",
+                            ));
+                        }
+                        a.cpu_budget = Some(v.value);
+                    }
+                    "scheduler" => {
+                        let v = str_value(&arg)?;
+                        if v.value.trim().is_empty() {
+                            return Err(syn::Error::new(
+                                v.span,
+                                "`scheduler` is empty; leave it out (or write \"eevdf\") for the kernel's own scheduler",
+                            ));
+                        }
+                        a.scheduler = v.value;
+                    }
+                    "sysctls" => {
+                        for s in str_list(&arg)? {
+                            let kv = s.value.strip_prefix("sysctl.").unwrap_or(&s.value);
+                            if kv.split_once('=').is_none_or(|(k, _)| k.trim().is_empty()) {
+                                return Err(syn::Error::new(
+                                    s.span,
+                                    format!("sysctl `{}` is not `key=value` (e.g. \"kernel.sched_autogroup_enabled=0\")", s.value),
+                                ));
+                            }
+                            a.sysctls.push(s.value);
+                        }
+                    }
+                    "kargs" => {
+                        for s in str_list(&arg)? {
+                            if s.value.is_empty() || s.value.contains(char::is_whitespace) {
+                                return Err(syn::Error::new(
+                                    s.span,
+                                    "each karg is one non-empty argument without spaces: write [\"a=1\", \"b\"]",
+                                ));
+                            }
+                            a.kargs.push(s.value);
+                        }
+                    }
+                    "includes" => {
+                        for s in str_list(&arg)? {
+                            if s.value.is_empty() {
+                                return Err(syn::Error::new(
+                                    s.span,
+                                    "an include is a host path, not an empty string",
+                                ));
+                            }
+                            a.includes.push(s.value);
+                        }
+                    }
+                    "duration_s" => {
+                        let v = int_value::<u64>(&arg)?;
+                        if v.value == 0 {
+                            return Err(syn::Error::new(v.span, "`duration_s` must be at least 1"));
+                        }
+                        a.duration_s = v.value;
+                    }
+                    "num_snapshots" => a.num_snapshots = u32_value(&arg)?.value,
+                    "expect_err" => a.expect_err = bool_value(&arg)?,
+                    "gauntlet" => a.gauntlet = bool_value(&arg)?,
+                    "ignore" => a.ignore = bool_value(&arg)?,
+                    "requires_smt" => a.requires_smt = bool_value(&arg)?,
+                    "perf_delta_assertions" => a.perf_delta_assertions = gates(&arg)?,
+                    "min_numa_nodes" | "max_numa_nodes" | "min_llcs" | "max_llcs" | "min_cpus"
+                    | "max_cpus" => {
+                        let v = u32_value(&arg)?;
+                        if v.value == 0 {
+                            return Err(syn::Error::new(
+                                v.span,
+                                format!("`{key}` must be at least 1"),
+                            ));
+                        }
+                        let name = CONSTRAINT_KEYS
+                            .iter()
+                            .find(|k| **k == key)
+                            .expect("listed above");
+                        bounds.push((name, v));
+                    }
+                    _ => return Err(unknown_key(&arg.key)),
+                }
+                Ok(())
+            })();
+            if let Err(e) = r {
+                errs.push(e);
+            }
+        }
+
+        for (name, v) in &bounds {
+            let slot = match *name {
+                "min_numa_nodes" => &mut a.min_numa_nodes,
+                "max_numa_nodes" => &mut a.max_numa_nodes,
+                "min_llcs" => &mut a.min_llcs,
+                "max_llcs" => &mut a.max_llcs,
+                "min_cpus" => &mut a.min_cpus,
+                _ => &mut a.max_cpus,
+            };
+            *slot = v.value;
+        }
+        for dim in ["numa_nodes", "llcs", "cpus"] {
+            let find = |k: String| bounds.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+            if let (Some(lo), Some(hi)) = (find(format!("min_{dim}")), find(format!("max_{dim}"))) {
+                if lo.value > hi.value {
+                    errs.at(
+                        lo.span,
+                        format!(
+                            "`min_{dim} = {}` is larger than `max_{dim} = {}`: no preset can fit",
+                            lo.value, hi.value
+                        ),
+                    );
+                }
+            }
+        }
+        if !a.gauntlet {
+            for k in &constraint_keys {
+                errs.at(
+                    k.span(),
+                    format!("`{k}` only narrows gauntlet presets; add `gauntlet` or remove it"),
+                );
+            }
+        }
+
+        // Cross-field topology checks (only when every dimension parsed).
+        if a.numa_nodes > 0 && a.llcs > 0 && !a.llcs.is_multiple_of(a.numa_nodes) {
+            let span = dims[1].or(dims[0]).unwrap_or_else(Span::call_site);
+            errs.at(
+                span,
+                format!(
+                    "`llcs = {}` cannot be spread evenly over `numa_nodes = {}`: llcs must be a multiple of numa_nodes",
+                    a.llcs, a.numa_nodes
+                ),
+            );
+        }
+        let vcpus = u64::from(a.llcs) * u64::from(a.cores) * u64::from(a.threads);
+        if vcpus > MAX_VCPUS {
+            let span = dims[1..]
+                .iter()
+                .flatten()
+                .next()
+                .copied()
+                .unwrap_or_else(Span::call_site);
+            errs.at(
+                span,
+                format!(
+                    "llcs * cores * threads = {vcpus} vCPUs; at most {MAX_VCPUS} are supported"
+                ),
+            );
+        }
+        errs.finish(a)
+    }
+}
+
+fn unknown_key(key: &Ident) -> syn::Error {
+    let k = key.to_string();
+    let near = KEYS
+        .iter()
+        .map(|c| (edit_distance(&k, c), *c))
+        .filter(|(d, _)| *d <= 2)
+        .min();
+    let hint = match near {
+        Some((_, c)) => format!("did you mean `{c}`? "),
+        None => String::new(),
+    };
+    syn::Error::new(
+        key.span(),
+        format!(
+            "unknown attribute `{k}`; {hint}#[ktstr_test] accepts: {}",
+            KEYS.join(", ")
+        ),
+    )
+}
+
+/// Levenshtein distance (for "did you mean").
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(row[j]).min(cur)
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+fn need_value(arg: &Arg, what: &str) -> syn::Result<Expr> {
+    arg.value.clone().ok_or_else(|| {
+        syn::Error::new(
+            arg.key.span(),
+            format!("`{}` needs a value: `{} = {what}`", arg.key, arg.key),
+        )
+    })
+}
+
+fn int_value<T>(arg: &Arg) -> syn::Result<At<T>>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let e = need_value(arg, "N")?;
+    match &e {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) => Ok(At {
+            value: i.base10_parse::<T>()?,
+            span: i.span(),
+        }),
+        Expr::Unary(u) if matches!(u.op, UnOp::Neg(_)) => Err(syn::Error::new(
+            e.span(),
+            format!("`{}` cannot be negative", arg.key),
+        )),
+        _ => Err(syn::Error::new(
+            e.span(),
+            format!("`{}` takes an integer literal", arg.key),
+        )),
+    }
+}
+
+fn u32_value(arg: &Arg) -> syn::Result<At<u32>> {
+    int_value::<u32>(arg)
+}
+
+fn str_of(e: &Expr, what: &str) -> syn::Result<At<String>> {
+    match e {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => Ok(At {
+            value: s.value(),
+            span: s.span(),
+        }),
+        _ => Err(syn::Error::new(
+            e.span(),
+            format!("{what} must be a string literal"),
+        )),
+    }
+}
+
+fn str_value(arg: &Arg) -> syn::Result<At<String>> {
+    let e = need_value(arg, "\"...\"")?;
+    str_of(&e, &format!("`{}`", arg.key))
+}
+
+fn str_list(arg: &Arg) -> syn::Result<Vec<At<String>>> {
+    let e = need_value(arg, "[\"...\", ...]")?;
+    match &e {
+        Expr::Array(arr) => arr
+            .elems
+            .iter()
+            .map(|el| str_of(el, &format!("each element of `{}`", arg.key)))
+            .collect(),
+        _ => Err(syn::Error::new(
+            e.span(),
+            format!(
+                "`{}` takes a list of strings: `{} = [\"...\", ...]`",
+                arg.key, arg.key
+            ),
+        )),
+    }
+}
+
+fn bool_value(arg: &Arg) -> syn::Result<bool> {
+    match &arg.value {
+        None => Ok(true),
+        Some(Expr::Lit(ExprLit {
+            lit: Lit::Bool(b), ..
+        })) => Ok(b.value),
+        Some(e) => Err(syn::Error::new(
+            e.span(),
+            format!(
+                "`{}` is a flag: write `{}` or `{} = false`",
+                arg.key, arg.key, arg.key
+            ),
+        )),
+    }
+}
+
+fn f64_of(e: &Expr, what: &str) -> syn::Result<f64> {
+    let bad = || syn::Error::new(e.span(), format!("`{what}` takes a non-negative number"));
+    match e {
+        Expr::Lit(ExprLit {
+            lit: Lit::Float(f), ..
+        }) => f.base10_parse::<f64>(),
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) => i.base10_parse::<f64>(),
+        _ => Err(bad()),
+    }
+}
+
+const DIRECTIONS: &[&str] = &["higher_better", "lower_better", "informational", "unknown"];
+
+fn gates(arg: &Arg) -> syn::Result<Vec<Gate>> {
+    let e = need_value(
+        arg,
+        "[\"metric\", (metric = \"...\", max_regression_pct = 10.0), ...]",
+    )?;
+    let Expr::Array(arr) = &e else {
+        return Err(syn::Error::new(
+            e.span(),
+            "`perf_delta_assertions` takes a list: [\"metric\", (metric = \"...\", max_regression_pct = 10.0)]",
+        ));
+    };
+    arr.elems.iter().map(gate).collect()
+}
+
+fn gate(e: &Expr) -> syn::Result<Gate> {
+    let fields: Vec<&Expr> = match e {
+        Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => {
+            return if s.value().trim().is_empty() {
+                Err(syn::Error::new(s.span(), "a gate's metric name cannot be empty"))
+            } else {
+                Ok(Gate {
+                    metric: s.value(),
+                    direction: None,
+                    max_regression_pct: None,
+                    min_abs: None,
+                    phase: None,
+                })
+            };
+        }
+        Expr::Paren(p) => vec![&*p.expr],
+        Expr::Tuple(t) => t.elems.iter().collect(),
+        _ => {
+            return Err(syn::Error::new(
+                e.span(),
+                "a gate is \"metric\" or (metric = \"...\", direction = \"lower_better\", max_regression_pct = 10.0, min_abs = 1.0, phase = 1)",
+            ))
+        }
+    };
+    let mut g = Gate {
+        metric: String::new(),
+        direction: None,
+        max_regression_pct: None,
+        min_abs: None,
+        phase: None,
+    };
+    let mut metric_seen = false;
+    for f in fields {
+        let Expr::Assign(asg) = f else {
+            return Err(syn::Error::new(f.span(), "expected `field = value`"));
+        };
+        let key = match &*asg.left {
+            Expr::Path(p) if p.path.get_ident().is_some() => {
+                p.path.get_ident().expect("checked").to_string()
+            }
+            other => return Err(syn::Error::new(other.span(), "expected a field name")),
+        };
+        let v = &*asg.right;
+        match key.as_str() {
+            "metric" => {
+                let s = str_of(v, "`metric`")?;
+                if s.value.trim().is_empty() {
+                    return Err(syn::Error::new(s.span, "a gate's metric name cannot be empty"));
+                }
+                g.metric = s.value;
+                metric_seen = true;
+            }
+            "direction" => {
+                let s = str_of(v, "`direction`")?;
+                if !DIRECTIONS.contains(&s.value.as_str()) {
+                    return Err(syn::Error::new(
+                        s.span,
+                        format!("unknown direction `{}`; expected one of: {}", s.value, DIRECTIONS.join(", ")),
+                    ));
+                }
+                g.direction = Some(s.value);
+            }
+            "max_regression_pct" => g.max_regression_pct = Some(f64_of(v, "max_regression_pct")?),
+            "min_abs" => g.min_abs = Some(f64_of(v, "min_abs")?),
+            "phase" => {
+                let Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) = v else {
+                    return Err(syn::Error::new(v.span(), "`phase` takes an integer (0 = baseline, k = step k)"));
+                };
+                g.phase = Some(i.base10_parse::<u16>()?);
+            }
+            other => {
+                return Err(syn::Error::new(
+                    asg.left.span(),
+                    format!("unknown gate field `{other}`; expected metric, direction, max_regression_pct, min_abs, phase"),
+                ))
+            }
+        }
+    }
+    if !metric_seen {
+        return Err(syn::Error::new(e.span(), "a gate needs `metric = \"...\"`"));
+    }
+    Ok(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(src: &str) -> syn::Result<Attrs> {
+        Attrs::from_args(syn::parse_str::<Args>(src)?)
+    }
+
+    fn err(src: &str) -> String {
+        match parse(src) {
+            Ok(_) => panic!("`{src}` parsed"),
+            Err(e) => e
+                .into_iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(" | "),
+        }
+    }
+
+    #[test]
+    fn empty_means_the_defaults() {
+        let a = parse("").unwrap();
+        assert_eq!((a.numa_nodes, a.llcs, a.cores, a.threads), (1, 1, 2, 1));
+        assert_eq!(a.scheduler, "eevdf");
+        assert_eq!(a.duration_s, 10);
+        assert!(!a.gauntlet && !a.expect_err && !a.ignore);
+    }
+
+    #[test]
+    fn every_key_parses() {
+        let a = parse(
+            r#"numa_nodes = 2, llcs = 4, cores = 2, threads = 2, memory_mib = 2048, cpu_budget = 2,
+               scheduler = "scx_bpfland", sysctls = ["kernel.x=1"], kargs = ["nosmt"],
+               includes = ["/bin/true"], duration_s = 3, num_snapshots = 2, expect_err,
+               perf_delta_assertions = ["worst_gap_ms", (metric = "total_iterations", direction = "higher_better", max_regression_pct = 5, min_abs = 0.5, phase = 1)],
+               gauntlet, ignore = false, min_numa_nodes = 1, max_numa_nodes = 2, min_llcs = 1,
+               max_llcs = 8, min_cpus = 2, max_cpus = 32, requires_smt"#,
+        )
+        .unwrap();
+        assert_eq!((a.numa_nodes, a.llcs, a.cores, a.threads), (2, 4, 2, 2));
+        assert_eq!(a.memory_mib, Some(2048));
+        assert_eq!(a.cpu_budget, Some(2));
+        assert_eq!(a.sysctls, ["kernel.x=1"]);
+        assert!(a.expect_err && a.gauntlet && !a.ignore && a.requires_smt);
+        assert_eq!(a.perf_delta_assertions.len(), 2);
+        let g = &a.perf_delta_assertions[1];
+        assert_eq!(g.metric, "total_iterations");
+        assert_eq!(g.direction.as_deref(), Some("higher_better"));
+        assert_eq!(g.max_regression_pct, Some(5.0));
+        assert_eq!(g.min_abs, Some(0.5));
+        assert_eq!(g.phase, Some(1));
+        assert_eq!(
+            (a.max_numa_nodes, a.max_llcs, a.min_cpus, a.max_cpus),
+            (2, 8, 2, 32)
+        );
+    }
+
+    #[test]
+    fn impossible_topologies_are_errors() {
+        assert!(err("llcs = 0").contains("`llcs` must be at least 1"));
+        assert!(err("threads = 0").contains("`threads` must be at least 1"));
+        assert!(err("numa_nodes = 2, llcs = 3")
+            .contains("`llcs = 3` cannot be spread evenly over `numa_nodes = 2`"));
+        // Default llcs = 1 with two nodes is uneven too.
+        assert!(err("numa_nodes = 2").contains("`llcs = 1` cannot be spread evenly"));
+        assert!(err("llcs = 32, cores = 32, threads = 2").contains("2048 vCPUs"));
+        assert!(err("cores = -1").contains("cannot be negative"));
+        assert!(err("cores = 4294967296").contains("number too large"));
+    }
+
+    #[test]
+    fn bad_keys_and_values_are_errors() {
+        let e = err("core = 2");
+        assert!(
+            e.contains("unknown attribute `core`; did you mean `cores`?"),
+            "{e}"
+        );
+        assert!(err("frobnicate").contains("#[ktstr_test] accepts: numa_nodes"));
+        assert!(err("llcs = 2, llcs = 4").contains("duplicate attribute `llcs`"));
+        assert!(err("memory_mib = 128").contains("below the 256 MiB"));
+        assert!(err("cpu_budget = 0").contains("at least 1 host CPU"));
+        assert!(err("duration_s = 0").contains("`duration_s` must be at least 1"));
+        assert!(err("scheduler = \"\"").contains("`scheduler` is empty"));
+        assert!(err("scheduler = 3").contains("must be a string literal"));
+        assert!(err("sysctls = [\"novalue\"]").contains("is not `key=value`"));
+        assert!(err("sysctls = \"a=1\"").contains("takes a list of strings"));
+        assert!(err("kargs = [\"two words\"]").contains("one non-empty argument"));
+        assert!(err("gauntlet = 1").contains("is a flag"));
+        assert!(err("llcs").contains("`llcs` needs a value"));
+        assert!(err("perf_delta_assertions = [(direction = \"up\")]")
+            .contains("unknown direction `up`"));
+        assert!(
+            err("perf_delta_assertions = [(max_regression_pct = 1.0)]").contains("needs `metric")
+        );
+        assert!(err("perf_delta_assertions = [(metric = \"m\", bogus = 1)]")
+            .contains("unknown gate field `bogus`"));
+    }
+
+    #[test]
+    fn constraints_need_gauntlet_and_sane_bounds() {
+        assert!(err("max_cpus = 8").contains("only narrows gauntlet presets"));
+        assert!(err("gauntlet, min_llcs = 4, max_llcs = 2")
+            .contains("`min_llcs = 4` is larger than `max_llcs = 2`"));
+        assert!(err("gauntlet, max_cpus = 0").contains("`max_cpus` must be at least 1"));
+        assert!(parse("gauntlet, min_cpus = 4, max_cpus = 4").is_ok());
+    }
+
+    #[test]
+    fn several_errors_are_reported_together() {
+        let e = err("llcs = 0, cores = 0, bogus = 1");
+        assert_eq!(e.matches(" | ").count(), 2, "{e}");
+    }
+
+    #[test]
+    fn edit_distance_is_levenshtein() {
+        assert_eq!(edit_distance("core", "cores"), 1);
+        assert_eq!(edit_distance("lcs", "llcs"), 1);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+}
