@@ -18,6 +18,7 @@ mod mounts;
 mod procfs;
 mod report;
 mod scenario;
+mod scheduler;
 mod sysstat;
 mod topology;
 mod work;
@@ -96,7 +97,16 @@ fn run() -> Result<i32> {
     let spec =
         GuestSpec::from_json(&bytes).with_context(|| format!("in {}", spec_path.display()))?;
     log_info!("running `{}`", spec.test_name);
-    run_spec(&spec, &topo)
+    // Sysctls and the scheduler come first; without an attached scheduler the workload
+    // would measure the wrong thing, so it does not run.
+    let sched = scheduler::start(&spec);
+    let code = if sched.ready() {
+        run_spec(&spec, &topo)
+    } else {
+        Ok(1)
+    };
+    sched.stop();
+    code
 }
 
 /// Runs the spec's parts in order: the scenario, then the program, then the shell.

@@ -159,6 +159,13 @@ pub fn run(spec: &GuestSpec, scenario: &Scenario, topo: &SeenTopology) -> i32 {
                 break;
             }
             steps_completed += 1;
+            if let Err(why) = crate::scheduler::check_alive() {
+                let n = scenario.steps.len();
+                aborted = Some(format!(
+                    "after step {step_index} of {n} the scheduler is gone: {why}"
+                ));
+                break;
+            }
         }
     }
     let sent = sampler.map(Sampler::stop).unwrap_or_default();

@@ -24,6 +24,7 @@ mod layout;
 pub mod msg;
 mod reader;
 pub mod scenario;
+pub mod sched;
 mod shm;
 pub mod spec;
 mod writer;

@@ -39,6 +39,10 @@ pub enum GuestMsg {
     ExecExit { status: i32 },
     /// The guest runtime panicked.
     Panic { message: String },
+    /// The scheduler supervisor saw something (started, attached, ejected, ...).
+    Scheduler(crate::sched::SchedEvent),
+    /// The scheduler's struct_ops programs with their verifier cost, after attach.
+    VerifierStats { progs: Vec<crate::sched::ProgInsns> },
     /// The guest runtime finished; it reboots next.
     Done { exit_code: i32, elapsed_ms: u64 },
 }
@@ -284,6 +288,10 @@ pub struct ScenarioEnd {
     pub workers_reported: u32,
     pub monitor_samples: u64,
     pub snapshots_taken: u32,
+    /// CPU time the sampler thread used for samples and snapshots, in microseconds:
+    /// what measuring cost the workload.
+    #[serde(default)]
+    pub monitor_cpu_us: u64,
     /// Why it ended early (stop request, setup failure); None when it ran to the end.
     pub aborted: Option<String>,
 }
@@ -573,11 +581,26 @@ mod tests {
                 workers_reported: 4,
                 monitor_samples: 20,
                 snapshots_taken: 2,
+                monitor_cpu_us: 4000,
                 aborted: None,
             }),
             GuestMsg::ExecExit { status: 137 },
             GuestMsg::Panic {
                 message: "boom".into(),
+            },
+            GuestMsg::Scheduler(crate::sched::SchedEvent::Ejected {
+                state: "disabled".into(),
+                kernel_reason: Some("runnable task stall".into()),
+                watchdog_timeout_ms: Some(3000),
+                elapsed_ms: 7,
+            }),
+            GuestMsg::VerifierStats {
+                progs: vec![crate::sched::ProgInsns {
+                    id: 9,
+                    prog_type: crate::sched::BPF_PROG_TYPE_STRUCT_OPS,
+                    name: "stall_enqueue".into(),
+                    verified_insns: 42,
+                }],
             },
             GuestMsg::Done {
                 exit_code: 0,

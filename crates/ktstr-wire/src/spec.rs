@@ -49,6 +49,12 @@ pub struct GuestSpec {
     /// Give the console to `/bin/sh` (`cargo ktstr shell`).
     #[serde(default)]
     pub interactive_shell: bool,
+    /// The sched_ext scheduler to start before the workload; None runs under EEVDF.
+    #[serde(default)]
+    pub scheduler: Option<crate::sched::SchedulerSpec>,
+    /// `(key, value)` sysctls written before the scheduler starts (and without one).
+    #[serde(default)]
+    pub sysctls: Vec<(String, String)>,
 }
 
 /// The guest's system sampler: per-CPU run queues, schedstat, sched_ext state, PSI.
@@ -105,6 +111,8 @@ impl GuestSpec {
             num_snapshots: 0,
             exec: None,
             interactive_shell: false,
+            scheduler: None,
+            sysctls: Vec::new(),
         }
     }
 

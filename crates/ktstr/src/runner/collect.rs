@@ -17,6 +17,8 @@ const MAX_OUTPUT_BYTES: usize = 64 << 20;
 const MAX_STIMULI: usize = 2 * ktstr_wire::scenario::MAX_STEPS + 16;
 /// An hour of 100 ms samples.
 const MAX_MONITOR_SAMPLES: usize = 36_000;
+const MAX_SCHED_EVENTS: usize = 1024;
+const MAX_BPF_PROGS: usize = 4096;
 const MAX_SNAPSHOTS: usize = ktstr_wire::spec::MAX_SNAPSHOTS as usize;
 
 /// Where live program output goes (`cargo ktstr shell --exec` streams it).
@@ -46,6 +48,10 @@ pub struct Collected {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub scheduler_log: Vec<u8>,
+    /// What the guest's scheduler supervisor reported, in order.
+    pub scheduler_events: Vec<ktstr_wire::sched::SchedEvent>,
+    /// The scheduler's BPF programs after attach (the last report wins).
+    pub verifier_stats: Vec<ktstr_wire::sched::ProgInsns>,
     /// Protocol problems: a corrupt ring ends collection with one of these.
     pub protocol_errors: Vec<String>,
     pub dropped: u64,
@@ -178,6 +184,13 @@ impl Collector {
             GuestMsg::ScenarioEnd(x) => d.scenario_end = Some(x),
             GuestMsg::ExecExit { status } => d.exec_status = Some(status),
             GuestMsg::Panic { message } => d.panic = Some(message),
+            GuestMsg::Scheduler(e) => {
+                push_capped(&mut d.scheduler_events, e, MAX_SCHED_EVENTS, &mut d.dropped)
+            }
+            GuestMsg::VerifierStats { mut progs } => {
+                progs.truncate(MAX_BPF_PROGS);
+                d.verifier_stats = progs;
+            }
             GuestMsg::Done {
                 exit_code,
                 elapsed_ms,

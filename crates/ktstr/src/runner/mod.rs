@@ -37,7 +37,9 @@ pub struct RunRequest {
     pub kernel: ResolvedKernel,
     pub engine: EngineKind,
     pub spec: GuestSpec,
-    pub scheduler: String,
+    /// The scheduler to run under (`"eevdf".into()`, `"scx_bpfland".into()`, or a
+    /// configured [`crate::scheduler::Scheduler`]); found or built before the boot.
+    pub scheduler: crate::scheduler::Scheduler,
     pub sysctls: Vec<String>,
     pub kargs: Vec<String>,
     /// Host binaries packed into the guest (with their libraries) under `/bin/<name>`.
@@ -116,11 +118,17 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
     let mut sidecar = SidecarResult::new_run(
         req.test_name.clone(),
         req.topology.to_string(),
-        req.scheduler.clone(),
+        req.scheduler.name(),
     );
     sidecar.vcpus = req.topology.vcpus();
-    sidecar.sysctls = req.sysctls.clone();
-    sidecar.kargs = req.kargs.clone();
+    // The scheduler's sysctls and kargs are part of the variant: add them before the
+    // sidecar's file name is known.
+    sidecar.sysctls = [req.sysctls.clone(), req.scheduler.sysctl_strings()].concat();
+    sidecar.kargs = [req.kargs.as_slice(), req.scheduler.kargs()].concat();
+    let sched = req.scheduler.prepare();
+    if let Ok(p) = &sched {
+        sidecar.resolve_source = p.resolve_source;
+    }
     sidecar.work_type = evaluate::work_type_name(&req.spec);
     sidecar.set_kernel(
         Some(req.kernel.release.clone()),
@@ -148,6 +156,12 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
         .trim_end_matches(".ktstr.json")
         .to_string();
     let console_log = out_dir.join(format!("{stem}.console.log"));
+    let sched = match sched {
+        Ok(p) => p,
+        Err(missing) => {
+            return crate::scheduler::run::missing_outcome(req, sidecar, &out_dir, missing, started)
+        }
+    };
     let work = tempfile::Builder::new()
         .prefix("ktstr-run-")
         .tempdir()
@@ -158,8 +172,13 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
         BaseParts::new(guest_binary()?).kernel(&req.kernel),
         |b, inc| b.include(inc),
     );
+    let base = match &sched.binary {
+        Some(bin) => base.include(bin),
+        None => base,
+    };
+    let guest_spec = crate::scheduler::run::guest_spec(&req.spec, &req.sysctls, &sched)?;
     let initrd = work.path().join("initramfs.cpio");
-    initramfs::build_initramfs(&base, &req.spec.to_json(), &initrd)
+    initramfs::build_initramfs(&base, &guest_spec.to_json(), &initrd)
         .context("cannot build the initramfs")?;
 
     let boot = BootSpec {
@@ -168,7 +187,7 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
         cpu_budget: req.cpu_budget,
         kernel: req.kernel.image.clone(),
         initrd,
-        kargs: req.kargs.clone(),
+        kargs: sidecar.kargs.clone(),
         shm_size: DEFAULT_SHM_SIZE,
         serial_log: (!req.console_on_terminal).then(|| console_log.clone()),
         deadline: req.deadline(),
@@ -198,7 +217,10 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
     sidecar.periodic_fired = measured.periodic_fired;
     sidecar.periodic_target = measured.periodic_target;
 
-    let verdict = evaluate::evaluate(req, assert, &data, &measured, &engine_report, &console_log);
+    let mut verdict =
+        evaluate::evaluate(req, assert, &data, &measured, &engine_report, &console_log);
+    crate::scheduler::run::add_checks(&sched, &data, &mut verdict);
+    crate::scheduler::run::record(&data, &mut sidecar, &out_dir, &stem);
     sidecar.stats.verdict_details = verdict.reasons.clone();
     let finalized = sidecar.finalize(verdict.outcome, req.expect_err);
 

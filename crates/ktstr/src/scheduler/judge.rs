@@ -1,0 +1,304 @@
+//! The scheduler's part of the verdict: the guest supervisor's events, turned into
+//! failure reasons a person can act on. A scheduler that never attached, died, or was
+//! ejected by the kernel (watchdog stall, BPF error) fails the run, and the reason names
+//! what the kernel said.
+
+use ktstr_wire::sched::{ProcExit, SchedEvent};
+
+use super::Prepared;
+use crate::runner::collect::Collected;
+
+/// Failure reasons from the scheduler events of a run; empty when the scheduler did its
+/// job (or there was none and every sysctl applied).
+pub fn judge(prepared: &Prepared, data: &Collected) -> Vec<String> {
+    judge_events(prepared, &data.scheduler_events, data.done.is_some())
+}
+
+/// [`judge`] on the events alone. `finished`: the guest reported done, so a missing
+/// event means it never happened (not that the guest died first).
+pub fn judge_events(prepared: &Prepared, events: &[SchedEvent], finished: bool) -> Vec<String> {
+    let name = &prepared.name;
+    let mut reasons = Vec::new();
+    let mut attached = false;
+    let mut started = false;
+    for e in events {
+        match e {
+            SchedEvent::Sysctl {
+                key,
+                value,
+                error: Some(err),
+            } => reasons.push(format!(
+                "sysctl {key}={value} could not be applied in the guest: {err}"
+            )),
+            SchedEvent::Sysctl { .. } => {}
+            SchedEvent::Started { .. } => started = true,
+            SchedEvent::SpawnFailed { error, .. } => {
+                started = true;
+                reasons.push(format!(
+                    "scheduler {name} could not be started in the guest: {error}"
+                ))
+            }
+            SchedEvent::Attached { .. } => attached = true,
+            SchedEvent::DiedBeforeAttach {
+                exit,
+                kernel_reason,
+                output_tail,
+                ..
+            } => reasons.push(format!(
+                "scheduler {name} exited before it attached ({exit}){}{}",
+                kernel_part(kernel_reason),
+                output_part(output_tail)
+            )),
+            SchedEvent::AttachTimeout {
+                waited_ms,
+                state,
+                ops,
+                kernel_reason,
+                output_tail,
+                ..
+            } => reasons.push(format!(
+                "scheduler {name} did not attach within {waited_ms} ms (sched_ext state `{state}`, \
+                 root/ops `{ops}`){}{}",
+                kernel_part(kernel_reason),
+                output_part(output_tail)
+            )),
+            SchedEvent::Ejected {
+                state,
+                kernel_reason,
+                watchdog_timeout_ms,
+                elapsed_ms,
+            } => {
+                let what = match kernel_reason.as_deref() {
+                    Some(r) if r.contains("stall") => {
+                        "stalled and the kernel's sched_ext watchdog ejected it"
+                    }
+                    Some(_) => "was ejected by the kernel",
+                    None => "stopped being the active scheduler",
+                };
+                let timeout = watchdog_timeout_ms
+                    .map(|t| format!(", watchdog timeout {t} ms"))
+                    .unwrap_or_default();
+                reasons.push(format!(
+                    "scheduler {name} {what} during the run, {:.1} s after the guest started \
+                     (sched_ext state `{state}`{timeout}){}",
+                    *elapsed_ms as f64 / 1000.0,
+                    kernel_part(kernel_reason)
+                ));
+            }
+            SchedEvent::Died {
+                exit,
+                kernel_reason,
+                output_tail,
+                elapsed_ms,
+            } => reasons.push(format!(
+                "scheduler {name} died during the run, {:.1} s after the guest started ({}){}{}",
+                *elapsed_ms as f64 / 1000.0,
+                describe_exit(exit),
+                kernel_part(kernel_reason),
+                output_part(output_tail)
+            )),
+            SchedEvent::Detached {
+                clean: false,
+                detail,
+                state_after,
+                ..
+            } => {
+                // An earlier death or ejection is the real story; this only repeats it.
+                let already = reasons.iter().any(|r| r.contains(name.as_str()));
+                if !already {
+                    reasons.push(format!(
+                        "scheduler {name} did not detach cleanly at the end (sched_ext state \
+                         `{state_after}`): {}",
+                        detail.as_deref().unwrap_or("no detail")
+                    ));
+                }
+            }
+            SchedEvent::Detached { .. } => {}
+        }
+    }
+    if prepared.guest.is_some() && finished {
+        if !started {
+            reasons.push(format!(
+                "the guest never reported starting scheduler {name} (a guest runtime without \
+                 scheduler support?)"
+            ));
+        } else if !attached && reasons.is_empty() {
+            reasons.push(format!(
+                "scheduler {name} never attached and the guest gave no reason"
+            ));
+        }
+    }
+    reasons
+}
+
+fn describe_exit(exit: &ProcExit) -> String {
+    exit.to_string()
+}
+
+fn kernel_part(reason: &Option<String>) -> String {
+    match reason {
+        Some(r) => format!("; kernel: {r}"),
+        None => String::new(),
+    }
+}
+
+fn output_part(tail: &str) -> String {
+    if tail.trim().is_empty() {
+        String::new()
+    } else {
+        format!("; its last output:\n{tail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ktstr_wire::sched::SchedulerSpec;
+
+    fn prepared() -> Prepared {
+        Prepared {
+            name: "ktstr-stall".into(),
+            resolve_source: Some(ktstr_sidecar::ResolveSource::AutoBuilt),
+            binary: Some("/x/ktstr-stall".into()),
+            guest: Some(SchedulerSpec::new("ktstr-stall", "/bin/ktstr-stall")),
+            sysctls: vec![],
+            kargs: vec![],
+        }
+    }
+
+    fn started() -> SchedEvent {
+        SchedEvent::Started {
+            pid: 40,
+            elapsed_ms: 10,
+        }
+    }
+
+    fn attached() -> SchedEvent {
+        SchedEvent::Attached {
+            ops: "ktstr_stall".into(),
+            attach_ms: 900,
+            elapsed_ms: 1000,
+        }
+    }
+
+    fn clean_detach() -> SchedEvent {
+        SchedEvent::Detached {
+            clean: true,
+            exit: Some(ProcExit {
+                code: Some(0),
+                signal: None,
+            }),
+            state_after: "disabled".into(),
+            detail: None,
+            elapsed_ms: 9000,
+        }
+    }
+
+    #[test]
+    fn attach_and_clean_detach_pass() {
+        let r = judge_events(&prepared(), &[started(), attached(), clean_detach()], true);
+        assert!(r.is_empty(), "{r:?}");
+    }
+
+    #[test]
+    fn a_stall_names_the_watchdog_and_the_kernel_reason() {
+        let ev = SchedEvent::Ejected {
+            state: "disabled".into(),
+            kernel_reason: Some(
+                "BPF scheduler \"ktstr_stall\" disabled (runnable task stall); ktstr_stall: \
+                 kworker/0:1[12] failed to run for 3.012s"
+                    .into(),
+            ),
+            watchdog_timeout_ms: Some(3000),
+            elapsed_ms: 7400,
+        };
+        let r = judge_events(&prepared(), &[started(), attached(), ev], true);
+        assert_eq!(r.len(), 1, "{r:?}");
+        for needle in [
+            "stalled",
+            "watchdog ejected it",
+            "7.4 s",
+            "watchdog timeout 3000 ms",
+            "runnable task stall",
+            "failed to run for 3.012s",
+        ] {
+            assert!(r[0].contains(needle), "{needle} in {}", r[0]);
+        }
+    }
+
+    #[test]
+    fn death_before_attach_carries_exit_status_and_output() {
+        let ev = SchedEvent::DiedBeforeAttach {
+            exit: ProcExit {
+                code: Some(1),
+                signal: None,
+            },
+            kernel_reason: None,
+            output_tail: "Error: failed to load BPF program: Invalid argument".into(),
+            elapsed_ms: 3000,
+        };
+        let r = judge_events(&prepared(), &[started(), ev], true);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(
+            r[0].contains("exited before it attached (exit code 1)"),
+            "{}",
+            r[0]
+        );
+        assert!(r[0].contains("Invalid argument"), "{}", r[0]);
+    }
+
+    #[test]
+    fn death_during_the_run_and_unclean_detach() {
+        let died = SchedEvent::Died {
+            exit: ProcExit {
+                code: None,
+                signal: Some(11),
+            },
+            kernel_reason: Some(
+                "BPF scheduler \"x\" disabled (unregistered from user space)".into(),
+            ),
+            output_tail: String::new(),
+            elapsed_ms: 5000,
+        };
+        let r = judge_events(&prepared(), &[started(), attached(), died], true);
+        assert_eq!(r.len(), 1);
+        assert!(r[0].contains("died during the run"), "{}", r[0]);
+        assert!(r[0].contains("killed by signal 11"), "{}", r[0]);
+
+        let unclean = SchedEvent::Detached {
+            clean: false,
+            exit: None,
+            state_after: "enabled".into(),
+            detail: Some("did not exit within 10000 ms of SIGINT and was killed".into()),
+            elapsed_ms: 9000,
+        };
+        let r = judge_events(&prepared(), &[started(), attached(), unclean], true);
+        assert_eq!(r.len(), 1);
+        assert!(r[0].contains("did not detach cleanly"), "{}", r[0]);
+    }
+
+    #[test]
+    fn missing_events_fail_only_when_the_guest_finished() {
+        assert_eq!(judge_events(&prepared(), &[], true).len(), 1);
+        assert!(judge_events(&prepared(), &[], false).is_empty());
+        let r = judge_events(&prepared(), &[started()], true);
+        assert!(r[0].contains("never attached"), "{r:?}");
+    }
+
+    #[test]
+    fn sysctl_failures_fail_even_under_eevdf() {
+        let mut p = prepared();
+        p.guest = None;
+        let r = judge_events(
+            &p,
+            &[SchedEvent::Sysctl {
+                key: "kernel.nope".into(),
+                value: "1".into(),
+                error: Some("writing /proc/sys/kernel/nope: No such file".into()),
+            }],
+            true,
+        );
+        assert_eq!(r.len(), 1);
+        assert!(r[0].contains("sysctl kernel.nope=1"), "{}", r[0]);
+    }
+}
