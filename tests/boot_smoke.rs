@@ -15,7 +15,11 @@ fn boot_smoke(ctx: &TestCtx) -> TestSpec {
         .check(|out: &RunOutcome| {
             let path = out.sidecar_path.as_ref().expect("a sidecar was written");
             let back = read_sidecar(path).expect("the sidecar reads back");
-            let ready = out.collected.ready.as_ref().expect("the guest reported ready");
+            let ready = out
+                .collected
+                .ready
+                .as_ref()
+                .expect("the guest reported ready");
             assert_eq!(back.test_name, "boot_smoke");
             assert_eq!(back.topology, "1n1l2c1t");
             // The guest's uname is the kernel the host resolved.
