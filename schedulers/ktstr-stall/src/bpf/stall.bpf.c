@@ -34,7 +34,11 @@ typedef _Bool bool;
 static u64 (*bpf_ktime_get_ns)(void) = (void *)5;
 static long (*bpf_probe_read_kernel_str)(void *dst, u32 size, const void *src) = (void *)115;
 
-struct task_struct;
+/* A definition, not a declaration: libbpf only finds a kfunc compatible when its pointer
+ * arguments point to the same kind (a struct, not a forward declaration). */
+struct task_struct {
+	int pid;
+} __attribute__((preserve_access_index));
 
 /* v6.19+: returns bool; v6.13-v6.18: void. libbpf ignores the ___ suffixes. */
 extern bool scx_bpf_dsq_insert___v2___compat(struct task_struct *p, u64 dsq_id, u64 slice,
