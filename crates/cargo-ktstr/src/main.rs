@@ -16,6 +16,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the project's ktstr tests under cargo nextest: resolve or fetch the kernel(s),
+    /// build the guest runtime, keep VM tests from oversubscribing the host, summarise.
+    Test(cmd::test::TestArgs),
     /// Boot ktstr-vmm's bare-metal self-test guest and check the topology it sees.
     SelftestVm(cmd::selftest::SelftestVmArgs),
     /// Read sidecars back: list runs, show and explain results, compare pools.
@@ -37,6 +40,7 @@ fn main() {
     }
     let cli = Cli::parse_from(args);
     let result = match cli.command {
+        Command::Test(a) => cmd::test::run(a),
         Command::SelftestVm(a) => cmd::selftest::run(a),
         Command::Stats(a) => cmd::stats::run(a),
         Command::PerfDelta(a) => cmd::perf_delta::run(*a),

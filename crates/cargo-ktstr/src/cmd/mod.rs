@@ -6,3 +6,4 @@ pub mod perf_delta;
 pub mod selftest;
 pub mod shell;
 pub mod stats;
+pub mod test;

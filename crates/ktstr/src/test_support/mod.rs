@@ -7,6 +7,7 @@
 //! - [`names`]: `ktstr/{name}`, `gauntlet/{name}/{preset}`, the kernel list.
 //! - [`protocol`]: `--list` / `--exact` for nextest and libtest, and the `#[test]` wrapper.
 //! - [`execute`]: one variant end to end, skips and sidecars included.
+//! - [`suite`]: what `cargo ktstr test` does around `cargo nextest run`.
 
 pub mod entry;
 pub mod execute;
@@ -14,6 +15,7 @@ pub mod names;
 pub mod presets;
 pub mod protocol;
 pub mod spec;
+pub mod suite;
 
 pub use entry::{Constraints, PerfDeltaGate, TestAttrs, TestEntry, KTSTR_TESTS};
 pub use execute::{VariantResult, MANIFEST_ENV, NO_SKIP_ENV};

@@ -1,0 +1,135 @@
+//! `cargo ktstr test`: run the project's ktstr tests under `cargo nextest run` with the
+//! kernel(s) resolved (or fetched), the guest runtime built, VM tests kept from
+//! oversubscribing the host, and a one-screen summary read from the run's sidecars.
+//! The work is in `ktstr::test_support::suite`; this module parses and sequences.
+
+use std::process::Command;
+
+use anyhow::Context;
+use clap::Args;
+use ktstr::engine;
+use ktstr::kernel::Progress;
+use ktstr::test_support::names::{format_kernel_list, KERNEL_LIST_ENV};
+use ktstr::test_support::suite::{self, Project};
+use ktstr::test_support::{MANIFEST_ENV, NO_SKIP_ENV};
+
+#[derive(Args, Debug)]
+pub struct TestArgs {
+    /// Kernel to boot: a bzImage path, a source tree, a version or cache key, or
+    /// `debian[:VERSION|:latest]` (fetched when missing). Repeat it to run the suite against
+    /// several kernels; the kernel then becomes the last segment of every test name.
+    /// Default: KTSTR_KERNEL, else the newest cached kernel (the pinned Debian kernel is
+    /// fetched into an empty cache).
+    #[arg(long = "kernel", value_name = "ID")]
+    kernels: Vec<String>,
+    /// Engine: auto, kvm or qemu-tcg (default: KTSTR_ENGINE, else auto).
+    #[arg(long)]
+    engine: Option<String>,
+    /// Use at most N host CPUs: nextest and every VM it starts are confined to the first
+    /// N CPUs, and VM tests run N/2 at a time.
+    #[arg(long, value_name = "N")]
+    cpu_cap: Option<usize>,
+    /// Run only a part of the suite, e.g. `hash:1/3` (passed to nextest).
+    #[arg(long, value_name = "hash:M/N")]
+    partition: Option<String>,
+    /// A test that cannot run here (no kernel, no engine, too big) fails instead of
+    /// skipping (sets KTSTR_NO_SKIP).
+    #[arg(long)]
+    no_skip: bool,
+    /// Arguments for `cargo nextest run`, after `--` (e.g. `-- -E 'test(/ktstr/)'
+    /// --no-fail-fast --run-ignored all`).
+    #[arg(last = true, value_name = "NEXTEST ARGS")]
+    nextest_args: Vec<String>,
+}
+
+pub fn run(args: TestArgs) -> anyhow::Result<i32> {
+    let progress = Progress::auto();
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+
+    // Engine: only checked here; tests choose again (and skip with the reason).
+    let engine_name = match engine::choose(args.engine.as_deref()) {
+        Ok(e) => Some(e.name()),
+        Err(e) => {
+            eprintln!("ktstr: warning: {e}; VM tests will skip (or fail with --no-skip)");
+            None
+        }
+    };
+
+    let kernels = suite::prepare_kernels(&args.kernels, &progress)?;
+    for k in &kernels {
+        eprintln!(
+            "ktstr: kernel {} ({}){}",
+            k.kernel.release,
+            k.kernel.image.display(),
+            if kernels.len() > 1 {
+                format!(" as `.../{}`", k.label)
+            } else {
+                String::new()
+            }
+        );
+    }
+
+    let Project {
+        target_dir,
+        guest_manifest,
+    } = suite::project(&cwd)?;
+    let guest = match std::env::var_os("KTSTR_GUEST").filter(|v| !v.is_empty()) {
+        Some(g) => std::path::PathBuf::from(g),
+        None => {
+            let manifest = guest_manifest.map_err(suite::SuiteError::NoGuestSource)?;
+            eprintln!(
+                "ktstr: building the guest runtime from {}",
+                manifest.display()
+            );
+            suite::build_guest(&manifest, &target_dir)?
+        }
+    };
+
+    let cpus = match args.cpu_cap {
+        Some(cap) => suite::restrict_cpus(cap)?.len(),
+        None => engine::available_host_cpus().len(),
+    };
+    let slots = suite::vm_slots(cpus);
+    let (tool_config, manifest) = suite::run_files(&target_dir);
+    suite::write_file(&tool_config, &suite::nextest_tool_config(slots))?;
+    suite::write_file(&manifest, "")?;
+
+    let cargo = suite::cargo_bin();
+    let mut cmd = Command::new(&cargo);
+    cmd.args(["nextest", "run", "--tool-config-file"])
+        .arg(format!("ktstr:{}", tool_config.display()));
+    if let Some(p) = &args.partition {
+        cmd.args(["--partition", p]);
+    }
+    cmd.args(&args.nextest_args);
+    cmd.env("KTSTR_KERNEL", &kernels[0].spec)
+        .env("KTSTR_GUEST", &guest)
+        .env(MANIFEST_ENV, &manifest);
+    if kernels.len() > 1 {
+        cmd.env(
+            KERNEL_LIST_ENV,
+            format_kernel_list(&suite::kernel_entries(&kernels)),
+        );
+    } else {
+        cmd.env_remove(KERNEL_LIST_ENV);
+    }
+    if let Some(e) = engine_name {
+        cmd.env("KTSTR_ENGINE", e);
+    }
+    if args.no_skip {
+        cmd.env(NO_SKIP_ENV, "1");
+    }
+    eprintln!(
+        "ktstr: {} VM test(s) at a time on {cpus} CPU(s); nextest tool config {}",
+        slots,
+        tool_config.display()
+    );
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run `{cargo} nextest run`; is cargo-nextest installed (`cargo install cargo-nextest`)?"))?;
+
+    let summary = suite::read_manifest(&manifest);
+    eprintln!();
+    eprint!("{}", summary.render());
+    Ok(status.code().unwrap_or(1))
+}
