@@ -7,6 +7,8 @@
 //! - `ktstr-stall` stops dispatching after 2 s, and the kernel's watchdog (3 s) ejects
 //!   it: the run fails naming the stall, and passes as an expected failure with
 //!   `expect_err`;
+//! - a scheduler that exits before it attaches (a bad option) fails with its exit status
+//!   and output;
 //! - a scheduler that exists nowhere fails before boot with `resolve_source = not_found`
 //!   and a message saying how to provide it (or skips, when asked to).
 //!
@@ -183,6 +185,29 @@ fn a_stalling_scheduler_with_expect_err_is_an_expected_failure() {
             .any(|d| d.contains("runnable task stall")),
         "{:#?}",
         s.stats.verdict_details
+    );
+}
+
+#[test]
+fn a_scheduler_that_exits_before_attaching_fails_with_its_exit_status_and_output() {
+    let sched = Scheduler::named("scx_bpfland").arg("--no-such-option");
+    let Some(req) = request("bpfland_bad_arg", "steady", DURATION_MS, sched) else {
+        return;
+    };
+    let r = common::run(&req);
+    let s = &r.sidecar;
+    assert!(s.is_fail(), "{}", common::explain(&r));
+    assert!(s.verifier_stats.is_empty(), "it never loaded");
+    let first = &r.out.reasons[0];
+    for needle in [
+        "scheduler scx_bpfland exited before it attached (exit code 2)",
+        "--no-such-option",
+    ] {
+        assert!(first.contains(needle), "{needle} in {first}");
+    }
+    assert_eq!(
+        s.stats.total_workers, 0,
+        "no workload runs without the scheduler"
     );
 }
 

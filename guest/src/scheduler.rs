@@ -42,6 +42,13 @@ const SCX_STATE: &str = "/sys/kernel/sched_ext/state";
 const SCX_OPS: &str = "/sys/kernel/sched_ext/root/ops";
 const PATH: &str = "/bin:/sbin:/usr/bin:/usr/sbin";
 
+/// Where supervisor events go: the host, or a test's list.
+type Sink = Arc<dyn Fn(SchedEvent) + Send + Sync>;
+
+fn to_host() -> Sink {
+    Arc::new(|e| report::send(&GuestMsg::Scheduler(e)))
+}
+
 /// The scheduler of this run, for [`check_alive`].
 static CURRENT: Mutex<Option<Arc<Shared>>> = Mutex::new(None);
 
@@ -119,7 +126,7 @@ pub fn start(spec: &GuestSpec) -> Supervisor {
             ready: true,
         };
     };
-    let (running, ready) = spawn(sched);
+    let (running, ready) = spawn(sched, to_host());
     if let Some(r) = &running {
         *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = Some(r.shared.clone());
     }
@@ -205,7 +212,7 @@ fn proc_exit(s: ExitStatus) -> ProcExit {
 }
 
 /// Starts the process and its supervisor thread, and waits for the attach verdict.
-fn spawn(spec: &SchedulerSpec) -> (Option<Running>, bool) {
+fn spawn(spec: &SchedulerSpec, sink: Sink) -> (Option<Running>, bool) {
     let started = Instant::now();
     // scx schedulers put their stats socket under /var/run/scx.
     if !std::path::Path::new("/var/run").exists() {
@@ -235,10 +242,10 @@ fn spawn(spec: &SchedulerSpec) -> (Option<Running>, bool) {
                 spec.binary_guest_path, spec.args
             );
             log_error!("{error}");
-            report::send(&GuestMsg::Scheduler(SchedEvent::SpawnFailed {
+            sink(SchedEvent::SpawnFailed {
                 error,
                 elapsed_ms: report::elapsed_ms(),
-            }));
+            });
             return (None, false);
         }
     };
@@ -249,14 +256,15 @@ fn spawn(spec: &SchedulerSpec) -> (Option<Running>, bool) {
         spec.binary_guest_path,
         spec.args.join(" ")
     );
-    report::send(&GuestMsg::Scheduler(SchedEvent::Started {
+    sink(SchedEvent::Started {
         pid: child.id() as i32,
         elapsed_ms: report::elapsed_ms(),
-    }));
+    });
     let output = Output::new(child.stdout.take(), child.stderr.take());
     let shared = Arc::new(Shared::default());
     let (tx, rx) = mpsc::channel();
     let mut watch = Watch {
+        sink,
         spec: spec.clone(),
         shared: shared.clone(),
         output,
@@ -287,6 +295,7 @@ fn spawn(spec: &SchedulerSpec) -> (Option<Running>, bool) {
 
 /// The supervisor thread's state.
 struct Watch {
+    sink: Sink,
     spec: SchedulerSpec,
     shared: Arc<Shared>,
     output: Output,
@@ -297,6 +306,10 @@ struct Watch {
 }
 
 impl Watch {
+    fn emit(&self, e: SchedEvent) {
+        (self.sink)(e);
+    }
+
     fn attach_verdict(&mut self, ok: bool) {
         if let Some(tx) = self.attach.take() {
             let _ = tx.send(ok);
@@ -349,23 +362,23 @@ impl Watch {
                 let exit = proc_exit(status);
                 if !attached {
                     let (_, kernel_reason) = self.settle_reason(Duration::from_millis(200));
-                    report::send(&GuestMsg::Scheduler(SchedEvent::DiedBeforeAttach {
+                    self.emit(SchedEvent::DiedBeforeAttach {
                         exit,
                         kernel_reason,
                         output_tail: self.output.tail(),
                         elapsed_ms: report::elapsed_ms(),
-                    }));
+                    });
                     self.shared
                         .set_gone(format!("{name} exited before attaching ({exit})"));
                     self.attach_verdict(false);
                 } else if sigint_at.is_none() {
                     let (_, kernel_reason) = self.settle_reason(KERNEL_REASON_WAIT);
-                    report::send(&GuestMsg::Scheduler(SchedEvent::Died {
+                    self.emit(SchedEvent::Died {
                         exit,
                         kernel_reason,
                         output_tail: self.output.tail(),
                         elapsed_ms: report::elapsed_ms(),
-                    }));
+                    });
                     self.shared
                         .set_gone(format!("{name} died during the run ({exit})"));
                 } else {
@@ -379,25 +392,25 @@ impl Watch {
                 if state == "enabled" && !ops.is_empty() {
                     attached = true;
                     let attach_ms = self.started.elapsed().as_millis() as u64;
-                    report::send(&GuestMsg::Scheduler(SchedEvent::Attached {
+                    self.emit(SchedEvent::Attached {
                         ops,
                         attach_ms,
                         elapsed_ms: report::elapsed_ms(),
-                    }));
+                    });
                     self.attach_verdict(true);
                 } else if self.started.elapsed() >= attach_timeout {
                     let _ = child.kill();
                     let _ = child.wait();
                     self.output.drain();
                     let kernel_reason = self.kernel_reason();
-                    report::send(&GuestMsg::Scheduler(SchedEvent::AttachTimeout {
+                    self.emit(SchedEvent::AttachTimeout {
                         waited_ms: attach_timeout.as_millis() as u64,
                         state,
                         ops,
                         kernel_reason,
                         output_tail: self.output.tail(),
                         elapsed_ms: report::elapsed_ms(),
-                    }));
+                    });
                     self.shared.set_gone(format!(
                         "{name} did not attach within {} ms",
                         attach_timeout.as_millis()
@@ -412,12 +425,12 @@ impl Watch {
                 if state != "enabled" {
                     ejected = true;
                     let (state, kernel_reason) = self.settle_reason(KERNEL_REASON_WAIT);
-                    report::send(&GuestMsg::Scheduler(SchedEvent::Ejected {
+                    self.emit(SchedEvent::Ejected {
                         state: state.clone(),
                         kernel_reason: kernel_reason.clone(),
                         watchdog_timeout_ms: self.spec.watchdog_timeout_ms,
                         elapsed_ms: report::elapsed_ms(),
-                    }));
+                    });
                     self.shared.set_gone(format!(
                         "sched_ext state is `{state}`: {}",
                         kernel_reason.as_deref().unwrap_or("no kernel message")
@@ -476,13 +489,13 @@ impl Watch {
                 log_warn!("{} output before detach:\n{tail}", self.spec.name);
             }
         }
-        report::send(&GuestMsg::Scheduler(SchedEvent::Detached {
+        self.emit(SchedEvent::Detached {
             clean,
             exit,
             state_after: state,
             detail,
             elapsed_ms: report::elapsed_ms(),
-        }));
+        });
     }
 }
 
@@ -895,6 +908,63 @@ mod tests {
         let t = o.tail();
         assert!(t.starts_with("line 25"), "{t}");
         assert!(t.ends_with("line 39"), "{t}");
+    }
+
+    /// Runs `script` under `/bin/sh` as the scheduler with a collecting sink.
+    fn supervise(script: &str, attach_timeout_ms: u64) -> (bool, Vec<SchedEvent>) {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink: Sink = {
+            let events = events.clone();
+            Arc::new(move |e| events.lock().unwrap().push(e))
+        };
+        let mut spec = SchedulerSpec::new("fake", "/bin/sh");
+        spec.args = vec!["-c".into(), script.into()];
+        spec.attach_timeout_ms = attach_timeout_ms;
+        let (running, ready) = spawn(&spec, sink);
+        let running = running.expect("/bin/sh starts");
+        running.shared.stop.store(true, Ordering::SeqCst);
+        running.thread.join().unwrap();
+        let got = events.lock().unwrap().clone();
+        (ready, got)
+    }
+
+    #[test]
+    fn death_before_attach_reports_exit_status_and_output() {
+        // This host has no sched_ext, so nothing can attach: the process dies first.
+        let (ready, ev) = supervise(
+            "echo loading; echo 'failed to load BPF' >&2; exit 3",
+            60_000,
+        );
+        assert!(!ready);
+        assert!(matches!(ev[0], SchedEvent::Started { .. }), "{ev:?}");
+        match &ev[1] {
+            SchedEvent::DiedBeforeAttach {
+                exit, output_tail, ..
+            } => {
+                assert_eq!(exit.code, Some(3));
+                assert!(output_tail.contains("loading"), "{output_tail}");
+                assert!(output_tail.contains("failed to load BPF"), "{output_tail}");
+            }
+            other => panic!("expected died_before_attach, got {other:?}"),
+        }
+        assert_eq!(ev.len(), 2, "{ev:?}");
+    }
+
+    #[test]
+    fn a_scheduler_that_never_attaches_is_killed_at_the_attach_timeout() {
+        let (ready, ev) = supervise("echo waiting; exec sleep 60", 300);
+        assert!(!ready);
+        match ev.last() {
+            Some(SchedEvent::AttachTimeout {
+                waited_ms,
+                output_tail,
+                ..
+            }) => {
+                assert_eq!(*waited_ms, 300);
+                assert!(output_tail.contains("waiting"), "{output_tail}");
+            }
+            other => panic!("expected attach_timeout, got {other:?}"),
+        }
     }
 
     #[test]
