@@ -45,6 +45,8 @@ pub struct Config {
 pub struct Sent {
     pub samples: u64,
     pub snapshots: u32,
+    /// CPU time the thread used, microseconds.
+    pub cpu_us: u64,
 }
 
 /// A running sampler thread.
@@ -164,7 +166,21 @@ fn run(cfg: Config, stop: mpsc::Receiver<()>) -> Sent {
             sent.snapshots += 1;
         }
     }
+    sent.cpu_us = thread_cpu_us();
     sent
+}
+
+/// CPU time of the calling thread, microseconds.
+fn thread_cpu_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to fill; the clock always exists on Linux.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64).saturating_mul(1_000_000) + ts.tv_nsec as u64 / 1000
 }
 
 fn sample(cfg: &Config, elapsed_ms: u64) -> MonitorSample {

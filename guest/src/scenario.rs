@@ -73,6 +73,7 @@ pub fn run(spec: &GuestSpec, scenario: &Scenario, topo: &SeenTopology) -> i32 {
             workers_reported: 0,
             monitor_samples: 0,
             snapshots_taken: 0,
+            monitor_cpu_us: 0,
             aborted: Some(format!("invalid scenario: {e}")),
         });
         return 1;
@@ -90,6 +91,7 @@ pub fn run(spec: &GuestSpec, scenario: &Scenario, topo: &SeenTopology) -> i32 {
                 workers_reported: 0,
                 monitor_samples: 0,
                 snapshots_taken: 0,
+                monitor_cpu_us: 0,
                 aborted: Some(format!("setup: {e:#}")),
             });
             return 1;
@@ -106,13 +108,18 @@ pub fn run(spec: &GuestSpec, scenario: &Scenario, topo: &SeenTopology) -> i32 {
         }
     }
     let sampler = if aborted.is_none() {
+        // Snapshots spread over the workload, which starts once the cgroups are set up.
+        let setup_ms = t0.elapsed().as_millis() as u64;
         let cfg = monitor::Config {
             t0,
             monitor: spec.monitor,
             snapshots_at_ms: monitor::snapshot_plan(
                 spec.num_snapshots,
                 scenario.planned_ms(spec.duration_ms),
-            ),
+            )
+            .into_iter()
+            .map(|t| t + setup_ms)
+            .collect(),
             cpus: topo.cpus.iter().map(|c| c.cpu).collect(),
             tree: ex.tree.clone(),
             cgroups: ex.names.clone(),
@@ -186,6 +193,7 @@ pub fn run(spec: &GuestSpec, scenario: &Scenario, topo: &SeenTopology) -> i32 {
         workers_reported: ex.reported,
         monitor_samples: sent.samples,
         snapshots_taken: sent.snapshots,
+        monitor_cpu_us: sent.cpu_us,
         aborted,
     });
     code

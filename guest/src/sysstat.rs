@@ -61,40 +61,54 @@ pub struct RqDebug {
 }
 
 /// `/sys/kernel/debug/sched/debug` (or `/proc/sched_debug`): the run-queue fields that
-/// follow each `cpu#N` header, up to its first sub-section (`cfs_rq[...]`, ...), whose
-/// own `.nr_running` lines are not the run queue's.
+/// follow each `cpu#N` header, up to its first sub-section (`cfs_rq[...]`, after a blank
+/// line), whose own `.nr_running` lines are not the run queue's.
+///
+/// Written with `str::find` (optimised code even in a debug build of the runtime): the
+/// monitor parses this ~20 KB file ten times a second while the workload runs, and a
+/// line-by-line loop cost milliseconds of guest CPU per sample under qemu TCG.
 pub fn parse_sched_debug(s: &str) -> BTreeMap<u32, RqDebug> {
     let mut out = BTreeMap::new();
-    let mut cur: Option<u32> = None;
-    for line in s.lines() {
-        if let Some(rest) = line.strip_prefix("cpu#") {
-            let num: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            cur = num.parse().ok();
-            if let Some(c) = cur {
-                out.insert(c, RqDebug::default());
-            }
-            continue;
-        }
-        let t = line.trim_start();
-        if !t.starts_with('.') {
-            // A sub-section, a task list or a blank line ends the run-queue block.
-            if !t.is_empty() {
-                cur = None;
-            }
-            continue;
-        }
-        let (Some(c), Some((key, val))) = (cur, t.split_once(':')) else {
-            continue;
+    let mut rest = s;
+    loop {
+        let start = if rest.starts_with("cpu#") {
+            4
+        } else if let Some(p) = rest.find("\ncpu#") {
+            p + 5
+        } else {
+            break;
         };
-        let Some(rq) = out.get_mut(&c) else { continue };
-        let val = val.trim();
-        match key.trim() {
-            ".nr_running" => rq.nr_running = val.parse().ok(),
-            ".clock" => rq.clock_ns = parse_ms_to_ns(val),
-            _ => {}
+        let after = &rest[start..];
+        let digits = after
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(after.len());
+        let end = [after.find("\n\n"), after.find("\ncfs_rq[")]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(after.len());
+        if let Ok(cpu) = after[..digits].parse::<u32>() {
+            let block = &after[..end];
+            out.insert(
+                cpu,
+                RqDebug {
+                    nr_running: field(block, "\n  .nr_running ").and_then(|v| v.parse().ok()),
+                    clock_ns: field(block, "\n  .clock ").and_then(parse_ms_to_ns),
+                },
+            );
         }
+        rest = &after[end..];
     }
     out
+}
+
+/// The value after `key` and its `:` on the same line, trimmed.
+fn field<'a>(block: &'a str, key: &str) -> Option<&'a str> {
+    let at = block.find(key)? + key.len();
+    let line = &block[at..];
+    let line = &line[..line.find('\n').unwrap_or(line.len())];
+    let (_, v) = line.split_once(':')?;
+    Some(v.trim())
 }
 
 /// `12345.678901` (milliseconds, as sched debugfs prints clocks) in nanoseconds.

@@ -330,5 +330,6 @@ fn a_scenario_reports_steps_samples_snapshots_and_every_worker() {
     );
     assert_eq!(end.snapshots_taken, 2);
     assert_eq!(end.monitor_samples, samples as u64);
+    assert!(end.monitor_cpu_us > 0, "the sampler's own cost is measured");
     assert!(end.aborted.is_none());
 }

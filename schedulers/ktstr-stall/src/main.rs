@@ -1,6 +1,6 @@
 //! ktstr-stall: loads the embedded BPF scheduler (`src/bpf/stall.bpf.c`), attaches it,
 //! and waits. With `--stall-after-s N` the BPF side stops dispatching N seconds after
-//! load, so the kernel's sched_ext watchdog ejects it after `--timeout-ms`.
+//! attach, so the kernel's sched_ext watchdog ejects it after `--timeout-ms`.
 //!
 //! Exit codes: 0 after SIGINT/SIGTERM or `--seconds` (clean detach), 1 when it cannot
 //! load or attach, 2 when the kernel ejected it (its exit reason is printed), 64 for bad
@@ -46,7 +46,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 const USAGE: &str = "\
 usage: ktstr-stall [--stall-after-s N | --stall-after-ms N] [--timeout-ms N] [--seconds N]
 
-  --stall-after-s N   stop dispatching N seconds after load (watchdog ejects it)
+  --stall-after-s N   stop dispatching N seconds after attach (watchdog ejects it)
   --stall-after-ms N  the same in milliseconds
   --timeout-ms N      sched_ext watchdog timeout, 1..=30000 (default: kernel's, 30 s)
   --seconds N         detach and exit 0 after N seconds (default: run until SIGINT)
@@ -143,20 +143,8 @@ fn run(args: &Args) -> Result<u8, String> {
         .open_memory(BPF_OBJECT)
         .map_err(|e| format!("opening the embedded BPF object: {e}"))?;
 
-    let stall_at_ns = args
-        .stall_after
-        .map_or(0, |d| monotonic_ns() + d.as_nanos() as u64);
     for mut map in open.maps_mut() {
-        let name = map.name().to_string_lossy().into_owned();
-        if name.ends_with(".rodata") {
-            let data = map
-                .initial_value_mut()
-                .ok_or("the .rodata map has no initial value")?;
-            let slot = data
-                .get_mut(0..8)
-                .ok_or("the .rodata map is smaller than stall_at_ns")?;
-            slot.copy_from_slice(&stall_at_ns.to_ne_bytes());
-        } else if map.map_type() == MapType::StructOps {
+        if map.map_type() == MapType::StructOps {
             let data = map
                 .initial_value_mut()
                 .ok_or("the struct_ops map has no initial value")?;
@@ -192,6 +180,16 @@ fn run(args: &Args) -> Result<u8, String> {
     }
     if links.is_empty() {
         return Err("the BPF object has no struct_ops map".into());
+    }
+    // The stall clock starts once attached, however long loading took.
+    if let Some(after) = args.stall_after {
+        let at = monotonic_ns() + after.as_nanos() as u64;
+        let map = obj
+            .maps()
+            .find(|m| m.name().to_string_lossy().ends_with(".data.stall"))
+            .ok_or("the BPF object has no .data.stall map")?;
+        map.update(&0u32.to_ne_bytes(), &at.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|e| format!("setting the stall time: {e}"))?;
     }
 
     // SAFETY: the handler only stores to an atomic.

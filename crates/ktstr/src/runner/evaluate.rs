@@ -700,6 +700,7 @@ mod tests {
                 workers_reported: 3,
                 monitor_samples: 22,
                 snapshots_taken: 2,
+                monitor_cpu_us: 0,
                 aborted: None,
             }),
             done: Some(Done {

@@ -11,8 +11,8 @@
  * No headers at all (no vmlinux.h, no libbpf headers): libbpf matches struct_ops members
  * by name against the running kernel's BTF, kfuncs by name and prototype, and the exit
  * info fields by CO-RE relocation, so these local declarations only need the kernel's
- * names and sizes. The loader (src/main.rs) writes `timeout_ms` and `stall_at_ns` before
- * loading; keep `struct sched_ext_ops` below in sync with its offsets.
+ * names and sizes. The loader (src/main.rs) writes `timeout_ms` before loading and
+ * `stall_at_ns` once attached; keep `struct sched_ext_ops` below in sync with its offsets.
  */
 
 typedef unsigned long long u64;
@@ -58,8 +58,8 @@ struct scx_exit_info {
 char _license[] SEC("license") = "GPL";
 
 /* Monotonic time (CLOCK_MONOTONIC = bpf_ktime_get_ns) after which tasks are dropped;
- * 0 = never. */
-const volatile u64 stall_at_ns = 0;
+ * 0 = never. Alone in its own map, so the loader can set it after attach. */
+u64 stall_at_ns SEC(".data.stall") = 0;
 
 /* Everything userspace reads back, in one .bss object (offsets in src/main.rs). */
 struct stall_state {
