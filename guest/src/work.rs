@@ -581,6 +581,9 @@ fn pipe_io(m: &mut Meter, first: bool, rx: OwnedFd, tx: OwnedFd) {
         m.error("PipeIo: the partner's pipe is closed".into());
         return;
     }
+    // The second worker's first stamp was written before it even started: that wait
+    // measures its start-up, not a wake-up.
+    let mut startup = !first;
     loop {
         let began = Instant::now();
         if !wait_readable(m, &rx) {
@@ -589,7 +592,9 @@ fn pipe_io(m: &mut Meter, first: bool, rx: OwnedFd, tx: OwnedFd) {
         let Some(stamp) = read_stamp(&rx) else {
             break;
         };
-        m.wake_latency(mono_ns().saturating_sub(stamp));
+        if !std::mem::take(&mut startup) {
+            m.wake_latency(mono_ns().saturating_sub(stamp));
+        }
         m.rested(began.elapsed());
         x = spin(x, SHORT_SPIN);
         m.checkpoint();

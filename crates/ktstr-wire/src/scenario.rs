@@ -159,7 +159,9 @@ pub enum WorkType {
     YieldHeavy,
     /// Spin, yield and a 1 ms sleep in turn (timer latency of the sleeps).
     Mixed,
-    /// Write 4 KiB to a file under /tmp and `fdatasync` it: one unit per write.
+    /// Write 4 KiB to a file under /tmp and `fdatasync` it: one unit per write. The
+    /// guest has no disk (/tmp is tmpfs), so the sync is a syscall, not a flush: this is
+    /// short system-call-heavy work, not I/O waiting.
     IoSyncWrite,
     /// Spin for `burst_ms`, sleep `sleep_ms` (timer latency of the sleeps).
     Bursty { burst_ms: u32, sleep_ms: u32 },
