@@ -1,9 +1,13 @@
 //! Everything a test file usually needs: `use ktstr::prelude::*;`.
 
+pub use crate::assert::Assert;
 pub use crate::ktstr_test;
 pub use crate::runner::RunOutcome;
 pub use crate::test_support::{TestCtx, TestSpec, Variant};
 pub use ktstr_sidecar::{read_sidecar, Outcome, SidecarResult};
 pub use ktstr_vmm::Topology;
+pub use ktstr_wire::scenario::{
+    CgroupDef, CpusetSpec, Hold, Op, Scenario, Step, WorkSpec, WorkType, WorkerCount,
+};
 pub use ktstr_wire::spec::{GuestSpec, WorkKind, WorkerSpec};
 pub use std::time::Duration;

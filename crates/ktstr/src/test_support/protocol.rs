@@ -15,6 +15,8 @@
 //!   `cargo test -- --list` show the same names.
 //! - `--exact NAME` with a `ktstr/` or `gauntlet/` name: runs that variant and exits with
 //!   its code (0 pass or skip, 1 fail, 2 inconclusive). nextest runs every test this way.
+//!   A name this binary does not have runs nothing and exits 0, as a libtest filter that
+//!   matches nothing would (`cargo test -- --exact NAME` reaches every test binary).
 //! - anything else: returns, and libtest runs as usual; plain `cargo test` therefore runs
 //!   the `#[test]` wrappers, i.e. the base variants (a failed or inconclusive run panics;
 //!   a skip passes with its reason printed).
@@ -340,13 +342,34 @@ fn run_names(names: &[String]) -> i32 {
                 println!("{}", r.render());
                 worst = worst.merge(r.outcome);
             }
-            Err(e) => {
-                eprintln!("ktstr: {e}");
-                worst = Outcome::Fail;
+            Err(problem) => {
+                eprintln!("ktstr: {}", problem.text());
+                // A name this binary lacks runs nothing, like a libtest filter that
+                // matches nothing: `cargo test -- --exact NAME` reaches every binary.
+                if let NameProblem::Bad(_) = problem {
+                    worst = Outcome::Fail;
+                }
             }
         }
     }
     worst.exit_code()
+}
+
+/// Why a name given to `--exact` does not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NameProblem {
+    /// This binary has no test of that name (another binary may): nothing runs.
+    NotHere(String),
+    /// The name is malformed or names a variant the test does not have: a failure.
+    Bad(String),
+}
+
+impl NameProblem {
+    fn text(&self) -> &str {
+        match self {
+            NameProblem::NotHere(s) | NameProblem::Bad(s) => s,
+        }
+    }
 }
 
 /// The entry, variant and kernel spec a listed name stands for.
@@ -354,18 +377,22 @@ fn resolve_name(
     name: &str,
     entries: &[&'static TestEntry],
     kernels: &[KernelEntry],
-) -> Result<(&'static TestEntry, TestId, Option<String>), String> {
-    let id = TestId::parse(name).map_err(|e| e.to_string())?;
+) -> Result<(&'static TestEntry, TestId, Option<String>), NameProblem> {
+    let id = TestId::parse(name).map_err(|e| NameProblem::Bad(e.to_string()))?;
     let entry = entries
         .iter()
         .copied()
         .find(|e| e.name == id.name)
         .ok_or_else(|| {
-            format!(
-                "no #[ktstr_test] named `{}` in this binary (it has: {}); `--list` shows every name",
+            NameProblem::NotHere(format!(
+                "no #[ktstr_test] named `{}` in this binary (it has: {}); nothing to run",
                 id.name,
-                entries.iter().map(|e| e.name).collect::<Vec<_>>().join(", ")
-            )
+                entries
+                    .iter()
+                    .map(|e| e.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
         })?;
     if let Some(p) = id.preset {
         let base = entry.attrs.topology().ok();
@@ -374,7 +401,7 @@ fn resolve_name(
                 .iter()
                 .any(|f| f.label == p.label);
         if !fits {
-            return Err(format!(
+            return Err(NameProblem::Bad(format!(
                 "`{name}` is not a variant of `{}`: {}",
                 entry.name,
                 if entry.attrs.gauntlet {
@@ -382,7 +409,7 @@ fn resolve_name(
                 } else {
                     "it is not declared with `gauntlet`"
                 }
-            ));
+            )));
         }
     }
     let kernel = match &id.kernel {
@@ -393,9 +420,9 @@ fn resolve_name(
                 .find(|k| &k.label == label)
                 .map(|k| k.spec.clone())
                 .ok_or_else(|| {
-                    format!(
+                    NameProblem::Bad(format!(
                         "`{name}` names kernel `{label}`, which is not in KTSTR_KERNEL_LIST (run it through `cargo ktstr test --kernel ...`)"
-                    )
+                    ))
                 })?,
         ),
     };
@@ -597,10 +624,20 @@ mod tests {
         assert_eq!(k.as_deref(), Some("debian-7.2"));
 
         let err = |n: &str| resolve_name(n, &entries, &kernels).unwrap_err();
-        assert!(err("ktstr/nope").contains("no #[ktstr_test] named `nope`"));
-        assert!(err("gauntlet/plain/2n2l2c1t").contains("not declared with `gauntlet`"));
-        assert!(err("gauntlet/sweep/1n1l2c1t").contains("own topology"));
-        assert!(err("ktstr/plain/6.1").contains("not in KTSTR_KERNEL_LIST"));
+        assert!(matches!(err("ktstr/nope"), NameProblem::NotHere(_)));
+        assert!(err("ktstr/nope")
+            .text()
+            .contains("no #[ktstr_test] named `nope`"));
+        for (name, why) in [
+            ("gauntlet/plain/2n2l2c1t", "not declared with `gauntlet`"),
+            ("gauntlet/sweep/1n1l2c1t", "own topology"),
+            ("ktstr/plain/6.1", "not in KTSTR_KERNEL_LIST"),
+            ("gauntlet/sweep/9n9l9c9t", "no topology preset"),
+        ] {
+            let e = err(name);
+            assert!(matches!(e, NameProblem::Bad(_)), "{name}: {e:?}");
+            assert!(e.text().contains(why), "{name}: {e:?}");
+        }
     }
 
     #[test]
