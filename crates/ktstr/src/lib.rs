@@ -5,6 +5,7 @@ pub mod assert;
 pub mod engine;
 pub mod initramfs;
 pub mod kernel;
+pub mod payload;
 pub mod prelude;
 pub mod runner;
 pub mod scenario;
