@@ -45,6 +45,7 @@ pub struct TestArgs {
 pub fn run(args: TestArgs) -> anyhow::Result<i32> {
     let progress = Progress::auto();
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    suite::nextest_version()?;
 
     // Engine: only checked here; tests choose again (and skip with the reason).
     let engine_name = match engine::choose(args.engine.as_deref()) {

@@ -240,6 +240,34 @@ pub fn build_guest(guest_manifest: &Path, target_dir: &Path) -> Result<PathBuf, 
 
 // ---- nextest ------------------------------------------------------------------------------
 
+/// Check that `cargo nextest` runs; returns its version line.
+pub fn nextest_version() -> Result<String, SuiteError> {
+    let cargo = cargo_bin();
+    let command = format!("{cargo} nextest --version");
+    let out = Command::new(&cargo)
+        .args(["nextest", "--version"])
+        .output()
+        .map_err(|source| SuiteError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(SuiteError::Command {
+            command,
+            status: out.status.to_string(),
+            stderr: format!(
+                "{}; install it with `cargo install cargo-nextest --locked`",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string())
+}
+
 /// How many VM tests may run at once on `cpus` host CPUs: one per two CPUs (a test's
 /// smallest guest has two vCPUs, each a busy host thread under TCG), at least one.
 pub fn vm_slots(cpus: usize) -> usize {
