@@ -132,7 +132,7 @@ fn compare_finds_the_regression_and_gates_on_it() {
     );
     assert_eq!(report.matches("<circle").count(), 16);
 
-    // JSON, and no gate without --fail-threshold.
+    // JSON of every row (--all), and no gate without --fail-threshold.
     let out = ktstr(
         &[
             "stats",
@@ -144,6 +144,7 @@ fn compare_finds_the_regression_and_gates_on_it() {
             "--b-project-commit",
             "bbbbbbb",
             "--json",
+            "--all",
         ],
         None,
         &[],

@@ -264,65 +264,140 @@ pub struct SideAcc {
     pub assertions: Vec<PerfDeltaAssertionRecord>,
 }
 
+/// Why a run stays out of the numbers; None = it enters them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exclusion {
+    ExpectedFailure,
+    Fail,
+    Skip,
+    Inconclusive,
+}
+
+/// What a side keeps of one selected sidecar: taken out of the parsed sidecar on the
+/// worker thread, so the merge only files it away.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selected {
+    pub key: PairKey,
+    /// Which sides take it.
+    take: [bool; 2],
+    work_type: String,
+    payload: Option<String>,
+    kernel: Option<String>,
+    commit: Option<String>,
+    scheduler: String,
+    topology: String,
+    variant_hash: String,
+    assertions: Vec<PerfDeltaAssertionRecord>,
+    exclusion: Option<Exclusion>,
+    run_id: String,
+    path: PathBuf,
+    values: Vec<metrics::MetricValue>,
+}
+
+impl Selected {
+    /// Select `s` (found at `path`, offered to the sides in `mask`): None when no side
+    /// takes it. Metrics are extracted only for runs that enter the numbers, per phase
+    /// only with `phases` or when the test's assertions name a phase.
+    pub fn of(
+        s: SidecarResult,
+        path: &Path,
+        mask: u8,
+        sides: &[Filter; 2],
+        contrast: Contrast,
+        phases: bool,
+    ) -> Option<Selected> {
+        let take = [
+            mask & SIDE_A != 0 && sides[0].matches(&s),
+            mask & SIDE_B != 0 && sides[1].matches(&s),
+        ];
+        if !take.iter().any(|&t| t) {
+            return None;
+        }
+        let exclusion = if s.expected_failure {
+            Some(Exclusion::ExpectedFailure)
+        } else {
+            match s.outcome() {
+                Outcome::Pass => None,
+                Outcome::Fail => Some(Exclusion::Fail),
+                Outcome::Skip => Some(Exclusion::Skip),
+                Outcome::Inconclusive => Some(Exclusion::Inconclusive),
+            }
+        };
+        let with_phases = phases || s.perf_delta_assertions.iter().any(|a| a.phase.is_some());
+        let values = if exclusion.is_none() {
+            metrics::extract_with(&s, with_phases)
+        } else {
+            Vec::new()
+        };
+        Some(Selected {
+            key: PairKey::of(&s, contrast),
+            take,
+            variant_hash: s.variant_hash_hex(),
+            work_type: s.work_type,
+            payload: s.payload,
+            kernel: s.kernel_version,
+            commit: s.project_commit,
+            scheduler: s.scheduler,
+            topology: s.topology,
+            assertions: s.perf_delta_assertions,
+            exclusion,
+            run_id: s.run_id,
+            path: path.to_path_buf(),
+            values,
+        })
+    }
+}
+
 impl SideAcc {
-    fn add(&mut self, s: &SidecarResult, path: &Path, values: &[metrics::MetricValue]) {
-        if let Some(k) = &s.kernel_version {
-            self.kernels.insert(k.clone());
+    fn add(&mut self, sel: &Selected, values: Vec<metrics::MetricValue>) {
+        if let Some(k) = &sel.kernel {
+            if !self.kernels.contains(k) {
+                self.kernels.insert(k.clone());
+            }
         }
-        if let Some(c) = &s.project_commit {
-            self.commits.insert(c.clone());
+        if let Some(c) = &sel.commit {
+            if !self.commits.contains(c) {
+                self.commits.insert(c.clone());
+            }
         }
-        self.schedulers.insert(s.scheduler.clone());
-        self.topologies.insert(s.topology.clone());
-        self.variant_hashes.insert(s.variant_hash_hex());
-        for a in &s.perf_delta_assertions {
+        if !self.schedulers.contains(&sel.scheduler) {
+            self.schedulers.insert(sel.scheduler.clone());
+        }
+        if !self.topologies.contains(&sel.topology) {
+            self.topologies.insert(sel.topology.clone());
+        }
+        if !self.variant_hashes.contains(&sel.variant_hash) {
+            self.variant_hashes.insert(sel.variant_hash.clone());
+        }
+        for a in &sel.assertions {
             if !self.assertions.contains(a) {
                 self.assertions.push(a.clone());
             }
         }
         let excluded = &mut self.excluded;
-        if s.expected_failure {
-            excluded.expected_failure += 1;
-            return;
+        match sel.exclusion {
+            Some(Exclusion::ExpectedFailure) => return excluded.expected_failure += 1,
+            Some(Exclusion::Fail) => return excluded.fail += 1,
+            Some(Exclusion::Skip) => return excluded.skip += 1,
+            Some(Exclusion::Inconclusive) => return excluded.inconclusive += 1,
+            None => {}
         }
-        match s.outcome() {
-            Outcome::Pass => {}
-            Outcome::Fail => return excluded.fail += 1,
-            Outcome::Skip => return excluded.skip += 1,
-            Outcome::Inconclusive => return excluded.inconclusive += 1,
-        }
-        self.runs.push((s.run_id.clone(), path.to_path_buf()));
+        self.runs.push((sel.run_id.clone(), sel.path.clone()));
         for v in values {
-            self.series
-                .entry((v.phase, v.name.clone()))
-                .or_insert_with(|| Series {
-                    spec: v.spec.clone(),
-                    values: Vec::new(),
-                })
-                .values
-                .push(v.value);
-        }
-    }
-
-    fn merge(&mut self, other: SideAcc) {
-        self.runs.extend(other.runs);
-        self.excluded.add(&other.excluded);
-        self.kernels.extend(other.kernels);
-        self.commits.extend(other.commits);
-        self.schedulers.extend(other.schedulers);
-        self.topologies.extend(other.topologies);
-        self.variant_hashes.extend(other.variant_hashes);
-        for (k, s) in other.series {
-            match self.series.get_mut(&k) {
-                Some(mine) => mine.values.extend(s.values),
+            let key = (v.phase, v.name);
+            match self.series.get_mut(&key) {
+                Some(series) => series.values.push(v.value),
                 None => {
-                    self.series.insert(k, s);
+                    let mut values = Vec::with_capacity(8);
+                    values.push(v.value);
+                    self.series.insert(
+                        key,
+                        Series {
+                            spec: v.spec,
+                            values,
+                        },
+                    );
                 }
-            }
-        }
-        for a in other.assertions {
-            if !self.assertions.contains(&a) {
-                self.assertions.push(a);
             }
         }
     }
@@ -350,26 +425,38 @@ pub struct Pairing {
     pub files: usize,
     /// Sidecars selected by side A and side B.
     pub selected: [usize; 2],
+    /// Keep per-phase values of every run (otherwise only of runs whose assertions
+    /// name a phase).
+    pub keep_phases: bool,
 }
 
 impl Pairing {
-    fn merge(&mut self, other: Pairing) {
-        for (k, p) in other.pairs {
-            match self.pairs.get_mut(&k) {
-                Some(mine) => {
-                    let [a, b] = p.sides;
-                    mine.sides[0].merge(a);
-                    mine.sides[1].merge(b);
-                }
-                None => {
-                    self.pairs.insert(k, p);
-                }
+    /// File a selected sidecar under its pair.
+    pub fn insert(&mut self, mut sel: Selected) {
+        let values = std::mem::take(&mut sel.values);
+        let pair = match self.pairs.get_mut(&sel.key) {
+            Some(p) => p,
+            None => self
+                .pairs
+                .entry(sel.key.clone())
+                .or_insert_with(|| PairAcc {
+                    work_type: sel.work_type.clone(),
+                    payload: sel.payload.clone(),
+                    ..PairAcc::default()
+                }),
+        };
+        match sel.take {
+            [true, true] => {
+                pair.sides[0].add(&sel, values.clone());
+                pair.sides[1].add(&sel, values);
             }
+            [true, false] => pair.sides[0].add(&sel, values),
+            [false, true] => pair.sides[1].add(&sel, values),
+            [false, false] => return,
         }
-        self.errors.extend(other.errors);
-        self.files += other.files;
-        self.selected[0] += other.selected[0];
-        self.selected[1] += other.selected[1];
+        for (i, t) in sel.take.iter().enumerate() {
+            self.selected[i] += usize::from(*t);
+        }
     }
 
     /// Add one sidecar; `mask` says which sides may take it.
@@ -381,57 +468,60 @@ impl Pairing {
         sides: &[Filter; 2],
         contrast: Contrast,
     ) {
-        let take = [
-            mask & SIDE_A != 0 && sides[0].matches(s),
-            mask & SIDE_B != 0 && sides[1].matches(s),
-        ];
-        if !take.iter().any(|&t| t) {
-            return;
-        }
-        let values = if s.is_pass() && !s.expected_failure {
-            metrics::extract(s)
-        } else {
-            Vec::new()
-        };
-        let pair = self
-            .pairs
-            .entry(PairKey::of(s, contrast))
-            .or_insert_with(|| PairAcc {
-                work_type: s.work_type.clone(),
-                payload: s.payload.clone(),
-                ..PairAcc::default()
-            });
-        for (i, t) in take.iter().enumerate() {
-            if *t {
-                pair.sides[i].add(s, path, &values);
-                self.selected[i] += 1;
-            }
+        if let Some(sel) = Selected::of(s.clone(), path, mask, sides, contrast, self.keep_phases) {
+            self.insert(sel);
         }
     }
 }
 
-/// Read every file of `listing` (in parallel, see [`scan::fold`]) and pair the ones
-/// the sides select. A file is offered to side A when its mask has [`SIDE_A`], to B when
-/// it has [`SIDE_B`]. `errors` holds the files that could not be read; directories that
-/// could not be listed are in `listing.errors`.
-pub fn pair_listing(listing: &Listing, sides: &[Filter; 2], threads: usize) -> Pairing {
+/// Read every file of `listing` (in parallel, see [`scan::fold_merge`]) and pair the
+/// ones the sides select (with per-phase values when `opts.phases`). A file is offered
+/// to side A when its mask has [`SIDE_A`], to B when it has [`SIDE_B`]. `errors` holds
+/// the files that could not be read; directories that could not be listed are in
+/// `listing.errors`.
+pub fn pair_listing(
+    listing: &Listing,
+    sides: &[Filter; 2],
+    threads: usize,
+    opts: JudgeOptions,
+) -> Pairing {
     let contrast = Contrast::of(&sides[0], &sides[1]);
-    let parts = scan::fold(
+    let mut all = Pairing {
+        keep_phases: opts.phases,
+        ..Pairing::default()
+    };
+    #[derive(Default)]
+    struct Chunk {
+        selected: Vec<Selected>,
+        errors: Vec<SidecarError>,
+        files: usize,
+    }
+    scan::fold_merge(
         listing,
         threads,
-        Pairing::default,
-        |acc: &mut Pairing, f: &SidecarFile, r: Result<SidecarResult>| {
+        Chunk::default,
+        |acc: &mut Chunk, f: &SidecarFile, r: Result<SidecarResult>| {
             acc.files += 1;
             match r {
-                Ok(s) => acc.add(&s, &f.path, f.mask, sides, contrast),
+                Ok(s) => acc.selected.extend(Selected::of(
+                    s,
+                    &f.path,
+                    f.mask,
+                    sides,
+                    contrast,
+                    opts.phases,
+                )),
                 Err(e) => acc.errors.push(e),
             }
         },
+        |chunk| {
+            all.files += chunk.files;
+            all.errors.extend(chunk.errors);
+            for sel in chunk.selected {
+                all.insert(sel);
+            }
+        },
     );
-    let mut all = Pairing::default();
-    for p in parts {
-        all.merge(p);
-    }
     all
 }
 
@@ -726,6 +816,19 @@ pub struct Comparison {
 pub struct JudgeOptions {
     /// Judge per-phase values too (otherwise only phases an assertion names).
     pub phases: bool,
+    /// Keep only the notable rows ([`is_notable`]) in [`Comparison::rows`]; the counts
+    /// still cover every row.
+    pub notable_only: bool,
+}
+
+/// Whether a verdict is worth showing without asking for everything: regressions,
+/// improvements, and noisy differences that would matter.
+pub fn is_notable(verdict: Verdict, judgement: Option<&Judgement>) -> bool {
+    match verdict {
+        Verdict::Regression | Verdict::Improvement => true,
+        Verdict::Noisy => judgement.is_some_and(|j| j.material),
+        _ => false,
+    }
 }
 
 /// Judge every pair.
@@ -815,6 +918,9 @@ pub fn judge(pairing: &Pairing, opts: JudgeOptions) -> Comparison {
                 Verdict::Unchanged => c.unchanged += 1,
                 Verdict::Informational => c.informational += 1,
                 Verdict::Missing => c.missing += 1,
+            }
+            if opts.notable_only && !is_notable(verdict, judgement.as_ref()) {
+                continue;
             }
             cmp.rows.push(MetricRow {
                 test_name: key.test_name.clone(),
@@ -1233,6 +1339,28 @@ mod tests {
             .rows
             .iter()
             .any(|r| r.phase.is_some() && r.metric != "work_rate"));
+    }
+
+    #[test]
+    fn notable_only_keeps_the_counts_and_drops_quiet_rows() {
+        let s = sides("aaaaaaa", "bbbbbbb");
+        let p = pairing(&synthetic(100_000.0, 0.10, 0.01), &s);
+        let all = judge(&p, JudgeOptions::default());
+        let some = judge(
+            &p,
+            JudgeOptions {
+                notable_only: true,
+                ..JudgeOptions::default()
+            },
+        );
+        assert_eq!(all.counts, some.counts);
+        assert!(all.rows.len() > some.rows.len());
+        assert_eq!(some.rows.len(), 2);
+        assert!(some.rows.iter().all(|r| r.verdict == Verdict::Regression));
+        assert_eq!(
+            FailPolicy::default().check(&some),
+            FailPolicy::default().check(&all)
+        );
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //! (`work_units` instead of `work_rate`, `kvm.exits_per_vcpu` instead of
 //! `kvm.exits_per_vcpu_sec`), which compares fairly between runs of one test.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
@@ -125,8 +126,13 @@ pub fn lookup(template: &str) -> Option<&'static MetricDef> {
 }
 
 fn reg(template: &str) -> &'static MetricDef {
+    static INDEX: OnceLock<HashMap<&'static str, &'static MetricDef>> = OnceLock::new();
+    let index = INDEX.get_or_init(|| REGISTRY.iter().map(|d| (d.name, d)).collect());
     // Every template used by `extract` is in REGISTRY; the registry test checks it.
-    lookup(template).unwrap_or(&REGISTRY[REGISTRY.len() - 1])
+    index
+        .get(template)
+        .copied()
+        .unwrap_or(&REGISTRY[REGISTRY.len() - 1])
 }
 
 /// How a value is judged: the registry entry, or a payload's declaration.
@@ -196,6 +202,11 @@ pub fn scenario_secs(s: &SidecarResult) -> Option<f64> {
 /// Every metric of a sidecar, whole-run values first, then per phase. Values that were
 /// not measured (null in the sidecar) are left out; NaN values too.
 pub fn extract(s: &SidecarResult) -> Vec<MetricValue> {
+    extract_with(s, true)
+}
+
+/// [`extract`], with the per-phase values only when `phases`.
+pub fn extract_with(s: &SidecarResult, phases: bool) -> Vec<MetricValue> {
     let mut out = Out::default();
     let secs = scenario_secs(s);
     let st = &s.stats;
@@ -332,6 +343,9 @@ pub fn extract(s: &SidecarResult) -> Vec<MetricValue> {
 
     payload_metrics(&mut out, s);
 
+    if !phases {
+        return out.values;
+    }
     // Per phase.
     for p in &st.phases {
         out.phase = Some(p.step_index);
@@ -474,6 +488,9 @@ struct Out {
 impl Out {
     fn push(&mut self, template: &str, name: &str, value: f64) {
         if value.is_finite() {
+            if self.values.capacity() == 0 {
+                self.values.reserve(64);
+            }
             self.values.push(MetricValue {
                 name: name.to_string(),
                 phase: self.phase,

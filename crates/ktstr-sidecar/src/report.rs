@@ -17,14 +17,9 @@ pub struct RenderOptions {
     pub color: bool,
 }
 
-/// Whether a row is shown without `--all`: regressions, improvements, and noisy rows
-/// whose difference would matter.
+/// Whether a row is shown without `--all` (see [`crate::compare::is_notable`]).
 pub fn is_notable(r: &MetricRow) -> bool {
-    match r.verdict {
-        Verdict::Regression | Verdict::Improvement => true,
-        Verdict::Noisy => r.judgement.is_some_and(|j| j.material),
-        _ => false,
-    }
+    crate::compare::is_notable(r.verdict, r.judgement.as_ref())
 }
 
 /// A number in a short, readable form.

@@ -11,11 +11,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::mpsc;
 
 use crate::error::{Result, SidecarError};
 use crate::paths::is_sidecar_file_name;
-use crate::read::read_sidecar;
+use crate::read::parse_sidecar;
 use crate::sidecar::{RunSource, SidecarResult};
 use crate::summary::RunSummary;
 use crate::verdict::Outcome;
@@ -164,6 +164,21 @@ where
     I: Fn() -> A + Sync,
     F: Fn(&mut A, &SidecarFile, Result<SidecarResult>) + Sync,
 {
+    let mut out = Vec::new();
+    fold_merge(listing, threads, init, fold, |a| out.push(a));
+    out
+}
+
+/// [`fold`], handing each chunk's accumulator to `merge` on the calling thread as soon
+/// as it and every chunk before it are done, in file order: only the chunks in flight
+/// are in memory, never one accumulator per chunk of the whole pool.
+pub fn fold_merge<A, I, F, M>(listing: &Listing, threads: usize, init: I, fold: F, mut merge: M)
+where
+    A: Send,
+    I: Fn() -> A + Sync,
+    F: Fn(&mut A, &SidecarFile, Result<SidecarResult>) + Sync,
+    M: FnMut(A),
+{
     let chunks: Vec<&[SidecarFile]> = listing.files.chunks(CHUNK).collect();
     let threads = if threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -171,14 +186,10 @@ where
         threads
     }
     .clamp(1, chunks.len().max(1));
-    let slots: Vec<Mutex<Option<A>>> = chunks.iter().map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
-    let work = || loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        let Some(chunk) = chunks.get(i) else { break };
+    let one_chunk = |chunk: &[SidecarFile]| {
         let mut acc = init();
-        for f in *chunk {
-            let parsed = read_sidecar(&f.path).map(|mut s| {
+        for f in chunk {
+            let parsed = read_fast(&f.path).map(|mut s| {
                 if f.archive {
                     s.run_source = Some(RunSource::Archive);
                 }
@@ -186,21 +197,51 @@ where
             });
             fold(&mut acc, f, parsed);
         }
-        *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(acc);
+        acc
     };
     if threads == 1 {
-        work();
-    } else {
-        std::thread::scope(|scope| {
-            for _ in 0..threads {
-                scope.spawn(work);
-            }
-        });
+        for chunk in &chunks {
+            merge(one_chunk(chunk));
+        }
+        return;
     }
-    slots
-        .into_iter()
-        .filter_map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
-        .collect()
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = mpsc::channel::<(usize, A)>();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let (next, chunks, one_chunk) = (&next, &chunks, &one_chunk);
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(chunk) = chunks.get(i) else { break };
+                if tx.send((i, one_chunk(chunk))).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        // Merge in chunk order; park chunks that finish early.
+        let mut parked: BTreeMap<usize, A> = BTreeMap::new();
+        let mut want = 0;
+        for (i, acc) in rx {
+            parked.insert(i, acc);
+            while let Some(acc) = parked.remove(&want) {
+                merge(acc);
+                want += 1;
+            }
+        }
+    });
+}
+
+/// Read and parse one sidecar: the plain serde path first (fast), and for a file that
+/// fails it (or has contradicting verdict bits) the reader's own [`parse_sidecar`],
+/// whose errors name the key and the fix.
+pub fn read_fast(path: &Path) -> Result<SidecarResult> {
+    let bytes = fs::read(path).map_err(|e| SidecarError::io("read", path, e))?;
+    match serde_json::from_slice::<SidecarResult>(&bytes) {
+        Ok(s) if s.bits().outcome().is_some() => Ok(s),
+        _ => parse_sidecar(&bytes, path),
+    }
 }
 
 /// `stats list` over a big pool: one [`RunSummary`] per run directory (same numbers
@@ -417,6 +458,38 @@ mod tests {
             assert_eq!(got, want);
             assert_eq!(errors.len(), 2);
         }
+    }
+
+    #[test]
+    fn the_fast_reader_agrees_with_the_reader() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = crate::example::fully_populated()
+            .write_to_dir(dir.path())
+            .expect("write");
+        assert_eq!(
+            read_fast(&good).expect("good"),
+            crate::read_sidecar(&good).expect("good")
+        );
+        let mut v = serde_json::to_value(crate::example::fully_populated()).expect("value");
+        v["passed"] = serde_json::json!(true);
+        v["skipped"] = serde_json::json!(true);
+        let cases = [
+            ("two-bits.ktstr.json", v.to_string()),
+            ("cut.ktstr.json", "{\"test_name\": \"x\"".to_string()),
+            ("type.ktstr.json", "{\"test_name\": 5}".to_string()),
+            (
+                "trailing.ktstr.json",
+                format!("{} x", serde_json::json!({})),
+            ),
+        ];
+        for (name, body) in cases {
+            let p = dir.path().join(name);
+            fs::write(&p, body).expect("write");
+            let fast = read_fast(&p).expect_err(name).to_string();
+            let slow = crate::read_sidecar(&p).expect_err(name).to_string();
+            assert_eq!(fast, slow, "{name}");
+        }
+        assert!(read_fast(&dir.path().join("missing.ktstr.json")).is_err());
     }
 
     #[test]

@@ -227,7 +227,8 @@ pub struct OutputArgs {
     /// Judge per-phase values too (phases named by a test's assertions always are).
     #[arg(long)]
     pub phases: bool,
-    /// Show every metric, not only regressions, improvements and material noisy ones.
+    /// Show every metric (JSON too), not only regressions, improvements and material
+    /// noisy ones.
     #[arg(long)]
     pub all: bool,
     /// Print JSON instead of text.
@@ -340,9 +341,10 @@ fn list(dirs: Vec<PathBuf>, json: bool) -> anyhow::Result<i32> {
 }
 
 /// FILE or RUN as given, else RUN looked up in the pools.
-fn resolve_show_path(path: &Path, dirs: &[PathBuf]) -> anyhow::Result<PathBuf> {
+/// Returns the path and whether it was found in a --dir pool (an archive).
+fn resolve_show_path(path: &Path, dirs: &[PathBuf]) -> anyhow::Result<(PathBuf, bool)> {
     if path.exists() {
-        return Ok(path.to_path_buf());
+        return Ok((path.to_path_buf(), false));
     }
     let roots = if dirs.is_empty() {
         vec![paths::runs_root()]
@@ -352,7 +354,7 @@ fn resolve_show_path(path: &Path, dirs: &[PathBuf]) -> anyhow::Result<PathBuf> {
     for root in &roots {
         let candidate = root.join(path);
         if candidate.exists() {
-            return Ok(candidate);
+            return Ok((candidate, !dirs.is_empty()));
         }
     }
     anyhow::bail!(
@@ -367,8 +369,8 @@ fn resolve_show_path(path: &Path, dirs: &[PathBuf]) -> anyhow::Result<PathBuf> {
 }
 
 fn show(path: &Path, dirs: &[PathBuf], detail: bool, json: bool) -> anyhow::Result<i32> {
-    let path = resolve_show_path(path, dirs)?;
-    let pool = load_pool(std::slice::from_ref(&path), false);
+    let (path, archive) = resolve_show_path(path, dirs)?;
+    let pool = load_pool(std::slice::from_ref(&path), archive);
     let single = path.is_file();
     if json {
         let details: Vec<SidecarDetail> = pool.sidecars().map(SidecarDetail::of).collect();
@@ -530,11 +532,17 @@ pub fn emit(
     policy: &FailPolicy,
     title: &str,
 ) -> anyhow::Result<(i32, [usize; 2])> {
-    let pairing = compare::pair_listing(listing, &sides, out.threads);
-    let mut cmp: Comparison = compare::judge(&pairing, JudgeOptions { phases: out.phases });
+    let opts = JudgeOptions {
+        phases: out.phases,
+        // Output (JSON too) holds the notable rows; the counts cover all of them.
+        notable_only: !out.all,
+    };
+    let pairing = compare::pair_listing(listing, &sides, out.threads, opts);
+    let mut cmp: Comparison = compare::judge(&pairing, opts);
     cmp.a_label = labels.0;
     cmp.b_label = labels.1;
     let gate = policy.check(&cmp);
+
     let mut errors: Vec<&SidecarError> = listing.errors.iter().collect();
     errors.extend(pairing.errors.iter());
     if out.json {
