@@ -15,6 +15,7 @@ mod devmem;
 mod exec;
 mod monitor;
 mod mounts;
+mod payload;
 mod procfs;
 mod report;
 mod scenario;

@@ -95,6 +95,16 @@ fn write_frame(kind: Kind, payload: &[u8]) -> bool {
     }
 }
 
+/// Largest message the ring carries in one frame (the message limit without a ring).
+pub fn max_msg_bytes() -> usize {
+    let ring = lock()
+        .as_ref()
+        .map_or(u64::MAX, ktstr_wire::Writer::max_payload);
+    usize::try_from(ring)
+        .unwrap_or(usize::MAX)
+        .min(ktstr_wire::msg::MAX_MSG_BYTES)
+}
+
 /// Sends a message to the host (console JSON line without a ring).
 pub fn send(msg: &GuestMsg) {
     let payload = encode_msg(msg);

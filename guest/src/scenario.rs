@@ -20,6 +20,7 @@ use nix::unistd::Pid;
 use crate::arena::{Arena, WorkerSlot};
 use crate::cgroup::CgroupTree;
 use crate::monitor::{self, LiveNames, Sampler};
+use crate::payload::Payloads;
 use crate::report::{self, log_error, log_info, log_warn};
 use crate::workers::{self, Batch, Worker};
 
@@ -30,6 +31,9 @@ const WORKER_GRACE: Duration = Duration::from_secs(10);
 const BACKSTOP: Duration = Duration::from_secs(20);
 /// How often a hold looks at the host's stop request.
 const HOLD_SLICE: Duration = Duration::from_millis(20);
+/// Payloads still running this long after the test's duration are killed, so their
+/// results reach the host well before its watchdog (boot budget + duration + grace).
+const PAYLOAD_BACKSTOP: Duration = Duration::from_secs(20);
 
 /// A cgroup the scenario created and has not removed.
 #[derive(Debug, Clone)]
@@ -56,6 +60,7 @@ struct Executor<'a> {
     next_index: BTreeMap<String, u32>,
     reported: u32,
     failed_reports: u32,
+    payloads: Payloads,
 }
 
 /// Runs the scenario; returns the exit code (1 when setup, an op or a worker failed).
@@ -80,7 +85,10 @@ pub fn run(spec: &GuestSpec, scenario: &Scenario, topo: &SeenTopology) -> i32 {
     }
     let t0 = Instant::now();
     let planned = Duration::from_millis(scenario.planned_ms(spec.duration_ms));
-    let mut ex = match Executor::new(topo, t0, t0 + planned + BACKSTOP) {
+    let payload_deadline =
+        t0 + planned.max(Duration::from_millis(spec.duration_ms)) + PAYLOAD_BACKSTOP;
+    let payloads = Payloads::new(&spec.payloads, payload_deadline);
+    let mut ex = match Executor::new(topo, t0, t0 + planned + BACKSTOP, payloads) {
         Ok(ex) => ex,
         Err(e) => {
             log_error!("setting up the scenario: {e:#}");
@@ -228,7 +236,12 @@ fn cpuset_of(cpus: &[u32]) -> Result<CpuSet> {
 }
 
 impl<'a> Executor<'a> {
-    fn new(topo: &'a SeenTopology, t0: Instant, deadline: Instant) -> Result<Self> {
+    fn new(
+        topo: &'a SeenTopology,
+        t0: Instant,
+        deadline: Instant,
+        payloads: Payloads,
+    ) -> Result<Self> {
         let tree = match CgroupTree::setup(Path::new("/sys/fs/cgroup")) {
             Ok(t) => t,
             Err(e) if !crate::is_pid1() => {
@@ -250,6 +263,7 @@ impl<'a> Executor<'a> {
             next_index: BTreeMap::new(),
             reported: 0,
             failed_reports: 0,
+            payloads,
         })
     }
 
@@ -422,6 +436,13 @@ impl<'a> Executor<'a> {
                 self.live(cgroup)?;
                 self.spawn(cgroup, *count, work)
             }
+            Op::RunPayload { name } => {
+                self.payloads.start(name, &self.tree)?;
+                self.payloads.wait(name)
+            }
+            Op::StartPayload { name } => self.payloads.start(name, &self.tree),
+            Op::WaitPayload { name } => self.payloads.wait(name),
+            Op::KillPayload { name } => self.payloads.kill(name),
         }
     }
 
@@ -536,6 +557,9 @@ impl<'a> Executor<'a> {
     /// Thaws, stops and collects every worker, then removes the cgroups. True when a
     /// worker failed to report or a cgroup could not be removed cleanly.
     fn finish(&mut self) -> bool {
+        // Background payloads nobody waited for end first, while the scenario's load
+        // is still what they ran under.
+        self.payloads.finish();
         let frozen: Vec<String> = self
             .cgroups
             .iter()

@@ -333,3 +333,91 @@ fn a_scenario_reports_steps_samples_snapshots_and_every_worker() {
     assert!(end.monitor_cpu_us > 0, "the sampler's own cost is measured");
     assert!(end.aborted.is_none());
 }
+
+#[test]
+fn payloads_run_as_ops_and_report_each_invocation_in_order() {
+    use ktstr_wire::msg::PayloadResult;
+    use ktstr_wire::scenario::{Hold, Op, Scenario, Step};
+    use ktstr_wire::spec::PayloadRun;
+
+    let sh = |name: &str, script: &str| PayloadRun {
+        name: name.into(),
+        guest_path: "/bin/sh".into(),
+        args: vec!["-c".into(), script.into()],
+        cgroup: None,
+    };
+    let mut spec = GuestSpec::new("payloads", 2000);
+    spec.payloads = vec![
+        sh("bg", "sleep 0.3; echo '{\"ops\": 12}'"),
+        sh("fg", "echo 'Time: 0.25'; echo oops >&2; exit 4"),
+        // 600 KB of output: more than a result carries.
+        sh(
+            "loud",
+            "head -c 600000 /dev/zero | tr '\\0' a; echo; echo END",
+        ),
+        sh("forever", "sleep 1000"),
+    ];
+    let op = |f: fn(String) -> Op, n: &str| f(n.to_string());
+    spec.scenario = Some(
+        Scenario::new()
+            .step(
+                Step::new("load", Hold::Millis(50))
+                    .op(op(|name| Op::StartPayload { name }, "bg"))
+                    .op(op(|name| Op::RunPayload { name }, "fg"))
+                    .op(op(|name| Op::StartPayload { name }, "forever")),
+            )
+            .step(
+                Step::new("collect", Hold::Millis(50))
+                    .op(op(|name| Op::WaitPayload { name }, "bg"))
+                    .op(op(|name| Op::RunPayload { name }, "loud"))
+                    .op(op(|name| Op::KillPayload { name }, "forever")),
+            ),
+    );
+    let mut r = region(&spec);
+    let out = guest(&r).output().unwrap();
+    let console = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{console}");
+    let results: Vec<PayloadResult> = msgs(&drain(&mut r.reader))
+        .into_iter()
+        .filter_map(|m| match m {
+            GuestMsg::PayloadResult(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let order: Vec<(&str, u32, i32)> = results
+        .iter()
+        .map(|p| (p.name.as_str(), p.invocation, p.exit_code))
+        .collect();
+    // Reported as they ended; numbered as they started.
+    assert_eq!(
+        order,
+        [
+            ("fg", 1, 4),
+            ("bg", 0, 0),
+            ("loud", 3, 0),
+            ("forever", 2, -9)
+        ],
+        "{console}"
+    );
+    let fg = &results[0];
+    assert_eq!(fg.stdout, "Time: 0.25\n");
+    assert_eq!(fg.stderr, "oops\n");
+    assert!(!fg.stdout_truncated);
+    assert_eq!(results[1].stdout, "{\"ops\": 12}\n");
+    assert!(results[1].wall_ms >= 300, "{}", results[1].wall_ms);
+    let loud = &results[2];
+    assert_eq!(loud.stdout_bytes, 600_005);
+    assert!(loud.stdout_truncated);
+    assert!(loud.stdout.starts_with("aaaa"));
+    assert!(
+        loud.stdout.ends_with("a\nEND\n"),
+        "{}",
+        &loud.stdout[loud.stdout.len() - 20..]
+    );
+    assert!(loud.stdout.contains("bytes cut]"));
+    assert_eq!(
+        results[3].note.as_deref(),
+        Some("killed by KillPayload"),
+        "{console}"
+    );
+}

@@ -43,8 +43,102 @@ pub enum GuestMsg {
     Scheduler(crate::sched::SchedEvent),
     /// The scheduler's struct_ops programs with their verifier cost, after attach.
     VerifierStats { progs: Vec<crate::sched::ProgInsns> },
+    /// One payload invocation ended: its exit status and (bounded) output.
+    PayloadResult(PayloadResult),
     /// The guest runtime finished; it reboots next.
     Done { exit_code: i32, elapsed_ms: u64 },
+}
+
+/// Most stdout bytes a [`PayloadResult`] carries (head and tail of longer output).
+pub const MAX_PAYLOAD_STDOUT: usize = 256 * 1024;
+/// Most stderr bytes a [`PayloadResult`] carries.
+pub const MAX_PAYLOAD_STDERR: usize = 64 * 1024;
+
+/// One payload invocation, reported when it ended. Output is cut to
+/// [`MAX_PAYLOAD_STDOUT`] / [`MAX_PAYLOAD_STDERR`] bytes, and further if its JSON
+/// encoding would not fit one message ([`PayloadResult::fit`]), keeping the head and
+/// the tail with a marker line between them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayloadResult {
+    /// The payload's name (`GuestSpec::payloads[i].name`).
+    pub name: String,
+    /// Position among the run's invocations in the order they started (0, 1, ...): the
+    /// `n`-th `RunPayload`/`StartPayload` op the scenario executed.
+    pub invocation: u32,
+    /// Its exit code; negative when a signal killed it (-9 for SIGKILL); 127 when it
+    /// could not start (`note` says why).
+    pub exit_code: i32,
+    /// Standard output (invalid UTF-8 replaced), possibly cut.
+    pub stdout: String,
+    /// Bytes it wrote to stdout in all.
+    pub stdout_bytes: u64,
+    /// `stdout` is not all of it.
+    pub stdout_truncated: bool,
+    pub stderr: String,
+    pub stderr_bytes: u64,
+    pub stderr_truncated: bool,
+    /// Wall time from start to exit.
+    pub wall_ms: u64,
+    /// Why it ended the way it did when the guest ended it or could not start it
+    /// (`killed by KillPayload`, `killed at the end of the scenario`, ...).
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// `text` cut to at most `max` bytes (on character boundaries): its first quarter and
+/// its last three quarters around a marker line naming how much was cut. None when it
+/// already fits.
+pub fn cut_middle(text: &str, max: usize) -> Option<String> {
+    if text.len() <= max {
+        return None;
+    }
+    let marker_room = 64.min(max);
+    let keep = max - marker_room;
+    let mut head = keep / 4;
+    while !text.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = text.len() - (keep - head);
+    while !text.is_char_boundary(tail) {
+        tail += 1;
+    }
+    let cut = tail - head;
+    let marker = format!("\n[ktstr: {cut} bytes cut]\n");
+    let marker = if marker.len() <= marker_room {
+        marker
+    } else {
+        String::new()
+    };
+    Some(format!("{}{marker}{}", &text[..head], &text[tail..]))
+}
+
+impl PayloadResult {
+    /// Cuts `stdout` and `stderr` (the longer first) until the message encodes in at
+    /// most `max_bytes` (escaping can make JSON several times longer than the text).
+    pub fn fit(&mut self, max_bytes: usize) {
+        for _ in 0..64 {
+            let len = encode_msg(&GuestMsg::PayloadResult(self.clone())).len();
+            if len <= max_bytes {
+                return;
+            }
+            let (text, flag) = if self.stdout.len() >= self.stderr.len() {
+                (&mut self.stdout, &mut self.stdout_truncated)
+            } else {
+                (&mut self.stderr, &mut self.stderr_truncated)
+            };
+            if text.is_empty() {
+                return;
+            }
+            // Shrink the text in proportion to what its encoding may take; always by
+            // at least an eighth, so this ends.
+            let encoded = serde_json::to_string(text.as_str()).map_or(len, |e| e.len());
+            let room = max_bytes.saturating_sub(len - encoded.min(len));
+            let target = (text.len() as u128 * room as u128 / encoded.max(1) as u128) as usize;
+            let target = target.min(text.len() - text.len().div_ceil(8));
+            *text = cut_middle(text, target).unwrap_or_default();
+            *flag = true;
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -602,6 +696,17 @@ mod tests {
                     verified_insns: 42,
                 }],
             },
+            GuestMsg::PayloadResult(PayloadResult {
+                name: "hackbench".into(),
+                invocation: 2,
+                exit_code: -9,
+                stdout: "Time: 0.731\n".into(),
+                stdout_bytes: 12,
+                stderr: String::new(),
+                wall_ms: 800,
+                note: Some("killed by KillPayload".into()),
+                ..Default::default()
+            }),
             GuestMsg::Done {
                 exit_code: 0,
                 elapsed_ms: 1000,
@@ -641,6 +746,55 @@ mod tests {
             let e = decode_msg(&frame(bad)).unwrap_err();
             assert!(matches!(e, WireError::Decode { .. }), "{e}");
         }
+    }
+
+    #[test]
+    fn cut_middle_keeps_head_and_tail_within_the_limit() {
+        assert_eq!(cut_middle("short", 10), None);
+        let text: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+        let cut = cut_middle(&text, 400).unwrap();
+        assert!(cut.len() <= 400, "{}", cut.len());
+        assert!(cut.starts_with("line 0\nline 1\n"), "{cut}");
+        assert!(cut.ends_with("line 999\n"), "{cut}");
+        assert!(cut.contains("bytes cut]"), "{cut}");
+        // Multi-byte characters are never split; tiny limits still hold.
+        let wide = "é".repeat(500);
+        for max in [0, 1, 3, 63, 64, 65, 101, 999] {
+            let c = cut_middle(&wide, max).unwrap();
+            assert!(c.len() <= max, "{max}: {}", c.len());
+        }
+    }
+
+    #[test]
+    fn payload_results_fit_one_message_even_when_escaping_inflates_them() {
+        // Control bytes encode as \u00XX: six JSON bytes per byte of output.
+        let mut r = PayloadResult {
+            name: "noisy".into(),
+            stdout: "\u{1}".repeat(MAX_PAYLOAD_STDOUT),
+            stdout_bytes: MAX_PAYLOAD_STDOUT as u64,
+            stderr: "x".repeat(MAX_PAYLOAD_STDERR),
+            stderr_bytes: MAX_PAYLOAD_STDERR as u64,
+            ..Default::default()
+        };
+        assert!(encode_msg(&GuestMsg::PayloadResult(r.clone())).len() > MAX_MSG_BYTES);
+        r.fit(MAX_MSG_BYTES);
+        let len = encode_msg(&GuestMsg::PayloadResult(r.clone())).len();
+        assert!(len <= MAX_MSG_BYTES, "{len}");
+        assert!(r.stdout_truncated);
+        assert!(!r.stderr_truncated, "stderr was short enough to keep");
+        assert!(
+            r.stdout.len() > MAX_MSG_BYTES / 8,
+            "cut too much: {}",
+            r.stdout.len()
+        );
+        // A result that fits is left alone.
+        let mut small = PayloadResult {
+            stdout: "ok".into(),
+            ..Default::default()
+        };
+        small.fit(MAX_MSG_BYTES);
+        assert_eq!(small.stdout, "ok");
+        assert!(!small.stdout_truncated);
     }
 
     #[test]

@@ -363,6 +363,19 @@ pub enum Op {
         count: u32,
         work: WorkSpec,
     },
+    /// Run the payload named `name` (one of [`GuestSpec::payloads`]) and wait until it
+    /// ends; its result is reported before the next op runs.
+    ///
+    /// [`GuestSpec::payloads`]: crate::spec::GuestSpec::payloads
+    RunPayload { name: String },
+    /// Start the payload in the background; a later `WaitPayload` or `KillPayload` ends
+    /// it, else the end of the scenario kills it.
+    StartPayload { name: String },
+    /// Wait until the payload started in the background ends.
+    WaitPayload { name: String },
+    /// Kill the payload started in the background (its whole process group, SIGKILL)
+    /// and report it.
+    KillPayload { name: String },
 }
 
 impl Op {
@@ -379,6 +392,18 @@ impl Op {
             Self::Freeze { .. } => "freeze",
             Self::Unfreeze { .. } => "unfreeze",
             Self::SpawnWorkers { .. } => "spawn_workers",
+            Self::RunPayload { .. } => "run_payload",
+            Self::StartPayload { .. } => "start_payload",
+            Self::WaitPayload { .. } => "wait_payload",
+            Self::KillPayload { .. } => "kill_payload",
+        }
+    }
+
+    /// The payload the op starts (`RunPayload`, `StartPayload`), if it starts one.
+    pub fn starts_payload(&self) -> Option<&str> {
+        match self {
+            Self::RunPayload { name } | Self::StartPayload { name } => Some(name),
+            _ => None,
         }
     }
 }
@@ -419,6 +444,11 @@ pub enum SpecErrorKind {
     NotALeaf,
     /// The spec has nothing to run, or two ways to run the same thing.
     Conflict,
+    /// An op names a payload the spec does not declare.
+    UnknownPayload,
+    /// A payload started twice at once, waited for or killed while not running, or
+    /// declared and never run.
+    PayloadState,
 }
 
 impl SpecError {
@@ -541,13 +571,19 @@ struct LiveCgroup {
     has_children: bool,
 }
 
-struct Checker {
+struct Checker<'p> {
     topo: TopoSize,
     live: BTreeMap<String, LiveCgroup>,
     workers: u64,
+    /// The spec's payloads, by name: their index in `payloads` and cgroup.
+    payloads: BTreeMap<&'p str, (usize, Option<&'p str>)>,
+    /// Payloads started in the background and not yet waited for or killed.
+    running: BTreeSet<String>,
+    /// Payloads some op starts.
+    started: BTreeSet<String>,
 }
 
-impl Checker {
+impl<'p> Checker<'p> {
     fn name_ok(field: &str, name: &str) -> Result<(), SpecError> {
         let bad = |p: String| Err(SpecError::new(field, SpecErrorKind::BadName, p));
         if name.is_empty() {
@@ -689,7 +725,12 @@ impl Checker {
                 ),
             ));
         }
-        if !has_children && count == 0 {
+        // An empty leaf is fine when a payload runs in it.
+        let hosts_payload = self
+            .payloads
+            .values()
+            .any(|(_, c)| *c == Some(path.as_str()));
+        if !has_children && count == 0 && !hosts_payload {
             return Err(SpecError::new(
                 format!("{field}.workers"),
                 SpecErrorKind::ZeroWorkers,
@@ -761,6 +802,20 @@ impl Checker {
             Op::RemoveCgroup { cgroup } => {
                 self.known(&format!("{field}.cgroup"), cgroup)?;
                 let prefix = format!("{cgroup}/");
+                if let Some(p) = self.running.iter().find(|p| {
+                    self.payloads
+                        .get(p.as_str())
+                        .and_then(|(_, c)| *c)
+                        .is_some_and(|c| c == cgroup || c.starts_with(&prefix))
+                }) {
+                    return Err(SpecError::new(
+                        format!("{field}.cgroup"),
+                        SpecErrorKind::PayloadState,
+                        format!(
+                            "payload `{p}` still runs in cgroup `{cgroup}`: wait for it or kill it first"
+                        ),
+                    ));
+                }
                 self.live
                     .retain(|k, _| k != cgroup && !k.starts_with(&prefix));
                 Ok(())
@@ -825,6 +880,62 @@ impl Checker {
                 }
                 self.work(field, work, *count)
             }
+            Op::RunPayload { name } | Op::StartPayload { name } => {
+                let cgroup = self.payload(field, name)?;
+                if self.running.contains(name) {
+                    return Err(SpecError::new(
+                        format!("{field}.name"),
+                        SpecErrorKind::PayloadState,
+                        format!(
+                            "payload `{name}` is already running in the background: wait for it or kill it first"
+                        ),
+                    ));
+                }
+                if let Some((i, c)) = cgroup {
+                    let cfield = format!("payloads[{i}].cgroup");
+                    self.leaf(&cfield, c).map_err(|mut e| {
+                        e.problem = format!("{} (when {field} starts payload `{name}`)", e.problem);
+                        e
+                    })?;
+                }
+                self.started.insert(name.clone());
+                if matches!(op, Op::StartPayload { .. }) {
+                    self.running.insert(name.clone());
+                }
+                Ok(())
+            }
+            Op::WaitPayload { name } | Op::KillPayload { name } => {
+                self.payload(field, name)?;
+                if !self.running.remove(name) {
+                    return Err(SpecError::new(
+                        format!("{field}.name"),
+                        SpecErrorKind::PayloadState,
+                        format!(
+                            "payload `{name}` is not running in the background at this point (start it with StartPayload)"
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A declared payload: its index and cgroup (None: the root cgroup).
+    fn payload(&self, field: &str, name: &str) -> Result<Option<(usize, &'p str)>, SpecError> {
+        match self.payloads.get(name) {
+            Some((i, cgroup)) => Ok(cgroup.map(|c| (*i, c))),
+            None => Err(SpecError::new(
+                format!("{field}.name"),
+                SpecErrorKind::UnknownPayload,
+                format!(
+                    "no payload `{name}` is declared (known: {})",
+                    if self.payloads.is_empty() {
+                        "none".to_string()
+                    } else {
+                        self.payloads.keys().copied().collect::<Vec<_>>().join(", ")
+                    }
+                ),
+            )),
         }
     }
 }
@@ -888,9 +999,33 @@ impl Scenario {
         })
     }
 
+    /// Payloads in the order the scenario starts them (`RunPayload` and `StartPayload`
+    /// ops, step by step): the `n`-th entry is invocation `n`.
+    pub fn payload_invocations(&self) -> Vec<&str> {
+        self.steps
+            .iter()
+            .flat_map(|s| &s.ops)
+            .filter_map(Op::starts_payload)
+            .collect()
+    }
+
     /// Checks the scenario against a topology's size and the test's duration, before any
     /// VM boots. The error names the first offending field (`scenario.steps[2].hold`).
+    /// A scenario that runs payloads is checked with [`Scenario::validate_with_payloads`].
     pub fn validate(&self, topo: TopoSize, duration_ms: u64) -> Result<(), SpecError> {
+        self.validate_with_payloads(topo, duration_ms, &[])
+    }
+
+    /// [`Scenario::validate`] with the payloads its ops may name: ops must name declared
+    /// payloads, start each at most once at a time, wait for or kill only running ones,
+    /// and run every declared payload at least once; a payload's cgroup must be alive
+    /// (and a leaf) when it starts.
+    pub fn validate_with_payloads(
+        &self,
+        topo: TopoSize,
+        duration_ms: u64,
+        payloads: &[crate::spec::PayloadRun],
+    ) -> Result<(), SpecError> {
         if topo.vcpus == 0 || topo.llcs == 0 || topo.nodes == 0 {
             return Err(SpecError::new(
                 "topology",
@@ -919,6 +1054,13 @@ impl Scenario {
             topo,
             live: BTreeMap::new(),
             workers: 0,
+            payloads: payloads
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.name.as_str(), (i, p.cgroup.as_deref())))
+                .collect(),
+            running: BTreeSet::new(),
+            started: BTreeSet::new(),
         };
         for (i, def) in self.cgroups.iter().enumerate() {
             c.add(&format!("scenario.cgroups[{i}]"), def, None)?;
@@ -974,11 +1116,23 @@ impl Scenario {
                 ),
             ));
         }
-        if c.workers == 0 {
+        for (i, p) in payloads.iter().enumerate() {
+            if !c.started.contains(&p.name) {
+                return Err(SpecError::new(
+                    format!("payloads[{i}]"),
+                    SpecErrorKind::PayloadState,
+                    format!(
+                        "payload `{}` is never run: add an Op::RunPayload or Op::StartPayload naming it",
+                        p.name
+                    ),
+                ));
+            }
+        }
+        if c.workers == 0 && c.started.is_empty() {
             return Err(SpecError::new(
                 "scenario.cgroups",
                 SpecErrorKind::ZeroWorkers,
-                "the scenario never starts a worker",
+                "the scenario never starts a worker or a payload",
             ));
         }
         Ok(())

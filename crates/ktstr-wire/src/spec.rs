@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::scenario::{
-    CgroupDef, Hold, Scenario, SpecError, SpecErrorKind, Step, TopoSize, WorkSpec, WorkType,
+    CgroupDef, Hold, Op, Scenario, SpecError, SpecErrorKind, Step, TopoSize, WorkSpec, WorkType,
     WorkerCount,
 };
 use crate::WireError;
@@ -20,6 +20,12 @@ pub const MAX_SPEC_BYTES: usize = 4 << 20;
 pub const MAX_SNAPSHOTS: u32 = 64;
 /// Shortest monitor interval.
 pub const MIN_MONITOR_INTERVAL_MS: u32 = 10;
+/// Most payloads one spec declares.
+pub const MAX_PAYLOADS: usize = 64;
+/// Most arguments of one payload.
+pub const MAX_PAYLOAD_ARGS: usize = 256;
+/// Longest payload name.
+pub const MAX_PAYLOAD_NAME_LEN: usize = 64;
 
 /// The guest's whole assignment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +61,88 @@ pub struct GuestSpec {
     /// `(key, value)` sysctls written before the scheduler starts (and without one).
     #[serde(default)]
     pub sysctls: Vec<(String, String)>,
+    /// Programs the scenario's payload ops run (`Op::RunPayload` and friends name them).
+    /// Without a scenario, each runs once to completion (see
+    /// [`GuestSpec::effective_scenario`]).
+    #[serde(default)]
+    pub payloads: Vec<PayloadRun>,
+}
+
+/// A payload as the guest needs it: what to run and where. How its output becomes
+/// metrics and what they are checked against stays on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayloadRun {
+    /// Letters, digits, `_`, `-` and `.`; unique in the spec. Ops name it.
+    pub name: String,
+    /// Absolute path in the guest (`/bin/hackbench`).
+    pub guest_path: String,
+    pub args: Vec<String>,
+    /// Scenario cgroup to run in (a path such as `cg0` or `outer/inner`, alive and a
+    /// leaf whenever the payload starts); None runs it in the root cgroup, beside the
+    /// guest runtime.
+    #[serde(default)]
+    pub cgroup: Option<String>,
+}
+
+impl PayloadRun {
+    pub fn new(name: impl Into<String>, guest_path: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            guest_path: guest_path.into(),
+            args: Vec::new(),
+            cgroup: None,
+        }
+    }
+
+    /// Checks what can be checked without the scenario: name, path, arguments.
+    fn check(&self, field: &str) -> Result<(), SpecError> {
+        let bad = |f: &str, kind, problem: String| {
+            Err(SpecError::new(format!("{field}.{f}"), kind, problem))
+        };
+        let n = &self.name;
+        if n.is_empty()
+            || n.len() > MAX_PAYLOAD_NAME_LEN
+            || !n
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            return bad(
+                "name",
+                SpecErrorKind::BadName,
+                format!(
+                    "payload name `{n}` must be 1..={MAX_PAYLOAD_NAME_LEN} letters, digits, `_`, `-` or `.`"
+                ),
+            );
+        }
+        if !self.guest_path.starts_with('/') || self.guest_path.contains('\0') {
+            return bad(
+                "guest_path",
+                SpecErrorKind::BadName,
+                format!(
+                    "`{}` is not an absolute path in the guest",
+                    self.guest_path.escape_debug()
+                ),
+            );
+        }
+        if self.args.len() > MAX_PAYLOAD_ARGS {
+            return bad(
+                "args",
+                SpecErrorKind::TooBig,
+                format!(
+                    "{} arguments, more than {MAX_PAYLOAD_ARGS}",
+                    self.args.len()
+                ),
+            );
+        }
+        if let Some(i) = self.args.iter().position(|a| a.contains('\0')) {
+            return bad(
+                &format!("args[{i}]"),
+                SpecErrorKind::BadName,
+                "an argument holds a NUL byte".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The guest's system sampler: per-CPU run queues, schedstat, sched_ext state, PSI.
@@ -113,16 +201,20 @@ impl GuestSpec {
             interactive_shell: false,
             scheduler: None,
             sysctls: Vec::new(),
+            payloads: Vec::new(),
         }
     }
 
-    /// The scenario the guest runs: `scenario`, else the flat `workers` as one step
-    /// holding for the whole duration with one cgroup per group; None when neither.
+    /// The scenario the guest runs: `scenario`, else the flat `workers` and `payloads` as
+    /// one step, with one cgroup per worker group, whose ops run every payload once to
+    /// completion in order; the step then holds for the whole duration when there are
+    /// workers, else for 1 ms (the payloads are the work). None when there is none of
+    /// these.
     pub fn effective_scenario(&self) -> Option<Scenario> {
         if let Some(s) = &self.scenario {
             return Some(s.clone());
         }
-        if self.workers.is_empty() {
+        if self.workers.is_empty() && self.payloads.is_empty() {
             return None;
         }
         let mut s = Scenario::new();
@@ -136,7 +228,23 @@ impl GuestSpec {
                 ..CgroupDef::new(w.group.clone())
             });
         }
-        Some(s.step(Step::new("workers", Hold::Fraction(1.0))))
+        if self.payloads.is_empty() {
+            return Some(s.step(Step::new("workers", Hold::Fraction(1.0))));
+        }
+        let hold = if self.workers.is_empty() {
+            Hold::Millis(1)
+        } else {
+            Hold::Fraction(1.0)
+        };
+        let step = self
+            .payloads
+            .iter()
+            .fold(Step::new("payloads", hold), |step, p| {
+                step.op(Op::RunPayload {
+                    name: p.name.clone(),
+                })
+            });
+        Some(s.step(step))
     }
 
     /// The sidecar's `work_type`: the primary work type of the scenario, `Exec` for a
@@ -179,6 +287,26 @@ impl GuestSpec {
                 format!("{} is more than {MAX_SNAPSHOTS}", self.num_snapshots),
             ));
         }
+        if self.payloads.len() > MAX_PAYLOADS {
+            return Err(SpecError::new(
+                "payloads",
+                SpecErrorKind::TooBig,
+                format!("{} payloads, more than {MAX_PAYLOADS}", self.payloads.len()),
+            ));
+        }
+        for (i, p) in self.payloads.iter().enumerate() {
+            p.check(&format!("payloads[{i}]"))?;
+            if let Some(j) = self.payloads[..i].iter().position(|q| q.name == p.name) {
+                return Err(SpecError::new(
+                    format!("payloads[{i}].name"),
+                    SpecErrorKind::Conflict,
+                    format!(
+                        "payload `{}` is declared twice (also payloads[{j}])",
+                        p.name
+                    ),
+                ));
+            }
+        }
         match self.effective_scenario() {
             Some(s) => {
                 if self.duration_ms == 0 {
@@ -188,13 +316,14 @@ impl GuestSpec {
                         "a scenario needs a duration above 0 ms",
                     ));
                 }
-                s.validate(topo, self.duration_ms).map_err(|mut e| {
-                    if self.scenario.is_none() {
-                        // Name the field the caller wrote.
-                        e.field = e.field.replacen("scenario.cgroups", "workers", 1);
-                    }
-                    e
-                })
+                s.validate_with_payloads(topo, self.duration_ms, &self.payloads)
+                    .map_err(|mut e| {
+                        if self.scenario.is_none() {
+                            // Name the field the caller wrote.
+                            e.field = e.field.replacen("scenario.cgroups", "workers", 1);
+                        }
+                        e
+                    })
             }
             None if self.num_snapshots > 0 => Err(SpecError::new(
                 "num_snapshots",
@@ -321,6 +450,179 @@ mod tests {
         });
         e.validate(topo).unwrap();
         assert_eq!(e.work_type_name(), "Exec");
+    }
+
+    fn with_payloads(names: &[&str]) -> GuestSpec {
+        let mut s = GuestSpec::new("p", 2000);
+        s.payloads = names
+            .iter()
+            .map(|n| PayloadRun::new(*n, format!("/bin/{n}")))
+            .collect();
+        s
+    }
+
+    #[test]
+    fn payloads_without_a_scenario_run_once_each_in_order() {
+        let topo = TopoSize::new(2, 1, 1);
+        let s = with_payloads(&["hackbench", "cyclictest"]);
+        s.validate(topo).unwrap();
+        let sc = s.effective_scenario().unwrap();
+        assert!(sc.cgroups.is_empty());
+        assert_eq!(sc.steps.len(), 1);
+        assert_eq!(sc.payload_invocations(), ["hackbench", "cyclictest"]);
+        assert_eq!(sc.steps[0].ops[0].kind(), "run_payload");
+        // The payloads are the work: no hold worth waiting for.
+        assert_eq!(sc.hold_plan_ms(2000), [1]);
+        assert_eq!(s.work_type_name(), "none");
+
+        // With flat workers, they keep their whole duration.
+        let mut w = s.clone();
+        w.workers.push(WorkerSpec {
+            group: "spin".into(),
+            count: 1,
+            work: WorkKind::Spin,
+        });
+        w.validate(topo).unwrap();
+        let sc = w.effective_scenario().unwrap();
+        assert_eq!(sc.hold_plan_ms(2000), [2000]);
+        assert_eq!(sc.cgroups.len(), 1);
+        assert_eq!(GuestSpec::from_json(&w.to_json()).unwrap(), w);
+    }
+
+    fn step(ops: Vec<Op>) -> Step {
+        ops.into_iter()
+            .fold(Step::new("s", Hold::Fraction(0.5)), Step::op)
+    }
+
+    fn run(n: &str) -> Op {
+        Op::RunPayload { name: n.into() }
+    }
+    fn start(n: &str) -> Op {
+        Op::StartPayload { name: n.into() }
+    }
+    fn wait(n: &str) -> Op {
+        Op::WaitPayload { name: n.into() }
+    }
+    fn kill(n: &str) -> Op {
+        Op::KillPayload { name: n.into() }
+    }
+
+    fn scenario_err(s: &GuestSpec, steps: Vec<Vec<Op>>) -> SpecError {
+        let mut s = s.clone();
+        s.scenario = Some(Scenario {
+            steps: steps.into_iter().map(step).collect(),
+            ..Scenario::default()
+        });
+        s.validate(TopoSize::new(2, 1, 1)).unwrap_err()
+    }
+
+    #[test]
+    fn payload_ops_must_name_declared_payloads_in_a_sane_order() {
+        let s = with_payloads(&["bg", "fg"]);
+        let ok = |steps: Vec<Vec<Op>>| {
+            let mut s = s.clone();
+            s.scenario = Some(Scenario {
+                steps: steps.into_iter().map(step).collect(),
+                ..Scenario::default()
+            });
+            s.validate(TopoSize::new(2, 1, 1))
+        };
+        ok(vec![vec![start("bg"), run("fg")], vec![wait("bg")]]).unwrap();
+        ok(vec![
+            vec![start("bg"), run("fg")],
+            vec![kill("bg"), start("bg"), kill("bg")],
+        ])
+        .unwrap();
+
+        let e = scenario_err(&s, vec![vec![run("fg"), run("nope"), start("bg")]]);
+        assert_eq!(e.kind, SpecErrorKind::UnknownPayload);
+        assert_eq!(e.field, "scenario.steps[0].ops[1].name");
+        assert!(e.to_string().contains("known: bg, fg"), "{e}");
+
+        let e = scenario_err(&s, vec![vec![run("fg"), wait("bg")]]);
+        assert_eq!(e.kind, SpecErrorKind::PayloadState);
+        assert_eq!(e.field, "scenario.steps[0].ops[1].name");
+
+        let e = scenario_err(&s, vec![vec![start("bg"), run("bg")], vec![run("fg")]]);
+        assert_eq!(e.kind, SpecErrorKind::PayloadState);
+        assert!(e.to_string().contains("already running"), "{e}");
+
+        let e = scenario_err(&s, vec![vec![run("fg")]]);
+        assert_eq!(e.kind, SpecErrorKind::PayloadState);
+        assert_eq!(e.field, "payloads[0]");
+        assert!(e.to_string().contains("never run"), "{e}");
+
+        // Payload ops alone make a scenario: no worker needed.
+        let none = GuestSpec::new("p", 2000);
+        let e = scenario_err(&none, vec![vec![run("fg")]]);
+        assert_eq!(e.kind, SpecErrorKind::UnknownPayload);
+        assert!(e.to_string().contains("known: none"), "{e}");
+    }
+
+    #[test]
+    fn payload_cgroups_must_be_live_leaves_and_may_hold_no_workers() {
+        let topo = TopoSize::new(2, 1, 1);
+        let mut s = with_payloads(&["bench"]);
+        s.payloads[0].cgroup = Some("box".into());
+        // `box` has no workers: fine, the payload runs in it.
+        s.scenario = Some(
+            Scenario::new()
+                .cgroup(CgroupDef::new("box").workers(0))
+                .cgroup(CgroupDef::new("load").workers(1))
+                .step(step(vec![start("bench")]))
+                .step(step(vec![wait("bench")])),
+        );
+        s.validate(topo).unwrap();
+
+        // Without a payload in it, an empty cgroup is still an error.
+        let mut gone = s.clone();
+        gone.payloads[0].cgroup = Some("nowhere".into());
+        let e = gone.validate(topo).unwrap_err();
+        assert_eq!(e.kind, SpecErrorKind::ZeroWorkers);
+        assert_eq!(e.field, "scenario.cgroups[0].workers");
+        // A payload cgroup that does not exist when it starts.
+        if let Some(sc) = gone.scenario.as_mut() {
+            sc.cgroups.remove(0);
+        }
+        let e = gone.validate(topo).unwrap_err();
+        assert_eq!(e.field, "payloads[0].cgroup");
+        assert_eq!(e.kind, SpecErrorKind::UnknownCgroup);
+        assert!(e.to_string().contains("scenario.steps[0].ops[0]"), "{e}");
+
+        let mut removed = s.clone();
+        if let Some(sc) = removed.scenario.as_mut() {
+            sc.steps[1].ops.insert(
+                0,
+                Op::RemoveCgroup {
+                    cgroup: "box".into(),
+                },
+            );
+        }
+        let e = removed.validate(topo).unwrap_err();
+        assert_eq!(e.kind, SpecErrorKind::PayloadState);
+        assert_eq!(e.field, "scenario.steps[1].ops[0].cgroup");
+    }
+
+    #[test]
+    fn payload_declarations_are_checked() {
+        let topo = TopoSize::new(2, 1, 1);
+        let mut s = with_payloads(&["a", "a"]);
+        let e = s.validate(topo).unwrap_err();
+        assert_eq!(e.field, "payloads[1].name");
+        assert_eq!(e.kind, SpecErrorKind::Conflict);
+        s.payloads[1].name = "b c".into();
+        assert_eq!(s.validate(topo).unwrap_err().field, "payloads[1].name");
+        s.payloads[1].name = "b".into();
+        s.payloads[1].guest_path = "bin/b".into();
+        assert_eq!(
+            s.validate(topo).unwrap_err().field,
+            "payloads[1].guest_path"
+        );
+        s.payloads[1].guest_path = "/bin/b".into();
+        s.payloads[1].args = vec!["ok".into(), "bad\0".into()];
+        assert_eq!(s.validate(topo).unwrap_err().field, "payloads[1].args[1]");
+        s.payloads[1].args.pop();
+        s.validate(topo).unwrap();
     }
 
     #[test]

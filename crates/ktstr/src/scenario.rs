@@ -262,7 +262,13 @@ impl Sim {
                     .insert(cgroup.clone());
             }
             // Affinity narrows within the cpuset; it never widens what isolation allows.
-            Op::SetAffinity { .. } | Op::Unfreeze { .. } => {}
+            // Payloads are judged by their own checks, not as workers.
+            Op::SetAffinity { .. }
+            | Op::Unfreeze { .. }
+            | Op::RunPayload { .. }
+            | Op::StartPayload { .. }
+            | Op::WaitPayload { .. }
+            | Op::KillPayload { .. } => {}
         }
     }
 

@@ -5,7 +5,8 @@ use std::io::Write;
 use std::time::Instant;
 
 use ktstr_wire::msg::{
-    LogLevel, MonitorSample, ScenarioEnd, SeenTopology, Snapshot, Stimulus, WorkerReport,
+    LogLevel, MonitorSample, PayloadResult, ScenarioEnd, SeenTopology, Snapshot, Stimulus,
+    WorkerReport,
 };
 use ktstr_wire::{decode_msg, Frame, GuestMsg, Kind, OutputStream};
 
@@ -20,6 +21,8 @@ const MAX_MONITOR_SAMPLES: usize = 36_000;
 const MAX_SCHED_EVENTS: usize = 1024;
 const MAX_BPF_PROGS: usize = 4096;
 const MAX_SNAPSHOTS: usize = ktstr_wire::spec::MAX_SNAPSHOTS as usize;
+/// Payload invocations one run may report.
+const MAX_PAYLOAD_RESULTS: usize = 4096;
 
 /// Where live program output goes (`cargo ktstr shell --exec` streams it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +55,8 @@ pub struct Collected {
     pub scheduler_events: Vec<ktstr_wire::sched::SchedEvent>,
     /// The scheduler's BPF programs after attach (the last report wins).
     pub verifier_stats: Vec<ktstr_wire::sched::ProgInsns>,
+    /// Payload invocations, in the order they ended.
+    pub payload_results: Vec<PayloadResult>,
     /// Protocol problems: a corrupt ring ends collection with one of these.
     pub protocol_errors: Vec<String>,
     pub dropped: u64,
@@ -187,6 +192,12 @@ impl Collector {
             GuestMsg::Scheduler(e) => {
                 push_capped(&mut d.scheduler_events, e, MAX_SCHED_EVENTS, &mut d.dropped)
             }
+            GuestMsg::PayloadResult(r) => push_capped(
+                &mut d.payload_results,
+                r,
+                MAX_PAYLOAD_RESULTS,
+                &mut d.dropped,
+            ),
             GuestMsg::VerifierStats { mut progs } => {
                 progs.truncate(MAX_BPF_PROGS);
                 d.verifier_stats = progs;
