@@ -140,25 +140,40 @@ pub struct Project {
     pub guest_manifest: Result<PathBuf, String>,
 }
 
-/// Run `cargo metadata` in `cwd` (with `cargo` from `$CARGO`, else PATH).
+/// Ask cargo about the project in `cwd`. `cargo metadata --no-deps` is enough (and needs
+/// neither the network nor a resolve) when ktstr is a workspace member or a path
+/// dependency; otherwise the full metadata is read.
 pub fn project(cwd: &Path) -> Result<Project, SuiteError> {
+    let quick = parse_metadata(&metadata(cwd, true)?)?;
+    if quick.guest_manifest.is_ok() {
+        return Ok(quick);
+    }
+    parse_metadata(&metadata(cwd, false)?)
+}
+
+fn metadata(cwd: &Path, no_deps: bool) -> Result<Vec<u8>, SuiteError> {
     let cargo = cargo_bin();
+    let mut args = vec!["metadata", "--format-version", "1"];
+    if no_deps {
+        args.push("--no-deps");
+    }
+    let command = format!("{cargo} {}", args.join(" "));
     let out = Command::new(&cargo)
-        .args(["metadata", "--format-version", "1"])
+        .args(&args)
         .current_dir(cwd)
         .output()
         .map_err(|source| SuiteError::Spawn {
-            command: format!("{cargo} metadata"),
+            command: command.clone(),
             source,
         })?;
     if !out.status.success() {
         return Err(SuiteError::Command {
-            command: format!("{cargo} metadata"),
+            command,
             status: out.status.to_string(),
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }
-    parse_metadata(&out.stdout)
+    Ok(out.stdout)
 }
 
 /// The cargo to run: `$CARGO` (set when we run as `cargo ktstr`), else `cargo`.
@@ -166,7 +181,10 @@ pub fn cargo_bin() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
 }
 
-/// Read what we need from `cargo metadata --format-version 1` output.
+/// Read what we need from `cargo metadata --format-version 1 [--no-deps]` output: the
+/// target dir, and the guest's manifest, found as a package of the metadata
+/// (`ktstr-guest` itself, or `ktstr` with the guest beside it in its checkout) or as a
+/// path dependency on `ktstr`.
 pub fn parse_metadata(json: &[u8]) -> Result<Project, SuiteError> {
     let v: serde_json::Value =
         serde_json::from_slice(json).map_err(|e| SuiteError::Metadata(e.to_string()))?;
@@ -181,7 +199,15 @@ pub fn parse_metadata(json: &[u8]) -> Result<Project, SuiteError> {
             .and_then(|p| p["manifest_path"].as_str())
             .map(PathBuf::from)
     };
-    let guest_manifest = match (manifest_of("ktstr-guest"), manifest_of("ktstr")) {
+    let ktstr_path_dep = packages
+        .iter()
+        .flat_map(|p| p["dependencies"].as_array().cloned().unwrap_or_default())
+        .find(|d| d["name"] == "ktstr" && d["path"].is_string())
+        .and_then(|d| d["path"].as_str().map(|p| Path::new(p).join("Cargo.toml")));
+    let guest_manifest = match (
+        manifest_of("ktstr-guest"),
+        manifest_of("ktstr").or(ktstr_path_dep),
+    ) {
         (Some(g), _) => Ok(g),
         (None, Some(k)) => guest_beside(&k).ok_or_else(|| {
             format!(
@@ -576,6 +602,19 @@ mod tests {
         let p = parse_metadata(&meta(serde_json::json!([
             {"name": "mine", "manifest_path": "/p/Cargo.toml"},
             {"name": "ktstr", "manifest_path": ktstr},
+        ])))
+        .unwrap();
+        assert_eq!(
+            p.guest_manifest.unwrap(),
+            ws.path().join("guest/Cargo.toml")
+        );
+
+        // `--no-deps`: only the project's packages, ktstr as a path dependency.
+        let p = parse_metadata(&meta(serde_json::json!([
+            {"name": "mine", "manifest_path": "/p/Cargo.toml", "dependencies": [
+                {"name": "serde", "source": "registry+https://github.com/rust-lang/crates.io-index"},
+                {"name": "ktstr", "path": ws.path().join("crates/ktstr")},
+            ]},
         ])))
         .unwrap();
         assert_eq!(
