@@ -238,6 +238,9 @@ impl Excluded {
     }
 }
 
+/// (phase, metric name) of a series; whole-run values have phase None.
+pub type SeriesKey = (Option<u16>, String);
+
 /// One metric's values on one side.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
@@ -258,8 +261,11 @@ pub struct SideAcc {
     pub topologies: BTreeSet<String>,
     /// Real variant hashes (hex) of the runs.
     pub variant_hashes: BTreeSet<String>,
-    /// Keyed by (phase, metric name); whole-run values have phase None.
-    pub series: BTreeMap<(Option<u16>, String), Series>,
+    /// Every metric's values, keyed by (phase, metric name) (whole-run values have
+    /// phase None), in the order first seen; [`SideAcc::series`] finds one.
+    pub series: Vec<(SeriesKey, Series)>,
+    /// Position in `series` of each key.
+    index: BTreeMap<SeriesKey, usize>,
     /// The tests' own gates, deduplicated.
     pub assertions: Vec<PerfDeltaAssertionRecord>,
 }
@@ -383,23 +389,42 @@ impl SideAcc {
             None => {}
         }
         self.runs.push((sel.run_id.clone(), sel.path.clone()));
-        for v in values {
+        // Runs of one variant report the same metrics in the same order: the i-th value
+        // most likely belongs to the i-th series, which saves the lookup.
+        for (i, v) in values.into_iter().enumerate() {
+            if let Some((k, series)) = self.series.get_mut(i) {
+                if k.0 == v.phase && k.1 == v.name {
+                    series.values.push(v.value);
+                    continue;
+                }
+            }
             let key = (v.phase, v.name);
-            match self.series.get_mut(&key) {
-                Some(series) => series.values.push(v.value),
+            match self.index.get(&key) {
+                Some(&at) => self.series[at].1.values.push(v.value),
                 None => {
                     let mut values = Vec::with_capacity(8);
                     values.push(v.value);
-                    self.series.insert(
+                    self.index.insert(key.clone(), self.series.len());
+                    self.series.push((
                         key,
                         Series {
                             spec: v.spec,
                             values,
                         },
-                    );
+                    ));
                 }
             }
         }
+    }
+
+    /// The values of one metric.
+    pub fn series(&self, key: &SeriesKey) -> Option<&Series> {
+        self.index.get(key).map(|&i| &self.series[i].1)
+    }
+
+    /// Every metric key, sorted.
+    pub fn series_keys(&self) -> impl Iterator<Item = &SeriesKey> {
+        self.index.keys()
     }
 
     /// Whether any run of this side was seen (usable or not).
@@ -883,10 +908,10 @@ pub fn judge(pairing: &Pairing, opts: JudgeOptions) -> Comparison {
             &b.assertions
         };
         let keys: BTreeSet<&(Option<u16>, String)> =
-            a.series.keys().chain(b.series.keys()).collect();
+            a.series_keys().chain(b.series_keys()).collect();
         for k in keys {
             let (phase, name) = (k.0, &k.1);
-            let (sa, sb) = (a.series.get(k), b.series.get(k));
+            let (sa, sb) = (a.series(k), b.series(k));
             let Some(spec) = sb.or(sa).map(|s| &s.spec) else {
                 continue;
             };
@@ -1361,6 +1386,29 @@ mod tests {
             FailPolicy::default().check(&some),
             FailPolicy::default().check(&all)
         );
+    }
+
+    #[test]
+    fn runs_reporting_different_metric_sets_aggregate_by_name() {
+        let s = sides("aaaaaaa", "bbbbbbb");
+        let mut first = run("t", "aaaaaaa", 1000, 0.0);
+        first.stats.cgroups[0].p99_wake_latency_us = None;
+        first.stats.worst_spread = Some(3.0);
+        let runs = vec![
+            first,
+            run("t", "aaaaaaa", 1001, 50.0),
+            run("t", "aaaaaaa", 1002, 52.0),
+            run("t", "bbbbbbb", 1000, 51.0),
+            run("t", "bbbbbbb", 1001, 51.0),
+        ];
+        let c = judge(&pairing(&runs, &s), JudgeOptions::default());
+        assert_eq!(row(&c, "t", "work_rate").a_values, [100.0, 100.1, 100.2]);
+        let p99 = row(&c, "t", "cgroup[cg0].p99_wake_latency_us");
+        assert_eq!(p99.a_values, [50.0, 52.0]);
+        assert_eq!(p99.b_values, [51.0, 51.0]);
+        let spread = row(&c, "t", "worst_spread");
+        assert_eq!(spread.verdict, Verdict::Missing);
+        assert_eq!(spread.a_values, [3.0]);
     }
 
     #[test]
