@@ -93,6 +93,7 @@ fn every_work_type_and_op_in_a_vm() {
         sysctls: Vec::new(),
         kargs: Vec::new(),
         includes: Vec::new(),
+        payloads: Vec::new(),
         expect_err: false,
         assert: Default::default(),
         stream_output: false,

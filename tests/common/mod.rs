@@ -59,6 +59,7 @@ pub fn request(
         sysctls: Vec::new(),
         kargs: Vec::new(),
         includes: Vec::new(),
+        payloads: Vec::new(),
         expect_err: false,
         assert: Assert::default(),
         stream_output: false,

@@ -90,6 +90,7 @@ pub fn run(args: ShellArgs) -> anyhow::Result<i32> {
         sysctls: Vec::new(),
         kargs: args.kargs,
         includes: args.includes,
+        payloads: Vec::new(),
         expect_err: false,
         assert: Default::default(),
         stream_output: true,

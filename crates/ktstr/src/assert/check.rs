@@ -33,6 +33,8 @@ pub enum Gate {
     Monitor,
     /// Periodic snapshots: as many fired as were asked for.
     Snapshots,
+    /// A payload's checks: its exit code and the metrics read from its output.
+    Payload,
 }
 
 impl Gate {
@@ -50,6 +52,7 @@ impl Gate {
             Gate::WakeLatency => "wake_latency",
             Gate::Monitor => "monitor",
             Gate::Snapshots => "snapshots",
+            Gate::Payload => "payload",
         }
     }
 }

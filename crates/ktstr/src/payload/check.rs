@@ -25,62 +25,79 @@ pub struct CheckResult {
 }
 
 /// Judge every check of one invocation; extraction errors fail the checks that needed
-/// the metric (and an output promise with no metric check fails on its own).
+/// the metric (and an output promise with no metric check fails on its own). Reasons
+/// do not repeat which invocation they are about: the caller names it (the verdict's
+/// subject `payload hackbench #0`).
 pub fn evaluate_checks(
     checks: &[Check],
     m: &PayloadMetrics,
     extract_errors: &[ExtractError],
 ) -> Vec<CheckResult> {
-    let who = format!("payload `{}` #{}", m.payload, m.payload_index);
     let mut out: Vec<CheckResult> = checks
         .iter()
         .map(|c| {
             let value = |name: &str| m.metric(name).map(|x| x.value);
             let missing = |name: &str| {
+                // The error about this metric (a line pattern that matched nothing), else
+                // the one about the whole output (no JSON).
                 let why = extract_errors
                     .iter()
+                    .find(|e| matches!(e, ExtractError::NoMatch { metric, .. } if metric == name))
+                    .or_else(|| {
+                        extract_errors
+                            .iter()
+                            .find(|e| matches!(e, ExtractError::NoJson { .. }))
+                    })
                     .map(ToString::to_string)
-                    .next()
                     .unwrap_or_else(|| "it was not in the output".into());
-                fail(format!("{who}: metric `{name}` missing: {why}"))
+                fail(format!("metric `{name}` missing: {why}"))
             };
             match c {
-                Check::ExitCode(want) if m.exit_code == *want => {
-                    pass(format!("{who}: exit code {want}"))
+                Check::ExitCode(want) if m.exit_code == *want => pass(format!("exit code {want}")),
+                Check::ExitCode(want) => {
+                    fail(format!("exit code {} (expected {want})", m.exit_code))
                 }
-                Check::ExitCode(want) => fail(format!(
-                    "{who}: exit code {} (expected {want})",
-                    m.exit_code
-                )),
                 Check::Exists { metric } => match value(metric) {
-                    Some(v) => pass(format!("{who}: `{metric}` = {v}")),
+                    Some(v) => pass(format!("`{metric}` = {v}")),
                     None => missing(metric),
                 },
                 Check::Min { metric, min } => match value(metric) {
-                    Some(v) if v >= *min => pass(format!("{who}: `{metric}` = {v} >= {min}")),
-                    Some(v) => fail(format!("{who}: `{metric}` = {v}, below the minimum {min}")),
+                    Some(v) if v >= *min => pass(format!("`{metric}` = {v} >= {min}")),
+                    Some(v) => fail(format!("`{metric}` = {v}, below the minimum {min}")),
                     None => missing(metric),
                 },
                 Check::Max { metric, max } => match value(metric) {
-                    Some(v) if v <= *max => pass(format!("{who}: `{metric}` = {v} <= {max}")),
-                    Some(v) => fail(format!("{who}: `{metric}` = {v}, above the maximum {max}")),
+                    Some(v) if v <= *max => pass(format!("`{metric}` = {v} <= {max}")),
+                    Some(v) => fail(format!("`{metric}` = {v}, above the maximum {max}")),
                     None => missing(metric),
                 },
                 Check::Range { metric, min, max } => match value(metric) {
                     Some(v) if v >= *min && v <= *max => {
-                        pass(format!("{who}: `{metric}` = {v} in [{min}, {max}]"))
+                        pass(format!("`{metric}` = {v} in [{min}, {max}]"))
                     }
-                    Some(v) => fail(format!("{who}: `{metric}` = {v}, outside [{min}, {max}]")),
+                    Some(v) => fail(format!("`{metric}` = {v}, outside [{min}, {max}]")),
                     None => missing(metric),
                 },
             }
         })
         .collect();
-    let metric_checks = checks.iter().any(|c| !matches!(c, Check::ExitCode(_)));
-    if !metric_checks {
-        for e in extract_errors {
-            out.push(fail(format!("{who}: {e}")));
-        }
+    // Extraction errors no metric check reported fail on their own: the output did not
+    // keep its promise.
+    let reported = |e: &ExtractError| {
+        checks.iter().any(|c| match (c, e) {
+            (Check::ExitCode(_), _) => false,
+            (_, ExtractError::NoJson { .. }) => true,
+            (
+                Check::Exists { metric: m }
+                | Check::Min { metric: m, .. }
+                | Check::Max { metric: m, .. }
+                | Check::Range { metric: m, .. },
+                ExtractError::NoMatch { metric, .. },
+            ) => m == metric,
+        })
+    };
+    for e in extract_errors.iter().filter(|e| !reported(e)) {
+        out.push(fail(e.to_string()));
     }
     out
 }
@@ -168,6 +185,36 @@ mod tests {
         assert!(r.iter().all(|x| x.outcome == Outcome::Fail));
         assert!(r[0].reason.contains("exit code 3 (expected 0)"));
         assert!(r[1].reason.contains("`lat` missing"));
+    }
+
+    #[test]
+    fn a_missing_metric_quotes_its_own_pattern_miss_and_unchecked_misses_fail_alone() {
+        let m = metrics(0, &[("a", 1.0)]);
+        let miss = |metric: &str| ExtractError::NoMatch {
+            payload: "bench".into(),
+            metric: metric.into(),
+            head: "A: 1".into(),
+        };
+        let r = evaluate_checks(
+            &[
+                Check::Exists { metric: "a".into() },
+                Check::Min {
+                    metric: "b".into(),
+                    min: 1.0,
+                },
+            ],
+            &m,
+            &[miss("c"), miss("b")],
+        );
+        assert_eq!(r.len(), 3, "{r:#?}");
+        assert_eq!(r[0].outcome, Outcome::Pass);
+        assert!(
+            r[1].reason.starts_with("metric `b` missing") && r[1].reason.contains("for `b`"),
+            "{}",
+            r[1].reason
+        );
+        assert_eq!(r[2].outcome, Outcome::Fail);
+        assert!(r[2].reason.contains("for `c`"), "{}", r[2].reason);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod extract;
+pub mod judge;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use check::{evaluate_checks, Check, CheckResult};
 pub use extract::{extract_metrics, ExtractError};
+pub use judge::{judge, Judged};
 
 /// How a payload reports its results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +55,9 @@ pub struct Payload {
     pub output: OutputKind,
     pub hints: Vec<MetricHint>,
     pub checks: Vec<Check>,
+    /// Scenario cgroup it runs in (`cg0`, `outer/inner`); None: the root cgroup.
+    #[serde(default)]
+    pub cgroup: Option<String>,
 }
 
 impl Payload {
@@ -65,6 +70,23 @@ impl Payload {
             output: OutputKind::ExitCode,
             hints: Vec::new(),
             checks: vec![Check::ExitCode(0)],
+            cgroup: None,
+        }
+    }
+
+    /// Run it in this scenario cgroup (a leaf, alive whenever the payload starts).
+    pub fn cgroup(mut self, cgroup: impl Into<String>) -> Self {
+        self.cgroup = Some(cgroup.into());
+        self
+    }
+
+    /// What the guest needs to run it.
+    pub fn to_run(&self) -> ktstr_wire::spec::PayloadRun {
+        ktstr_wire::spec::PayloadRun {
+            name: self.name.clone(),
+            guest_path: self.guest_path(),
+            args: self.args.clone(),
+            cgroup: self.cgroup.clone(),
         }
     }
 
@@ -171,6 +193,30 @@ impl Payload {
     fn hint_for(&self, metric: &str) -> Option<&MetricHint> {
         self.hints.iter().find(|h| h.name == metric)
     }
+}
+
+/// Checks every payload of a test ([`Payload::validate`]) and that no two of them
+/// would land on the same guest path with different binaries.
+pub fn validate_all(payloads: &[Payload]) -> Result<(), PayloadError> {
+    for (i, p) in payloads.iter().enumerate() {
+        p.validate()?;
+        if let Some(q) = payloads[..i]
+            .iter()
+            .find(|q| q.guest_path() == p.guest_path() && q.binary != p.binary)
+        {
+            return Err(PayloadError::Binary {
+                payload: p.name.clone(),
+                path: p.binary.clone(),
+                why: format!(
+                    "payload `{}` packs {} as {} too: give one of them a copy with another file name",
+                    q.name,
+                    q.binary.display(),
+                    p.guest_path()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A payload that cannot run.

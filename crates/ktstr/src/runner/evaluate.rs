@@ -605,6 +605,7 @@ mod tests {
             sysctls: vec![],
             kargs: vec![],
             includes: vec![],
+            payloads: vec![],
             expect_err: false,
             assert: Assert::default(),
             stream_output: false,

@@ -44,6 +44,11 @@ pub struct RunRequest {
     pub kargs: Vec<String>,
     /// Host binaries packed into the guest (with their libraries) under `/bin/<name>`.
     pub includes: Vec<PathBuf>,
+    /// Programs the scenario's payload ops run (without a scenario: each once, in
+    /// order). Checked before boot, packed like `includes`, sent to the guest as
+    /// `spec.payloads`; their results become the sidecar's `metrics` and their checks
+    /// join the verdict. The first one is the sidecar's `payload`.
+    pub payloads: Vec<crate::payload::Payload>,
     pub expect_err: bool,
     /// The thresholds the run is judged by ([`Assert::default`] for the documented
     /// defaults).
@@ -103,8 +108,32 @@ pub fn guest_binary() -> anyhow::Result<PathBuf> {
     )
 }
 
+/// `req.spec` with its `payloads` filled from `req.payloads`, after checking the payloads
+/// on the host: binaries that exist, are executable and have resolvable libraries.
+pub fn spec_with_payloads(req: &RunRequest) -> anyhow::Result<GuestSpec> {
+    crate::payload::validate_all(&req.payloads)
+        .map_err(|e| anyhow::anyhow!("test `{}`: {e}", req.test_name))?;
+    let runs: Vec<_> = req
+        .payloads
+        .iter()
+        .map(crate::payload::Payload::to_run)
+        .collect();
+    anyhow::ensure!(
+        req.spec.payloads.is_empty() || req.spec.payloads == runs,
+        "test `{}`: spec.payloads is filled from RunRequest.payloads (the host needs their output kinds and checks); declare the payloads there",
+        req.test_name
+    );
+    let mut spec = req.spec.clone();
+    spec.payloads = runs;
+    Ok(spec)
+}
+
 /// Run one test end to end.
 pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
+    let req = &RunRequest {
+        spec: spec_with_payloads(req)?,
+        ..req.clone()
+    };
     let assert = &req.assert;
     let started = Instant::now();
     // An impossible spec never boots.
@@ -121,6 +150,8 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
         req.scheduler.name(),
     );
     sidecar.vcpus = req.topology.vcpus();
+    // Part of the variant: set before the file name is known.
+    sidecar.payload = req.payloads.first().map(|p| p.name.clone());
     // The scheduler's sysctls and kargs are part of the variant: add them before the
     // sidecar's file name is known.
     sidecar.sysctls = [req.sysctls.clone(), req.scheduler.sysctl_strings()].concat();
@@ -176,6 +207,14 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
         Some(bin) => base.include(bin),
         None => base,
     };
+    let mut packed: Vec<&Path> = req.includes.iter().map(PathBuf::as_path).collect();
+    let mut base = base;
+    for p in &req.payloads {
+        if !packed.contains(&p.binary.as_path()) {
+            packed.push(&p.binary);
+            base = base.include(&p.binary);
+        }
+    }
     let guest_spec = crate::scheduler::run::guest_spec(&req.spec, &req.sysctls, &sched)?;
     let initrd = work.path().join("initramfs.cpio");
     initramfs::build_initramfs(&base, &guest_spec.to_json(), &initrd)
@@ -220,6 +259,7 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
     let mut verdict =
         evaluate::evaluate(req, assert, &data, &measured, &engine_report, &console_log);
     crate::scheduler::run::add_checks(&sched, &data, &mut verdict);
+    sidecar.metrics = add_payload_checks(req, &data, &mut verdict);
     crate::scheduler::run::record(&data, &mut sidecar, &out_dir, &stem);
     sidecar.stats.verdict_details = verdict.reasons.clone();
     let finalized = sidecar.finalize(verdict.outcome, req.expect_err);
@@ -248,6 +288,34 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
         checks: verdict.checks,
         wall_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// Judges the payload results (metrics extracted on the host, each payload's checks)
+/// into the verdict; returns the sidecar's `metrics`. Invocations that never reported
+/// fail only when the scenario says it ran to its end (otherwise its own failure
+/// explains them).
+fn add_payload_checks(
+    req: &RunRequest,
+    data: &Collected,
+    verdict: &mut evaluate::Verdict,
+) -> Vec<ktstr_sidecar::PayloadMetrics> {
+    if req.payloads.is_empty() && data.payload_results.is_empty() {
+        return Vec::new();
+    }
+    let scenario = req.spec.effective_scenario();
+    let ran_to_end = data
+        .scenario_end
+        .as_ref()
+        .is_some_and(|e| e.aborted.is_none());
+    let expected = match (&scenario, ran_to_end) {
+        (Some(s), true) => s.payload_invocations(),
+        _ => Vec::new(),
+    };
+    let judged = crate::payload::judge(&req.payloads, &expected, &data.payload_results);
+    verdict.checks.extend(judged.checks);
+    verdict.outcome = verdict.checks.outcome();
+    verdict.reasons = verdict.checks.details();
+    judged.metrics
 }
 
 /// Boot on `engine` and drain the ring until the guest is gone.

@@ -179,6 +179,7 @@ pub fn run_request(spec: &TestSpec, kernel: ResolvedKernel, engine: EngineKind) 
         sysctls: spec.sysctls.clone(),
         kargs: spec.kargs.clone(),
         includes: spec.includes.clone(),
+        payloads: spec.payloads.clone(),
         expect_err: spec.expect_err,
         assert: spec.assert.clone(),
         stream_output: false,
@@ -235,6 +236,7 @@ fn early_sidecar(spec: &TestSpec, kernel: Option<&ResolvedKernel>) -> SidecarRes
         spec.scheduler.clone(),
     );
     s.vcpus = spec.topology.vcpus();
+    s.payload = spec.payloads.first().map(|p| p.name.clone());
     s.sysctls = spec.sysctls.clone();
     s.kargs = spec.kargs.clone();
     s.work_type = evaluate::work_type_name(&spec.guest);

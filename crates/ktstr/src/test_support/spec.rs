@@ -14,7 +14,9 @@ use ktstr_wire::spec::{GuestSpec, WorkKind, WorkerSpec};
 use super::entry::{default_memory_mib, TestAttrs};
 use super::presets::Preset;
 use crate::assert::Assert;
+use crate::payload::Payload;
 use crate::runner::RunOutcome;
+use crate::scheduler::Scheduler;
 
 /// Which variant of a test runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +75,12 @@ impl TestCtx {
         )
     }
 
+    /// The scheduler the `scheduler` attribute names (EEVDF by default), to configure
+    /// and hand to [`TestSpec::scheduler`]; [`TestCtx::spec`] starts from it.
+    pub fn scheduler(&self) -> Scheduler {
+        Scheduler::from(self.attrs.scheduler)
+    }
+
     /// A spec filled from the attributes, for this variant's topology, with no work yet.
     pub fn spec(&self) -> TestSpec {
         let a = &self.attrs;
@@ -83,7 +91,7 @@ impl TestCtx {
                 .memory_mib
                 .unwrap_or_else(|| default_memory_mib(&self.topology)),
             cpu_budget: a.cpu_budget,
-            scheduler: a.scheduler.to_string(),
+            scheduler: self.scheduler(),
             sysctls: Vec::new(),
             kargs: a.kargs.iter().map(|s| s.to_string()).collect(),
             includes: a.includes.iter().map(PathBuf::from).collect(),
@@ -91,6 +99,7 @@ impl TestCtx {
             perf_delta_assertions: a.perf_delta_assertions.iter().map(|g| g.record()).collect(),
             assert: Assert::default(),
             guest: GuestSpec::new(self.name, a.duration_s * 1000),
+            payloads: Vec::new(),
             checks: Vec::new(),
         };
         spec.guest.num_snapshots = a.num_snapshots;
@@ -111,8 +120,9 @@ pub struct TestSpec {
     pub topology: Topology,
     pub memory_mib: u64,
     pub cpu_budget: Option<u32>,
-    /// `eevdf`, or a sched_ext scheduler's name or path.
-    pub scheduler: String,
+    /// EEVDF, or a sched_ext scheduler (name or path) with its arguments, watchdog
+    /// timeout, sysctls and kargs; its [`Scheduler::name`] is the sidecar's `scheduler`.
+    pub scheduler: Scheduler,
     /// `sysctl.<key>=<value>`, as the sidecar records them.
     pub sysctls: Vec<String>,
     pub kargs: Vec<String>,
@@ -126,6 +136,9 @@ pub struct TestSpec {
     /// What the guest runs: `duration_ms` is the workload's duration, `num_snapshots`
     /// the periodic snapshots requested.
     pub guest: GuestSpec,
+    /// Programs the scenario's payload ops run (without a scenario, each once in
+    /// order); the first is the sidecar's `payload`.
+    pub payloads: Vec<Payload>,
     checks: Vec<Check>,
 }
 
@@ -144,6 +157,7 @@ impl fmt::Debug for TestSpec {
             .field("perf_delta_assertions", &self.perf_delta_assertions)
             .field("assert", &self.assert)
             .field("guest", &self.guest)
+            .field("payloads", &self.payloads)
             .field("checks", &self.checks.len())
             .finish()
     }
@@ -183,6 +197,42 @@ impl TestSpec {
         Duration::from_millis(self.guest.duration_ms)
     }
 
+    /// Run under this scheduler instead (`"scx_lavd"`, a path, or a configured
+    /// [`Scheduler`]).
+    pub fn scheduler(mut self, scheduler: impl Into<Scheduler>) -> Self {
+        self.scheduler = scheduler.into();
+        self
+    }
+
+    /// Configure the scheduler in place:
+    /// `.with_scheduler(|s| s.sysctl("kernel.sched_autogroup_enabled", "0"))`.
+    pub fn with_scheduler(mut self, f: impl FnOnce(Scheduler) -> Scheduler) -> Self {
+        self.scheduler = f(self.scheduler);
+        self
+    }
+
+    /// Add command-line arguments for the scheduler.
+    pub fn scheduler_args<I: IntoIterator<Item = S>, S: Into<String>>(self, args: I) -> Self {
+        self.with_scheduler(|s| s.args(args))
+    }
+
+    /// The sched_ext watchdog timeout, passed to the scheduler as an argument (see
+    /// [`Scheduler::watchdog_timeout`]; schedulers ktstr does not know need
+    /// [`TestSpec::watchdog_arg`] too).
+    pub fn watchdog_timeout(self, timeout: Duration) -> Self {
+        self.with_scheduler(|s| s.watchdog_timeout(timeout))
+    }
+
+    /// The scheduler's option that takes the watchdog timeout in milliseconds.
+    pub fn watchdog_arg(self, flag: impl Into<String>) -> Self {
+        self.with_scheduler(|s| s.watchdog_arg(flag))
+    }
+
+    /// Skip the test, rather than fail it, when the scheduler cannot be found.
+    pub fn skip_if_scheduler_missing(self) -> Self {
+        self.with_scheduler(Scheduler::skip_if_missing)
+    }
+
     /// Add a sysctl, `key=value` or `sysctl.key=value`.
     pub fn sysctl(mut self, s: &str) -> Self {
         let s = s.trim();
@@ -197,6 +247,14 @@ impl TestSpec {
     /// Add a kernel command-line argument.
     pub fn karg(mut self, s: impl Into<String>) -> Self {
         self.kargs.push(s.into());
+        self
+    }
+
+    /// Add a payload: a real program the scenario runs with `Op::RunPayload` (and
+    /// friends), or, without a scenario, once to completion after the ones before it.
+    /// Its binary is packed with its libraries; its checks join the verdict.
+    pub fn payload(mut self, payload: Payload) -> Self {
+        self.payloads.push(payload);
         self
     }
 
@@ -240,10 +298,20 @@ impl TestSpec {
         if self.guest.duration_ms == 0 {
             return Err(bad("duration", "must be longer than 0 ms".into()));
         }
-        if self.scheduler.trim().is_empty() {
+        if self.scheduler.name().trim().is_empty() {
             return Err(bad(
                 "scheduler",
                 "is empty; use \"eevdf\" for the kernel's own".into(),
+            ));
+        }
+        if self.scheduler.is_eevdf()
+            && (!self.scheduler.arg_list().is_empty() || self.scheduler.watchdog().is_some())
+        {
+            return Err(bad(
+                "scheduler",
+                "is EEVDF, which takes no arguments or watchdog timeout: name a sched_ext \
+                 scheduler (attribute `scheduler` or `.scheduler(..)`), or drop them"
+                    .into(),
             ));
         }
         for s in &self.sysctls {
@@ -260,11 +328,15 @@ impl TestSpec {
                 ));
             }
         }
+        if let Err(e) = crate::payload::validate_all(&self.payloads) {
+            return Err(bad("payloads", e.to_string()));
+        }
         let t = &self.topology;
-        if let Err(e) = self
-            .guest
-            .validate(TopoSize::new(t.vcpus(), t.llcs(), t.numa_nodes()))
-        {
+        let mut guest = self.guest.clone();
+        if guest.payloads.is_empty() {
+            guest.payloads = self.payloads.iter().map(Payload::to_run).collect();
+        }
+        if let Err(e) = guest.validate(TopoSize::new(t.vcpus(), t.llcs(), t.numa_nodes())) {
             return Err(bad("guest", e.to_string()));
         }
         for p in &self.includes {
@@ -351,7 +423,7 @@ mod tests {
         assert_eq!(s.topology.to_string(), "1n2l4c1t");
         assert_eq!(s.memory_mib, 2048);
         assert_eq!(s.cpu_budget, Some(2));
-        assert_eq!(s.scheduler, "scx_bpfland");
+        assert_eq!(s.scheduler, Scheduler::named("scx_bpfland"));
         assert_eq!(
             s.sysctls,
             [
@@ -423,6 +495,29 @@ mod tests {
         assert_eq!(field(|s| s.karg("two words")), "kargs");
         assert_eq!(field(|s| s.workers("w", 0, WorkKind::Spin)), "guest");
         assert_eq!(field(|s| s.include("/nonexistent/ktstr-file")), "includes");
+        assert_eq!(
+            field(|s| s.payload(Payload::new("gone", "/nonexistent/bench"))),
+            "payloads"
+        );
+        // A scenario op naming a payload the test does not declare.
+        assert_eq!(
+            field(|s| {
+                s.scenario(Scenario::new().step(
+                    ktstr_wire::scenario::Step::new("x", ktstr_wire::scenario::Hold::Millis(5)).op(
+                        ktstr_wire::scenario::Op::RunPayload {
+                            name: "nope".into(),
+                        },
+                    ),
+                ))
+            }),
+            "guest"
+        );
+        // Payloads alone are work enough.
+        ctx(TestAttrs::DEFAULT)
+            .spec()
+            .payload(Payload::new("true", "/bin/true"))
+            .validate()
+            .unwrap();
         let e = ctx(TestAttrs::DEFAULT)
             .spec()
             .sysctl("=1")

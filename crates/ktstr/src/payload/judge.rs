@@ -1,0 +1,290 @@
+//! A run's payload invocations judged on the host: each reported result becomes its
+//! `PayloadMetrics` (metrics extracted from its output, its exit code) and the checks of
+//! its payload; an invocation the scenario started that never reported fails.
+
+use ktstr_sidecar::{Outcome, PayloadMetrics};
+use ktstr_wire::msg::PayloadResult;
+
+use super::{evaluate_checks, extract_metrics, Payload};
+use crate::assert::{Check, Gate};
+
+/// Lines of stderr quoted when a payload exits with an unexpected code.
+const STDERR_LINES: usize = 4;
+
+/// What the payload results add to a run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Judged {
+    /// One entry per reported invocation, failed ones included, in invocation order
+    /// (the sidecar's `metrics`).
+    pub metrics: Vec<PayloadMetrics>,
+    /// The payloads' checks, then problems with the results themselves.
+    pub checks: Vec<Check>,
+}
+
+fn subject(name: &str, invocation: u32) -> String {
+    format!("payload {name} #{invocation}")
+}
+
+/// The first lines of `text`, on one line.
+fn first_lines(text: &str, n: usize) -> String {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(n)
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// Judges the `results` the guest reported against the declared `payloads`;
+/// `expected` lists the payload of every invocation the scenario starts, in order
+/// (`Scenario::payload_invocations`).
+pub fn judge(payloads: &[Payload], expected: &[&str], results: &[PayloadResult]) -> Judged {
+    let mut out = Judged::default();
+    let mut sorted: Vec<&PayloadResult> = results.iter().collect();
+    sorted.sort_by_key(|r| r.invocation);
+    let mut seen = std::collections::BTreeSet::new();
+    for r in sorted {
+        let who = subject(&r.name, r.invocation);
+        let fail = |msg: String| Check::new(Gate::Payload, who.clone(), Outcome::Fail, msg);
+        if !seen.insert(r.invocation) {
+            out.checks.push(fail(format!(
+                "the guest reported invocation {} twice",
+                r.invocation
+            )));
+            continue;
+        }
+        let Some(p) = payloads.iter().find(|p| p.name == r.name) else {
+            out.checks.push(fail(format!(
+                "the guest reported a payload the test does not declare (declared: {})",
+                payloads
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+            continue;
+        };
+        if let Some(want) = expected
+            .get(r.invocation as usize)
+            .filter(|w| **w != r.name)
+        {
+            out.checks.push(fail(format!(
+                "invocation {} should be payload `{want}`, the guest reported `{}`",
+                r.invocation, r.name
+            )));
+        }
+        let (pm, errors) = extract_metrics(p, r.invocation, r.exit_code, &r.stdout, &r.stderr);
+        for c in evaluate_checks(&p.checks, &pm, &errors).into_iter() {
+            let mut msg = c.reason;
+            if c.outcome == Outcome::Fail {
+                if let Some(note) = &r.note {
+                    msg.push_str(&format!(" ({note})"));
+                }
+                if msg.starts_with("exit code") {
+                    let err = first_lines(&r.stderr, STDERR_LINES);
+                    if !err.is_empty() {
+                        msg.push_str(&format!("; stderr: {err}"));
+                    }
+                }
+                if !errors.is_empty() && (r.stdout_truncated || r.stderr_truncated) {
+                    msg.push_str(&format!(
+                        "; its output was cut (stdout {} bytes, stderr {} bytes in all)",
+                        r.stdout_bytes, r.stderr_bytes
+                    ));
+                }
+            }
+            out.checks
+                .push(Check::new(Gate::Payload, who.clone(), c.outcome, msg));
+        }
+        if p.checks.is_empty() {
+            out.checks.push(Check::new(
+                Gate::Payload,
+                who.clone(),
+                Outcome::Skip,
+                format!(
+                    "no checks; exit code {}, {} metrics",
+                    r.exit_code,
+                    pm.metrics.len()
+                ),
+            ));
+        }
+        out.metrics.push(pm);
+    }
+    for (i, name) in expected.iter().enumerate() {
+        let Ok(i) = u32::try_from(i) else { break };
+        if !seen.contains(&i) {
+            out.checks.push(Check::new(
+                Gate::Payload,
+                subject(name, i),
+                Outcome::Fail,
+                "never reported a result (the scenario ended before it ran, or the guest died)"
+                    .into(),
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::Check as PayloadCheck;
+    use ktstr_sidecar::{MetricStream, Polarity};
+
+    fn hackbench() -> Payload {
+        Payload::new("hackbench", "/usr/bin/hackbench")
+            .line("time_s", r"^Time:\s*([0-9.]+)")
+            .hint("time_s", "s", Polarity::LowerBetter)
+            .check(PayloadCheck::Max {
+                metric: "time_s".into(),
+                max: 5.0,
+            })
+    }
+
+    fn cyclictest() -> Payload {
+        Payload::new("cyclictest", "/usr/bin/cyclictest")
+            .json()
+            .check(PayloadCheck::Exists {
+                metric: "thread.0.avg".into(),
+            })
+    }
+
+    fn result(name: &str, invocation: u32, exit_code: i32, stdout: &str) -> PayloadResult {
+        PayloadResult {
+            name: name.into(),
+            invocation,
+            exit_code,
+            stdout: stdout.into(),
+            stdout_bytes: stdout.len() as u64,
+            ..Default::default()
+        }
+    }
+
+    fn lines(j: &Judged) -> Vec<String> {
+        j.checks.iter().map(Check::line).collect()
+    }
+
+    #[test]
+    fn results_become_metrics_in_invocation_order_and_checks_pass() {
+        let cyc = r#"# /dev/cpu_dma_latency set to 0us
+{"num_threads": 1, "thread": {"0": {"cycles": 1000, "min": 5, "max": 80, "avg": 12.5}}}"#;
+        let j = judge(
+            &[hackbench(), cyclictest()],
+            &["hackbench", "cyclictest", "hackbench"],
+            // Reported as they ended, not as they started.
+            &[
+                result("cyclictest", 1, 0, cyc),
+                result("hackbench", 2, 0, "Running in process mode\nTime: 0.402\n"),
+                result("hackbench", 0, 0, "Time: 0.731\n"),
+            ],
+        );
+        let order: Vec<(u32, &str)> = j
+            .metrics
+            .iter()
+            .map(|m| (m.payload_index, m.payload.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            [(0, "hackbench"), (1, "cyclictest"), (2, "hackbench")]
+        );
+        let t = j.metrics[0].metric("time_s").unwrap();
+        assert_eq!((t.value, t.unit.as_str()), (0.731, "s"));
+        assert_eq!(t.polarity, Polarity::LowerBetter);
+        let avg = j.metrics[1].metric("thread.0.avg").unwrap();
+        assert_eq!(avg.value, 12.5);
+        assert_eq!(avg.stream, MetricStream::Stdout);
+        assert_eq!(avg.polarity, Polarity::Unknown);
+        assert!(
+            j.checks.iter().all(|c| c.outcome == Outcome::Pass),
+            "{:#?}",
+            lines(&j)
+        );
+        assert!(
+            lines(&j).contains(
+                &"pass [payload] payload hackbench #0: `time_s` = 0.731 <= 5".to_string()
+            ),
+            "{:#?}",
+            lines(&j)
+        );
+    }
+
+    #[test]
+    fn unmet_checks_fail_with_the_value_and_failed_runs_keep_their_exit_code() {
+        let mut r = result("hackbench", 0, 1, "Time: 7.25\n");
+        r.stderr = "hackbench: fork() failed\nmore\n".into();
+        r.note = Some("killed by KillPayload".into());
+        let j = judge(&[hackbench()], &["hackbench"], &[r]);
+        assert_eq!(j.metrics.len(), 1);
+        assert_eq!(j.metrics[0].exit_code, 1);
+        let l = lines(&j);
+        assert_eq!(
+            l[0],
+            "fail [payload] payload hackbench #0: exit code 1 (expected 0) (killed by KillPayload); stderr: hackbench: fork() failed | more"
+        );
+        assert_eq!(
+            l[1],
+            "fail [payload] payload hackbench #0: `time_s` = 7.25, above the maximum 5 (killed by KillPayload)"
+        );
+    }
+
+    #[test]
+    fn missing_json_quotes_the_output_and_says_it_was_cut() {
+        let mut r = result("cyclictest", 0, 0, "T: 0 ( 1) P: 0 I:1000 C: 10 Min: 5\n");
+        r.stdout_truncated = true;
+        r.stdout_bytes = 900_000;
+        let j = judge(&[cyclictest()], &["cyclictest"], &[r]);
+        let l = lines(&j);
+        assert_eq!(l.len(), 2, "{l:#?}");
+        assert!(l[0].starts_with("pass [payload] payload cyclictest #0: exit code 0"));
+        assert!(l[1].contains("metric `thread.0.avg` missing"), "{}", l[1]);
+        assert!(l[1].contains("promised JSON but printed none"), "{}", l[1]);
+        assert!(l[1].contains("T: 0 ( 1) P: 0"), "{}", l[1]);
+        assert!(l[1].contains("stdout 900000 bytes"), "{}", l[1]);
+    }
+
+    #[test]
+    fn missing_unknown_and_duplicate_invocations_fail() {
+        let j = judge(
+            &[hackbench()],
+            &["hackbench", "hackbench"],
+            &[
+                result("hackbench", 0, 0, "Time: 1\n"),
+                result("hackbench", 0, 0, "Time: 1\n"),
+                result("intruder", 5, 0, ""),
+            ],
+        );
+        let l = lines(&j);
+        assert!(
+            l.iter()
+                .any(|x| x.contains("#0: the guest reported invocation 0 twice")),
+            "{l:#?}"
+        );
+        assert!(l.iter().any(|x| x.contains("payload intruder #5: the guest reported a payload the test does not declare (declared: hackbench)")), "{l:#?}");
+        assert!(
+            l.iter()
+                .any(|x| x.contains("payload hackbench #1: never reported a result")),
+            "{l:#?}"
+        );
+        assert_eq!(j.metrics.len(), 1);
+
+        let j = judge(
+            &[hackbench()],
+            &["cyclictest"],
+            &[result("hackbench", 0, 0, "Time: 1\n")],
+        );
+        assert!(
+            lines(&j)[0].contains("invocation 0 should be payload `cyclictest`"),
+            "{:#?}",
+            lines(&j)
+        );
+    }
+
+    #[test]
+    fn a_payload_without_checks_is_recorded_not_judged() {
+        let mut p = Payload::new("quiet", "/bin/true");
+        p.checks.clear();
+        let j = judge(&[p], &["quiet"], &[result("quiet", 0, 3, "")]);
+        assert_eq!(j.checks.len(), 1);
+        assert_eq!(j.checks[0].outcome, Outcome::Skip);
+        assert_eq!(j.metrics[0].exit_code, 3);
+    }
+}
