@@ -161,6 +161,17 @@ impl Scheduler {
         &self.source
     }
 
+    /// The command-line arguments given so far (without the watchdog option, which
+    /// [`Scheduler::prepare`] appends).
+    pub fn arg_list(&self) -> &[String] {
+        &self.args
+    }
+
+    /// The watchdog timeout asked for, if any.
+    pub fn watchdog(&self) -> Option<Duration> {
+        self.watchdog_timeout
+    }
+
     pub fn is_eevdf(&self) -> bool {
         self.source == Source::Eevdf
     }
