@@ -398,7 +398,7 @@ impl SideAcc {
                     continue;
                 }
             }
-            let key = (v.phase, v.name);
+            let key = (v.phase, v.name.into_owned());
             match self.index.get(&key) {
                 Some(&at) => self.series[at].1.values.push(v.value),
                 None => {

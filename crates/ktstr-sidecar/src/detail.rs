@@ -223,7 +223,7 @@ impl SidecarDetail {
 
 fn line(v: &MetricValue) -> MetricLine {
     MetricLine {
-        name: v.name.clone(),
+        name: v.name.to_string(),
         phase: v.phase,
         value: v.value,
         unit: v.spec.unit().to_string(),

@@ -14,6 +14,7 @@
 //! (`work_units` instead of `work_rate`, `kvm.exits_per_vcpu` instead of
 //! `kvm.exits_per_vcpu_sec`), which compares fairly between runs of one test.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
@@ -166,7 +167,7 @@ impl MetricSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricValue {
     /// Concrete name (`cgroup[cg0].p99_wake_latency_us`).
-    pub name: String,
+    pub name: Cow<'static, str>,
     /// Phase (0 = baseline, k = step k); None for the whole run.
     pub phase: Option<u16>,
     pub value: f64,
@@ -240,7 +241,7 @@ pub fn extract_with(s: &SidecarResult, phases: bool) -> Vec<MetricValue> {
         st.worst_run_delay_us,
     );
     for (k, v) in &st.ext_metrics {
-        out.push("ext.*", &format!("ext.{k}"), *v);
+        out.push("ext.*", format!("ext.{k}"), *v);
     }
     for cg in &st.cgroups {
         cgroup_metrics(&mut out, cg, secs);
@@ -292,7 +293,7 @@ pub fn extract_with(s: &SidecarResult, phases: bool) -> Vec<MetricValue> {
         for (k, v) in m.scx_events.iter().flatten() {
             out.push(
                 "monitor.scx_event[*]",
-                &format!("monitor.scx_event[{k}]"),
+                format!("monitor.scx_event[{k}]"),
                 *v as f64,
             );
         }
@@ -300,7 +301,7 @@ pub fn extract_with(s: &SidecarResult, phases: bool) -> Vec<MetricValue> {
             if let Some(ns) = p.nsecs_per_call() {
                 out.push(
                     "prog[*].ns_per_call",
-                    &format!("prog[{}].ns_per_call", p.name),
+                    format!("prog[{}].ns_per_call", p.name),
                     ns,
                 );
             }
@@ -309,7 +310,7 @@ pub fn extract_with(s: &SidecarResult, phases: bool) -> Vec<MetricValue> {
     for v in &s.verifier_stats {
         out.push(
             "verifier[*].verified_insns",
-            &format!("verifier[{}].verified_insns", v.name),
+            format!("verifier[{}].verified_insns", v.name),
             v.verified_insns as f64,
         );
     }
@@ -358,7 +359,7 @@ pub fn extract_with(s: &SidecarResult, phases: bool) -> Vec<MetricValue> {
             cgroup_metrics(&mut out, cg, secs);
         }
         for (k, v) in &p.metrics {
-            out.push("phase.*", &format!("phase.{k}"), *v);
+            out.push("phase.*", format!("phase.{k}"), *v);
         }
     }
     out.values
@@ -369,34 +370,34 @@ fn cgroup_metrics(out: &mut Out, cg: &CgroupStats, secs: Option<f64>) {
     match secs {
         Some(secs) => out.push(
             "cgroup[*].work_rate",
-            &n("work_rate"),
+            n("work_rate"),
             cg.total_iterations as f64 / secs,
         ),
         None => out.push(
             "cgroup[*].work_units",
-            &n("work_units"),
+            n("work_units"),
             cg.total_iterations as f64,
         ),
     }
-    out.opt("cgroup[*].spread", &n("spread"), cg.spread);
+    out.opt("cgroup[*].spread", n("spread"), cg.spread);
     out.opt(
         "cgroup[*].avg_off_cpu_pct",
-        &n("avg_off_cpu_pct"),
+        n("avg_off_cpu_pct"),
         cg.avg_off_cpu_pct,
     );
     out.push(
         "cgroup[*].max_gap_ms",
-        &n("max_gap_ms"),
+        n("max_gap_ms"),
         cg.max_gap_ms as f64,
     );
     out.push(
         "cgroup[*].migrations",
-        &n("migrations"),
+        n("migrations"),
         cg.total_migrations as f64,
     );
     out.push(
         "cgroup[*].migration_ratio",
-        &n("migration_ratio"),
+        n("migration_ratio"),
         cg.migration_ratio,
     );
     for (template, leaf, v) in [
@@ -447,10 +448,10 @@ fn cgroup_metrics(out: &mut Out, cg: &CgroupStats, secs: Option<f64>) {
             cg.cross_node_migration_ratio,
         ),
     ] {
-        out.opt(template, &n(leaf), v);
+        out.opt(template, n(leaf), v);
     }
     for (k, v) in &cg.ext_metrics {
-        out.push("cgroup[*].ext.*", &n(&format!("ext.{k}")), *v);
+        out.push("cgroup[*].ext.*", n(&format!("ext.{k}")), *v);
     }
 }
 
@@ -467,7 +468,7 @@ fn payload_metrics(out: &mut Out, s: &SidecarResult) {
                 continue;
             }
             out.values.push(MetricValue {
-                name: format!("payload[{instance}].{}", m.name),
+                name: Cow::Owned(format!("payload[{instance}].{}", m.name)),
                 phase: out.phase,
                 value: m.value,
                 spec: MetricSpec {
@@ -486,13 +487,13 @@ struct Out {
 }
 
 impl Out {
-    fn push(&mut self, template: &str, name: &str, value: f64) {
+    fn push(&mut self, template: &str, name: impl Into<Cow<'static, str>>, value: f64) {
         if value.is_finite() {
             if self.values.capacity() == 0 {
                 self.values.reserve(64);
             }
             self.values.push(MetricValue {
-                name: name.to_string(),
+                name: name.into(),
                 phase: self.phase,
                 value,
                 spec: MetricSpec::registered(template),
@@ -500,7 +501,7 @@ impl Out {
         }
     }
 
-    fn opt(&mut self, template: &str, name: &str, value: Option<f64>) {
+    fn opt(&mut self, template: &str, name: impl Into<Cow<'static, str>>, value: Option<f64>) {
         if let Some(v) = value {
             self.push(template, name, v);
         }
@@ -518,11 +519,13 @@ pub fn name_matches(pattern: &str, name: &str) -> bool {
 
 /// `*` matches any run of characters (including none); everything else literally.
 pub fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    // Bytes, not chars: UTF-8 is self-synchronising, so a literal can only match at a
+    // character boundary and the result is the same.
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && p[pi] == '*' {
+        if pi < p.len() && p[pi] == b'*' {
             star = Some((pi, ti));
             pi += 1;
         } else if pi < p.len() && p[pi] == t[ti] {
@@ -536,7 +539,7 @@ pub fn glob(pattern: &str, text: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]
@@ -570,7 +573,7 @@ mod tests {
         let names: Vec<String> = values
             .iter()
             .filter(|v| v.phase.is_none())
-            .map(|v| v.name.clone())
+            .map(|v| v.name.to_string())
             .collect();
         for want in [
             "work_rate",
@@ -601,7 +604,7 @@ mod tests {
         }
         // No name twice within one phase.
         let mut keys: Vec<(Option<u16>, &str)> =
-            values.iter().map(|v| (v.phase, v.name.as_str())).collect();
+            values.iter().map(|v| (v.phase, v.name.as_ref())).collect();
         keys.sort_unstable();
         let n = keys.len();
         keys.dedup();
@@ -659,7 +662,7 @@ mod tests {
         let text = include_str!("../tests/data/minimal.ktstr.json");
         let s = crate::parse_sidecar(text.as_bytes(), "m".as_ref()).expect("parses");
         let values = extract(&s);
-        let names: Vec<&str> = values.iter().map(|v| v.name.as_str()).collect();
+        let names: Vec<&str> = values.iter().map(|v| v.name.as_ref()).collect();
         assert!(names.contains(&"work_units"), "{names:?}");
         assert!(names.contains(&"cgroup[cg0].work_units"));
         assert!(!names.iter().any(|n| n.contains("work_rate")));
@@ -689,7 +692,10 @@ mod tests {
         let mut second = s.metrics[0].clone();
         second.payload_index = 1;
         s.metrics.push(second);
-        let names: Vec<String> = extract(&s).into_iter().map(|v| v.name).collect();
+        let names: Vec<String> = extract(&s)
+            .into_iter()
+            .map(|v| v.name.into_owned())
+            .collect();
         assert!(names.iter().any(|n| n == "payload[schbench#0].rps"));
         assert!(names.iter().any(|n| n == "payload[schbench#1].rps"));
     }
@@ -714,6 +720,7 @@ mod tests {
         assert!(name_matches("rps", "payload[schbench].rps"));
         assert!(!name_matches("work_rate", "work_units"));
         assert!(glob("a*b*c", "abbbc") && glob("*", "") && !glob("a*d", "abc"));
+        assert!(glob("cgroup[ü*].x", "cgroup[üñ].x") && !glob("*ñ", "cgroup[ü]"));
         assert!(lookup("cgroup[*].spread").is_some() && lookup("nope").is_none());
     }
 }
