@@ -3,6 +3,7 @@
 pub use crate::assert::Assert;
 pub use crate::ktstr_test;
 pub use crate::runner::RunOutcome;
+pub use crate::scheduler::Scheduler;
 pub use crate::test_support::{TestCtx, TestSpec, Variant};
 pub use ktstr_sidecar::{read_sidecar, Outcome, SidecarResult};
 pub use ktstr_vmm::Topology;

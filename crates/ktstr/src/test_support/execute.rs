@@ -175,7 +175,7 @@ pub fn run_request(spec: &TestSpec, kernel: ResolvedKernel, engine: EngineKind) 
         kernel,
         engine,
         spec: spec.guest.clone(),
-        scheduler: spec.scheduler.clone().into(),
+        scheduler: spec.scheduler.clone(),
         sysctls: spec.sysctls.clone(),
         kargs: spec.kargs.clone(),
         includes: spec.includes.clone(),
@@ -228,17 +228,19 @@ fn no_skip() -> bool {
     std::env::var_os(NO_SKIP_ENV).is_some_and(|v| !v.is_empty())
 }
 
-/// A sidecar for a run that never booted: the spec's identity, the kernel when known.
+/// A sidecar for a run that never booted: the spec's identity (the variant a real run
+/// would record, so both land in the same file), the kernel when known.
 fn early_sidecar(spec: &TestSpec, kernel: Option<&ResolvedKernel>) -> SidecarResult {
     let mut s = SidecarResult::new_run(
         spec.name.clone(),
         spec.topology.to_string(),
-        spec.scheduler.clone(),
+        spec.scheduler.name(),
     );
     s.vcpus = spec.topology.vcpus();
     s.payload = spec.payloads.first().map(|p| p.name.clone());
-    s.sysctls = spec.sysctls.clone();
-    s.kargs = spec.kargs.clone();
+    // As the runner records them: the test's, then the scheduler's.
+    s.sysctls = [spec.sysctls.clone(), spec.scheduler.sysctl_strings()].concat();
+    s.kargs = [spec.kargs.as_slice(), spec.scheduler.kargs()].concat();
     s.work_type = evaluate::work_type_name(&spec.guest);
     s.periodic_target = spec.guest.num_snapshots;
     s.perf_delta_assertions = spec.perf_delta_assertions.clone();
@@ -307,7 +309,9 @@ fn finish_run(
     out.sidecar.perf_delta_assertions = spec.perf_delta_assertions.clone();
     let mut write_error = rewrite(&mut out).err();
 
-    if write_error.is_none() && out.sidecar.is_pass() && !out.sidecar.expected_failure {
+    // Checks run on every passing verdict, an expected failure included: there they
+    // check that the run failed for the right reason.
+    if write_error.is_none() && out.sidecar.is_pass() {
         let failures: Vec<String> = spec
             .checks()
             .iter()
@@ -324,6 +328,8 @@ fn finish_run(
             .collect();
         if !failures.is_empty() {
             out.sidecar.set_outcome(Outcome::Fail);
+            // A failed check is no expected failure, whatever the run did.
+            out.sidecar.expected_failure = false;
             out.sidecar
                 .stats
                 .verdict_details
@@ -399,6 +405,120 @@ pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::entry::TestAttrs;
+    use ktstr_wire::spec::WorkKind;
+
+    fn spec(attrs: TestAttrs) -> TestSpec {
+        let t = attrs.topology().unwrap();
+        TestCtx::new("t", Variant::Base, t, attrs)
+            .spec()
+            .workers("spin", 2, WorkKind::Spin)
+    }
+
+    #[test]
+    fn early_sidecars_name_the_scheduler_and_carry_its_sysctls_and_kargs() {
+        let spec = spec(TestAttrs {
+            scheduler: "/opt/scx/bin/scx_lavd",
+            sysctls: &["vm.swappiness=0"],
+            kargs: &["quiet"],
+            ..TestAttrs::DEFAULT
+        })
+        .with_scheduler(|s| {
+            s.sysctl("kernel.sched_autogroup_enabled", "0")
+                .karg("nosmt")
+        });
+        let s = early_sidecar(&spec, None);
+        assert_eq!(s.scheduler, "scx_lavd");
+        assert_eq!(
+            s.sysctls,
+            [
+                "sysctl.vm.swappiness=0",
+                "sysctl.kernel.sched_autogroup_enabled=0"
+            ]
+        );
+        assert_eq!(s.kargs, ["quiet", "nosmt"]);
+        assert_eq!(s.resolve_source, None);
+    }
+
+    /// A finished run of `t` whose raw verdict was `raw`, its sidecar in `dir`.
+    fn finished(dir: &Path, raw: Outcome, expect_err: bool) -> RunOutcome {
+        let mut sidecar = SidecarResult::new_run("t", "1n1l2c1t", "eevdf");
+        sidecar.finalize(raw, expect_err);
+        let path = sidecar.write_to_dir(dir).unwrap();
+        RunOutcome {
+            sidecar,
+            sidecar_path: Some(path),
+            console_log: None,
+            collected: Default::default(),
+            engine: crate::engine::EngineReport {
+                exit: crate::engine::GuestExit::Reset,
+                vcpus: 2,
+                cpu_budget: 2,
+                host_cpus: vec![0, 1],
+                kvm_stats: None,
+            },
+            reasons: Vec::new(),
+            checks: Default::default(),
+            boot_to_ready_ms: Some(1),
+            wall_ms: 1,
+        }
+    }
+
+    #[test]
+    fn checks_run_on_expected_failures_and_a_failed_one_fails_the_test() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = TestId {
+            name: "t".into(),
+            preset: None,
+            kernel: None,
+        };
+        let seen = std::rc::Rc::new(std::cell::Cell::new(None));
+        let seen2 = seen.clone();
+        let ok = spec(TestAttrs::DEFAULT).check(move |out| {
+            seen2.set(Some(out.sidecar.expected_failure));
+            Ok(())
+        });
+        let r = finish_run(
+            &id,
+            &ok,
+            finished(dir.path(), Outcome::Fail, true),
+            Instant::now(),
+        );
+        assert_eq!(seen.get(), Some(true), "the check saw the expected failure");
+        assert_eq!(r.outcome, Outcome::Pass);
+        assert!(r.expected_failure);
+
+        let bad = spec(TestAttrs::DEFAULT).check(|_| Err("it failed for the wrong reason".into()));
+        let r = finish_run(
+            &id,
+            &bad,
+            finished(dir.path(), Outcome::Fail, true),
+            Instant::now(),
+        );
+        assert_eq!(r.outcome, Outcome::Fail);
+        assert!(!r.expected_failure);
+        let back = ktstr_sidecar::read_sidecar(r.sidecar_path.as_ref().unwrap()).unwrap();
+        assert!(back.is_fail() && !back.expected_failure);
+        assert!(back
+            .stats
+            .verdict_details
+            .iter()
+            .any(|d| d == "check 1 failed: it failed for the wrong reason"));
+
+        // A failed run (no expect_err) is not checked.
+        let never = spec(TestAttrs::DEFAULT).check(|_| panic!("checked a failed run"));
+        let r = finish_run(
+            &id,
+            &never,
+            finished(dir.path(), Outcome::Fail, false),
+            Instant::now(),
+        );
+        assert_eq!(r.outcome, Outcome::Fail);
+        assert!(r
+            .reasons
+            .iter()
+            .all(|x| !x.contains("checked a failed run")));
+    }
 
     #[test]
     fn qemu_tcg_refuses_apic_ids_past_254() {

@@ -27,7 +27,7 @@
 use std::ffi::OsString;
 use std::io::Write;
 use std::process::Command;
-use std::sync::Once;
+use std::sync::{Mutex, Once};
 
 use ktstr_sidecar::Outcome;
 
@@ -430,8 +430,12 @@ fn resolve_name(
 }
 
 /// Body of the `#[test]` wrapper: run the base variant under libtest (`cargo test`).
-/// Fail and inconclusive panic with the reasons; skip passes and says why.
+/// Fail and inconclusive panic with the reasons; skip passes and says why. libtest runs
+/// tests on parallel threads of one process; their VMs run one at a time, so each guest
+/// gets the host CPUs its budget asks for (nextest runs every variant in its own process,
+/// grouped by its own config).
 pub fn run_libtest(entry: &'static TestEntry) {
+    static ONE_VM_AT_A_TIME: Mutex<()> = Mutex::new(());
     if let Err(e) = check_unique(&registered()) {
         panic!("{e}");
     }
@@ -440,7 +444,13 @@ pub fn run_libtest(entry: &'static TestEntry) {
         preset: None,
         kernel: None,
     };
+    // run_variant turns panics into failures, so the lock is not poisoned in practice;
+    // if it is, it still serialises.
+    let guard = ONE_VM_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let r = run_variant(entry, &id, None);
+    drop(guard);
     match r.outcome {
         Outcome::Pass | Outcome::Skip => println!("{}", r.render()),
         Outcome::Fail | Outcome::Inconclusive => panic!("{}", r.render()),

@@ -266,7 +266,9 @@ impl TestSpec {
 
     /// Add a host-side check, run after a passing run with its result (sidecar already
     /// written). Returning `Err` or panicking (e.g. `assert!`) fails the test and records
-    /// the message in the sidecar's `stats.verdict_details`.
+    /// the message in the sidecar's `stats.verdict_details`. With `expect_err` the checks
+    /// run on the expected failure (`out.checks` and `out.reasons` hold the raw verdict),
+    /// so they can check that the run failed for the right reason.
     pub fn check(mut self, f: impl Fn(&RunOutcome) -> Result<(), String> + 'static) -> Self {
         self.checks.push(Box::new(f));
         self
@@ -469,6 +471,39 @@ mod tests {
     }
 
     #[test]
+    fn the_scheduler_is_configured_through_the_spec() {
+        let c = ctx(TestAttrs {
+            scheduler: "ktstr-stall",
+            ..TestAttrs::DEFAULT
+        });
+        assert_eq!(c.scheduler(), Scheduler::named("ktstr-stall"));
+        let s = c
+            .spec()
+            .scheduler_args(["--stall-after-s", "2"])
+            .watchdog_timeout(Duration::from_secs(3))
+            .watchdog_arg("--timeout-ms")
+            .with_scheduler(|s| s.sysctl("kernel.sched_autogroup_enabled", "0"))
+            .skip_if_scheduler_missing();
+        assert_eq!(
+            s.scheduler,
+            Scheduler::named("ktstr-stall")
+                .args(["--stall-after-s", "2"])
+                .watchdog_timeout(Duration::from_secs(3))
+                .watchdog_arg("--timeout-ms")
+                .sysctl("kernel.sched_autogroup_enabled", "0")
+                .skip_if_missing()
+        );
+        assert!(s.scheduler.skips_if_missing());
+        // A path is named by its file, as the sidecar records it.
+        assert_eq!(
+            c.spec().scheduler("/opt/scx/scx_lavd").scheduler.name(),
+            "scx_lavd"
+        );
+        assert!(c.spec().scheduler("eevdf").scheduler.is_eevdf());
+        assert!(ctx(TestAttrs::DEFAULT).spec().scheduler.is_eevdf());
+    }
+
+    #[test]
     fn validate_names_the_bad_field() {
         let field = |f: fn(TestSpec) -> TestSpec| {
             f(ctx(TestAttrs::DEFAULT).spec())
@@ -491,6 +526,13 @@ mod tests {
             "cpu_budget"
         );
         assert_eq!(field(|s| s.duration(Duration::ZERO)), "duration");
+        assert_eq!(field(|s| s.scheduler(Scheduler::named(""))), "scheduler");
+        // EEVDF (the default) takes no arguments.
+        assert_eq!(field(|s| s.scheduler_args(["-v"])), "scheduler");
+        assert_eq!(
+            field(|s| s.watchdog_timeout(Duration::from_secs(5))),
+            "scheduler"
+        );
         assert_eq!(field(|s| s.sysctl("novalue")), "sysctls");
         assert_eq!(field(|s| s.karg("two words")), "kargs");
         assert_eq!(field(|s| s.workers("w", 0, WorkKind::Spin)), "guest");
