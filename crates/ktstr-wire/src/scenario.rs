@@ -976,14 +976,20 @@ impl Scenario {
             .fold(self.settle_ms, u64::saturating_add)
     }
 
-    /// The primary work type: that of the first cgroup (depth first) that holds workers.
+    /// The primary work type: that of the first cgroup (depth first) that holds workers
+    /// (an empty leaf, which only hosts payloads, has none).
     pub fn primary_work_type(&self) -> Option<&WorkType> {
         fn first(defs: &[CgroupDef]) -> Option<&WorkType> {
             defs.iter().find_map(|d| {
-                if d.nested.is_empty() {
-                    Some(&d.work.work_type)
-                } else {
+                if !d.nested.is_empty() {
                     first(&d.nested)
+                } else if matches!(
+                    d.workers,
+                    WorkerCount::Count(0) | WorkerCount::PercentOfCpus(0)
+                ) {
+                    None
+                } else {
+                    Some(&d.work.work_type)
                 }
             })
         }

@@ -573,6 +573,14 @@ mod tests {
                 .step(step(vec![wait("bench")])),
         );
         s.validate(topo).unwrap();
+        // The worker-less cgroup does not name the work type; `load` does.
+        assert_eq!(s.work_type_name(), "SpinWait");
+        let mut alone = s.clone();
+        if let Some(sc) = alone.scenario.as_mut() {
+            sc.cgroups.truncate(1);
+        }
+        alone.validate(topo).unwrap();
+        assert_eq!(alone.work_type_name(), "none");
 
         // Without a payload in it, an empty cgroup is still an error.
         let mut gone = s.clone();

@@ -81,6 +81,8 @@ pub fn cgroup_plans(spec: &GuestSpec, topology: &Topology) -> Vec<CgroupPlan> {
     }
     sim.plans
         .into_iter()
+        // A cgroup that only hosts payloads has no workers to judge.
+        .filter(|p| p.workers > 0)
         .map(|p| CgroupPlan {
             name: p.name,
             workers: p.workers,
