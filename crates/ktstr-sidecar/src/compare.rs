@@ -8,8 +8,9 @@
 //! inconclusive, and runs whose pass is an `expected_failure`, are counted per side and
 //! left out.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -238,8 +239,9 @@ impl Excluded {
     }
 }
 
-/// (phase, metric name) of a series; whole-run values have phase None.
-pub type SeriesKey = (Option<u16>, String);
+/// (phase, metric name) of a series; whole-run values have phase None. Names are
+/// shared by every pair (see [`Pairing::insert`]).
+pub type SeriesKey = (Option<u16>, Arc<str>);
 
 /// One metric's values on one side.
 #[derive(Debug, Clone, PartialEq)]
@@ -265,7 +267,7 @@ pub struct SideAcc {
     /// phase None), in the order first seen; [`SideAcc::series`] finds one.
     pub series: Vec<(SeriesKey, Series)>,
     /// Position in `series` of each key.
-    index: BTreeMap<SeriesKey, usize>,
+    index: HashMap<SeriesKey, usize>,
     /// The tests' own gates, deduplicated.
     pub assertions: Vec<PerfDeltaAssertionRecord>,
 }
@@ -355,7 +357,12 @@ impl Selected {
 }
 
 impl SideAcc {
-    fn add(&mut self, sel: &Selected, values: Vec<metrics::MetricValue>) {
+    fn add(
+        &mut self,
+        sel: &Selected,
+        values: Vec<metrics::MetricValue>,
+        names: &mut HashSet<Arc<str>>,
+    ) {
         if let Some(k) = &sel.kernel {
             if !self.kernels.contains(k) {
                 self.kernels.insert(k.clone());
@@ -393,12 +400,20 @@ impl SideAcc {
         // most likely belongs to the i-th series, which saves the lookup.
         for (i, v) in values.into_iter().enumerate() {
             if let Some((k, series)) = self.series.get_mut(i) {
-                if k.0 == v.phase && k.1 == v.name {
+                if k.0 == v.phase && *k.1 == *v.name {
                     series.values.push(v.value);
                     continue;
                 }
             }
-            let key = (v.phase, v.name.into_owned());
+            let name = match names.get(v.name.as_ref()) {
+                Some(n) => n.clone(),
+                None => {
+                    let n: Arc<str> = Arc::from(v.name.as_ref());
+                    names.insert(n.clone());
+                    n
+                }
+            };
+            let key = (v.phase, name);
             match self.index.get(&key) {
                 Some(&at) => self.series[at].1.values.push(v.value),
                 None => {
@@ -422,9 +437,9 @@ impl SideAcc {
         self.index.get(key).map(|&i| &self.series[i].1)
     }
 
-    /// Every metric key, sorted.
+    /// Every metric key, in the order first seen.
     pub fn series_keys(&self) -> impl Iterator<Item = &SeriesKey> {
-        self.index.keys()
+        self.series.iter().map(|(k, _)| k)
     }
 
     /// Whether any run of this side was seen (usable or not).
@@ -453,6 +468,8 @@ pub struct Pairing {
     /// Keep per-phase values of every run (otherwise only of runs whose assertions
     /// name a phase).
     pub keep_phases: bool,
+    /// Every metric name seen, stored once for all pairs.
+    names: HashSet<Arc<str>>,
 }
 
 impl Pairing {
@@ -472,11 +489,11 @@ impl Pairing {
         };
         match sel.take {
             [true, true] => {
-                pair.sides[0].add(&sel, values.clone());
-                pair.sides[1].add(&sel, values);
+                pair.sides[0].add(&sel, values.clone(), &mut self.names);
+                pair.sides[1].add(&sel, values, &mut self.names);
             }
-            [true, false] => pair.sides[0].add(&sel, values),
-            [false, true] => pair.sides[1].add(&sel, values),
+            [true, false] => pair.sides[0].add(&sel, values, &mut self.names),
+            [false, true] => pair.sides[1].add(&sel, values, &mut self.names),
             [false, false] => return,
         }
         for (i, t) in sel.take.iter().enumerate() {
@@ -907,10 +924,9 @@ pub fn judge(pairing: &Pairing, opts: JudgeOptions) -> Comparison {
         } else {
             &b.assertions
         };
-        let keys: BTreeSet<&(Option<u16>, String)> =
-            a.series_keys().chain(b.series_keys()).collect();
+        let keys: BTreeSet<&SeriesKey> = a.series_keys().chain(b.series_keys()).collect();
         for k in keys {
-            let (phase, name) = (k.0, &k.1);
+            let (phase, name) = (k.0, &*k.1);
             let (sa, sb) = (a.series(k), b.series(k));
             let Some(spec) = sb.or(sa).map(|s| &s.spec) else {
                 continue;
@@ -950,7 +966,7 @@ pub fn judge(pairing: &Pairing, opts: JudgeOptions) -> Comparison {
             cmp.rows.push(MetricRow {
                 test_name: key.test_name.clone(),
                 variant: variant.clone(),
-                metric: name.clone(),
+                metric: name.to_string(),
                 phase,
                 unit: spec.unit().to_string(),
                 threshold,
