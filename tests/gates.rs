@@ -8,14 +8,15 @@
 //!
 //! Also: an impossible spec is refused before any VM boots.
 
-mod common;
+use ktstr::assert::Gate;
+use ktstr::engine::EngineKind;
+use ktstr::kernel::{KernelOrigin, ResolvedKernel};
+use ktstr::prelude::*;
+use ktstr::test_support::execute::run_request;
+use ktstr::test_support::TestAttrs;
 
-use ktstr::assert::{Assert, Gate};
-use ktstr::scenario::{CgroupDef, CpusetSpec, Hold, Scenario, Step};
-use ktstr_sidecar::Outcome;
-
-const TOPO: &str = "1n2l1c1t";
-const DURATION_MS: u64 = 2400;
+/// 2.4 s of workload (`duration_s` counts whole seconds).
+const DURATION: Duration = Duration::from_millis(2400);
 
 fn confined() -> Scenario {
     Scenario::new()
@@ -32,88 +33,118 @@ fn confined() -> Scenario {
         .step(Step::new("confined", Hold::Fraction(1.0)))
 }
 
-#[test]
-fn confined_cgroup_passes_per_cgroup_fairness_and_isolation() {
-    let Some(prereq) = common::prerequisites() else {
-        return;
-    };
-    let req = common::request("gates_confined_fair", TOPO, confined(), DURATION_MS, prereq);
-    let r = common::run(&req);
-    assert!(r.sidecar.is_pass(), "{}", common::explain(&r));
-    let checks = &r.out.checks;
-    assert_eq!(checks.gate_outcome(Gate::Isolation), Outcome::Pass);
-    assert_eq!(
-        checks.of(Gate::Isolation).count(),
-        2,
-        "both cgroups have a cpuset"
-    );
-    // `free` has one worker, so only `packed` has a spread to judge.
-    assert_eq!(checks.gate_outcome(Gate::Spread), Outcome::Pass);
-    assert_eq!(checks.of(Gate::Spread).count(), 1);
+#[ktstr_test(llcs = 2, cores = 1, memory_mib = 1024)]
+fn gates_confined_fair(ctx: &TestCtx) -> TestSpec {
+    ctx.spec()
+        .scenario(confined())
+        .duration(DURATION)
+        .check(|out: &RunOutcome| {
+            let path = out.sidecar_path.as_ref().expect("a sidecar was written");
+            let sidecar = read_sidecar(path).expect("the sidecar reads back");
+            assert!(sidecar.is_pass(), "{:#?}", sidecar.stats.verdict_details);
+            let checks = &out.checks;
+            assert_eq!(checks.gate_outcome(Gate::Isolation), Outcome::Pass);
+            assert_eq!(
+                checks.of(Gate::Isolation).count(),
+                2,
+                "both cgroups have a cpuset"
+            );
+            // `free` has one worker, so only `packed` has a spread to judge.
+            assert_eq!(checks.gate_outcome(Gate::Spread), Outcome::Pass);
+            assert_eq!(checks.of(Gate::Spread).count(), 1);
 
-    let s = &r.sidecar.stats;
-    let packed = s.cgroup("packed").expect("packed stats");
-    let free = s.cgroup("free").expect("free stats");
-    assert_eq!(packed.cpus_used, [1]);
-    assert_eq!(free.cpus_used, [0]);
-    assert_eq!((packed.num_cpus, free.num_cpus), (1, 1));
-    // Four spinners on one CPU: each waits about three quarters of the time.
-    let off = packed.avg_off_cpu_pct.expect("measured");
-    assert!(off > 50.0, "{packed:#?}");
-    assert!(free.avg_off_cpu_pct.expect("measured") < 25.0, "{free:#?}");
-    // Rates per CPU-second stay comparable although packed got a quarter of the CPU.
-    let (rp, rf) = (
-        packed.ext_metrics["work_rate"],
-        free.ext_metrics["work_rate"],
-    );
-    assert!(rp > 0.5 * rf && rp < 2.0 * rf, "work rates {rp} vs {rf}");
-    eprintln!(
-        "packed: off-CPU {off:.1} %, spread {:?}; free: off-CPU {:?}; rates {rp:.0} / {rf:.0} units per CPU-s",
-        packed.spread, free.avg_off_cpu_pct
-    );
+            let s = &sidecar.stats;
+            let packed = s.cgroup("packed").expect("packed stats");
+            let free = s.cgroup("free").expect("free stats");
+            assert_eq!(packed.cpus_used, [1]);
+            assert_eq!(free.cpus_used, [0]);
+            assert_eq!((packed.num_cpus, free.num_cpus), (1, 1));
+            // Four spinners on one CPU: each waits about three quarters of the time.
+            let off = packed.avg_off_cpu_pct.expect("measured");
+            assert!(off > 50.0, "{packed:#?}");
+            assert!(free.avg_off_cpu_pct.expect("measured") < 25.0, "{free:#?}");
+            // Rates per CPU-second stay comparable although packed got a quarter of the CPU.
+            let (rp, rf) = (
+                packed.ext_metrics["work_rate"],
+                free.ext_metrics["work_rate"],
+            );
+            assert!(rp > 0.5 * rf && rp < 2.0 * rf, "work rates {rp} vs {rf}");
+            eprintln!(
+                "packed: off-CPU {off:.1} %, spread {:?}; free: off-CPU {:?}; rates {rp:.0} / {rf:.0} units per CPU-s",
+                packed.spread, free.avg_off_cpu_pct
+            );
+            Ok(())
+        })
 }
 
-#[test]
-fn scenario_wide_fairness_catches_the_starved_cgroup() {
-    let Some(prereq) = common::prerequisites() else {
-        return;
-    };
-    let mut req = common::request(
-        "gates_confined_unfair",
-        TOPO,
-        confined(),
-        DURATION_MS,
-        prereq,
-    );
-    req.assert = Assert::default().max_scenario_spread_pct(25.0);
-    req.expect_err = true;
-    let r = common::run(&req);
-    // The raw verdict failed, for the right reason only, and expect_err inverted it.
-    let checks = &r.out.checks;
-    assert_eq!(checks.outcome(), Outcome::Fail, "{}", common::explain(&r));
-    let failed: Vec<Gate> = checks
-        .list
-        .iter()
-        .filter(|c| c.outcome == Outcome::Fail)
-        .map(|c| c.gate)
-        .collect();
-    assert_eq!(failed, [Gate::ScenarioSpread], "{}", common::explain(&r));
-    assert_eq!(checks.gate_outcome(Gate::Isolation), Outcome::Pass);
-    assert_eq!(checks.gate_outcome(Gate::Spread), Outcome::Pass);
-    assert!(r.sidecar.is_pass());
-    assert!(r.sidecar.expected_failure);
-    let details = r.sidecar.stats.verdict_details.join("\n");
-    assert!(
-        details.contains("fail [scenario_spread] scenario"),
-        "{details}"
-    );
-    assert!(details.contains("expect_err"), "{details}");
+/// The same run with a scenario-wide fairness limit: it must fail, for that reason only.
+/// `expect_err` inverts the verdict; the check (which runs on the expected failure) looks
+/// at the raw one.
+#[ktstr_test(llcs = 2, cores = 1, memory_mib = 1024, expect_err)]
+fn gates_confined_unfair(ctx: &TestCtx) -> TestSpec {
+    ctx.spec()
+        .scenario(confined())
+        .duration(DURATION)
+        .assert(Assert::default().max_scenario_spread_pct(25.0))
+        .check(|out: &RunOutcome| {
+            let raw = format!("{:#?}", out.reasons);
+            // The raw verdict failed, for the right reason only, and expect_err inverted it.
+            let checks = &out.checks;
+            assert_eq!(checks.outcome(), Outcome::Fail, "{raw}");
+            let failed: Vec<Gate> = checks
+                .list
+                .iter()
+                .filter(|c| c.outcome == Outcome::Fail)
+                .map(|c| c.gate)
+                .collect();
+            assert_eq!(failed, [Gate::ScenarioSpread], "{raw}");
+            assert_eq!(checks.gate_outcome(Gate::Isolation), Outcome::Pass);
+            assert_eq!(checks.gate_outcome(Gate::Spread), Outcome::Pass);
+            let path = out.sidecar_path.as_ref().expect("a sidecar was written");
+            let sidecar = read_sidecar(path).expect("the sidecar reads back");
+            assert!(sidecar.is_pass());
+            assert!(sidecar.expected_failure);
+            let details = sidecar.stats.verdict_details.join("\n");
+            assert!(
+                details.contains("fail [scenario_spread] scenario"),
+                "{details}"
+            );
+            assert!(details.contains("expect_err"), "{details}");
+            Ok(())
+        })
 }
 
+/// A plain `#[test]`: the macro cannot expect a refusal (a spec that cannot run fails
+/// its test before boot whatever `expect_err` says, since nothing ran), so this builds
+/// the spec a `#[ktstr_test(llcs = 2, cores = 1, memory_mib = 1024)]` would and checks
+/// that both the spec check (`run_variant` calls it first) and the runner refuse it. No
+/// kernel or engine is needed: refusal comes first.
 #[test]
 fn impossible_spec_is_refused_before_boot() {
-    // No kernel or engine needed: validation comes first.
-    let kernel = ktstr::kernel::ResolvedKernel {
+    let attrs = TestAttrs {
+        llcs: 2,
+        cores: 1,
+        memory_mib: Some(1024),
+        ..TestAttrs::DEFAULT
+    };
+    let ctx = TestCtx::new(
+        "gates_impossible",
+        Variant::Base,
+        attrs.topology().unwrap(),
+        attrs,
+    );
+    let outside = Scenario::new()
+        .cgroup(CgroupDef::new("a").cpuset(CpusetSpec::Cpus(vec![7])))
+        .step(Step::new("s", Hold::Fraction(1.0)));
+    let spec = ctx.spec().scenario(outside).duration(DURATION);
+
+    let e = spec.validate().expect_err("the spec check refuses it");
+    assert_eq!(e.field, "guest");
+    let msg = e.to_string();
+    assert!(msg.contains("scenario.cgroups[0].cpuset"), "{msg}");
+    assert!(msg.contains("CPU 7 is outside the topology"), "{msg}");
+
+    let kernel = ResolvedKernel {
         image: "/nonexistent/bzImage".into(),
         release: "none".into(),
         config: None,
@@ -121,19 +152,10 @@ fn impossible_spec_is_refused_before_boot() {
         source_tree: None,
         cache_key: None,
         metadata: None,
-        origin: ktstr::kernel::KernelOrigin::Explicit,
+        origin: KernelOrigin::Explicit,
     };
-    let outside = Scenario::new()
-        .cgroup(CgroupDef::new("a").cpuset(CpusetSpec::Cpus(vec![7])))
-        .step(Step::new("s", Hold::Fraction(1.0)));
-    let req = common::request(
-        "gates_impossible",
-        TOPO,
-        outside,
-        DURATION_MS,
-        (kernel, ktstr::engine::EngineKind::QemuTcg),
-    );
-    let e = ktstr::runner::run(&req).expect_err("an impossible spec is refused");
+    let req = run_request(&spec, kernel, EngineKind::QemuTcg);
+    let e = ktstr::runner::run(&req).expect_err("the runner refuses it too");
     let msg = format!("{e:#}");
     assert!(msg.contains("scenario.cgroups[0].cpuset"), "{msg}");
     assert!(msg.contains("CPU 7 is outside the topology"), "{msg}");

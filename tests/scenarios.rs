@@ -3,24 +3,21 @@
 //! per-cgroup numbers, one start and one end event per step, monitor samples and every
 //! periodic snapshot it asked for.
 //!
-//! Each scenario runs 2.4 s of workload on `1n2l1c1t` (two CPUs in two LLCs, so the LLC
-//! and cpuset scenarios have something to split). VMs boot one at a time.
+//! Each scenario runs 2.4 s of workload (set by [`canned`]: `duration_s` counts whole
+//! seconds) on `1n2l1c1t` (two CPUs in two LLCs, so the LLC and cpuset scenarios have
+//! something to split). nextest lists them as `ktstr/canned_{scenario}`; under
+//! `cargo test` their VMs boot one at a time.
 
-mod common;
+use ktstr::prelude::*;
 
-use ktstr::scenario::{topo_size, Scenario};
-use ktstr_sidecar::SidecarResult;
-use ktstr_vmm::Topology;
-
-const TOPO: &str = "1n2l1c1t";
 const DURATION_MS: u64 = 2400;
+/// `num_snapshots` of every test below.
 const SNAPSHOTS: u32 = 2;
 
-/// Run the canned scenario `name` and check its sidecar; returns it for more checks.
-fn canned(name: &str) -> Option<SidecarResult> {
-    let prereq = common::prerequisites()?;
-    let topo: Topology = TOPO.parse().unwrap();
-    let (_, scenario) = Scenario::canned(topo_size(&topo), DURATION_MS)
+/// The canned scenario `name` on this variant's topology, with a host-side check of its
+/// sidecar (read back from disk) that ends with `more`, the scenario's own checks.
+fn canned(ctx: &TestCtx, name: &'static str, more: fn(&SidecarResult)) -> TestSpec {
+    let (_, scenario) = Scenario::canned(ctx.topo_size(), DURATION_MS)
         .into_iter()
         .find(|(n, _)| *n == name)
         .expect("a canned scenario of that name");
@@ -29,17 +26,21 @@ fn canned(name: &str) -> Option<SidecarResult> {
         .primary_work_type()
         .expect("canned scenarios have workers")
         .name();
-    let mut req = common::request(
-        &format!("canned_{name}"),
-        TOPO,
-        scenario,
-        DURATION_MS,
-        prereq,
-    );
-    req.spec.num_snapshots = SNAPSHOTS;
-    let r = common::run(&req);
-    let s = &r.sidecar;
-    assert!(s.is_pass(), "{name} did not pass: {}", common::explain(&r));
+    ctx.spec()
+        .scenario(scenario)
+        .duration(Duration::from_millis(DURATION_MS))
+        .check(move |out: &RunOutcome| {
+            let path = out.sidecar_path.as_ref().expect("a sidecar was written");
+            let s = read_sidecar(path).expect("the sidecar reads back");
+            check_sidecar(name, &s, steps, work_type);
+            more(&s);
+            Ok(())
+        })
+}
+
+/// What every canned scenario's sidecar must hold.
+fn check_sidecar(name: &str, s: &SidecarResult, steps: usize, work_type: &str) {
+    assert!(s.is_pass(), "{name}: {:#?}", s.stats.verdict_details);
     assert!(!s.expected_failure);
     assert_eq!(s.work_type, work_type);
 
@@ -110,81 +111,75 @@ fn canned(name: &str) -> Option<SidecarResult> {
         s.stats.worst_gap_ms,
         s.stats.worst_spread
     );
-    Some(r.sidecar)
 }
 
-#[test]
-fn steady() {
-    canned("steady");
+#[ktstr_test(llcs = 2, cores = 1, memory_mib = 1024, num_snapshots = 2)]
+fn canned_steady(ctx: &TestCtx) -> TestSpec {
+    canned(ctx, "steady", |_| {})
 }
 
-#[test]
-fn steady_llc() {
-    let Some(s) = canned("steady_llc") else {
-        return;
-    };
-    // One cgroup per LLC, each kept on its own CPU.
-    for (i, cg) in s.stats.cgroups.iter().enumerate() {
-        assert_eq!(cg.name, format!("llc{i}"));
-        assert_eq!(cg.cpus_used, [i as u32], "{cg:#?}");
-    }
+#[ktstr_test(llcs = 2, cores = 1, memory_mib = 1024, num_snapshots = 2)]
+fn canned_steady_llc(ctx: &TestCtx) -> TestSpec {
+    canned(ctx, "steady_llc", |s| {
+        // One cgroup per LLC, each kept on its own CPU.
+        for (i, cg) in s.stats.cgroups.iter().enumerate() {
+            assert_eq!(cg.name, format!("llc{i}"));
+            assert_eq!(cg.cpus_used, [i as u32], "{cg:#?}");
+        }
+    })
 }
 
-#[test]
-fn oversubscribed() {
-    let Some(s) = canned("oversubscribed") else {
-        return;
-    };
-    // Four spinners per CPU: every one of them waited for a CPU.
-    for cg in &s.stats.cgroups {
-        assert!(cg.min_off_cpu_pct.is_some_and(|p| p > 20.0), "{cg:#?}");
-    }
+#[ktstr_test(llcs = 2, cores = 1, memory_mib = 1024, num_snapshots = 2)]
+fn canned_oversubscribed(ctx: &TestCtx) -> TestSpec {
+    canned(ctx, "oversubscribed", |s| {
+        // Four spinners per CPU: every one of them waited for a CPU.
+        for cg in &s.stats.cgroups {
+            assert!(cg.min_off_cpu_pct.is_some_and(|p| p > 20.0), "{cg:#?}");
+        }
+    })
 }
 
-#[test]
-fn cpuset_change() {
-    canned("cpuset_change");
+#[ktstr_test(llcs = 2, cores = 1, memory_mib = 1024, num_snapshots = 2)]
+fn canned_cpuset_change(ctx: &TestCtx) -> TestSpec {
+    canned(ctx, "cpuset_change", |_| {})
 }
 
-#[test]
-fn cgroup_churn() {
-    let Some(s) = canned("cgroup_churn") else {
-        return;
-    };
-    let names: Vec<&str> = s.stats.cgroups.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["cg0", "cg1", "cg2"]);
+#[ktstr_test(llcs = 2, cores = 1, memory_mib = 1024, num_snapshots = 2)]
+fn canned_cgroup_churn(ctx: &TestCtx) -> TestSpec {
+    canned(ctx, "cgroup_churn", |s| {
+        let names: Vec<&str> = s.stats.cgroups.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["cg0", "cg1", "cg2"]);
+    })
 }
 
-#[test]
-fn affinity_change() {
-    canned("affinity_change");
+#[ktstr_test(llcs = 2, cores = 1, memory_mib = 1024, num_snapshots = 2)]
+fn canned_affinity_change(ctx: &TestCtx) -> TestSpec {
+    canned(ctx, "affinity_change", |_| {})
 }
 
-#[test]
-fn mixed_workloads() {
-    let Some(s) = canned("mixed_workloads") else {
-        return;
-    };
-    // The latency work types measured what they claim.
-    for name in ["pipe", "futex"] {
-        let cg = s.stats.cgroup(name).expect(name);
-        assert!(cg.p99_wake_latency_us.is_some_and(|x| x > 0.0), "{cg:#?}");
-    }
-    for name in ["timer", "bursty"] {
-        let cg = s.stats.cgroup(name).expect(name);
-        assert!(cg.p99_timer_latency_us.is_some(), "{cg:#?}");
-    }
-    assert!(s
-        .stats
-        .cgroup("spin")
-        .is_some_and(|c| c.p99_wake_latency_us.is_none()));
+#[ktstr_test(llcs = 2, cores = 1, memory_mib = 1024, num_snapshots = 2)]
+fn canned_mixed_workloads(ctx: &TestCtx) -> TestSpec {
+    canned(ctx, "mixed_workloads", |s| {
+        // The latency work types measured what they claim.
+        for name in ["pipe", "futex"] {
+            let cg = s.stats.cgroup(name).expect(name);
+            assert!(cg.p99_wake_latency_us.is_some_and(|x| x > 0.0), "{cg:#?}");
+        }
+        for name in ["timer", "bursty"] {
+            let cg = s.stats.cgroup(name).expect(name);
+            assert!(cg.p99_timer_latency_us.is_some(), "{cg:#?}");
+        }
+        assert!(s
+            .stats
+            .cgroup("spin")
+            .is_some_and(|c| c.p99_wake_latency_us.is_none()));
+    })
 }
 
-#[test]
-fn nested_steady() {
-    let Some(s) = canned("nested_steady") else {
-        return;
-    };
-    let names: Vec<&str> = s.stats.cgroups.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["outer/heavy", "outer/light"]);
+#[ktstr_test(llcs = 2, cores = 1, memory_mib = 1024, num_snapshots = 2)]
+fn canned_nested_steady(ctx: &TestCtx) -> TestSpec {
+    canned(ctx, "nested_steady", |s| {
+        let names: Vec<&str> = s.stats.cgroups.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["outer/heavy", "outer/light"]);
+    })
 }
