@@ -21,10 +21,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use ktstr::payload::{Check, Payload};
+use ktstr::prelude::PayloadCheck as Check;
 use ktstr::prelude::*;
 use ktstr_sidecar::detail::SidecarDetail;
-use ktstr_sidecar::{load_pool, Polarity};
+use ktstr_sidecar::load_pool;
 use ktstr_wire::msg::PayloadResult;
 
 /// The program's host path, or None (after saying why) when it is not installed.

@@ -2,10 +2,11 @@
 
 pub use crate::assert::Assert;
 pub use crate::ktstr_test;
+pub use crate::payload::{Check as PayloadCheck, Payload};
 pub use crate::runner::RunOutcome;
 pub use crate::scheduler::Scheduler;
 pub use crate::test_support::{TestCtx, TestSpec, Variant};
-pub use ktstr_sidecar::{read_sidecar, Outcome, SidecarResult};
+pub use ktstr_sidecar::{read_sidecar, Outcome, Polarity, SidecarResult};
 pub use ktstr_vmm::Topology;
 pub use ktstr_wire::scenario::{
     CgroupDef, CpusetSpec, Hold, Op, Scenario, Step, WorkSpec, WorkType, WorkerCount,
