@@ -28,9 +28,11 @@ pub const NO_SKIP_ENV: &str = "KTSTR_NO_SKIP";
 /// this file, so the run's summary reads exactly the sidecars of this run.
 pub const MANIFEST_ENV: &str = "KTSTR_RUN_MANIFEST";
 
-/// Highest x2APIC id qemu can give a TCG guest: ids of 255 and up need KVM's in-kernel
-/// irqchip with the X2APIC API ("current -smp configuration requires kernel irqchip").
-pub const QEMU_TCG_MAX_APIC_ID: u32 = 254;
+/// Widest guest the qemu-tcg engine runs. Measured here: a 32-vCPU Debian guest under
+/// multi-threaded TCG oopses on an int3 while the kernel patches its own code
+/// (`update_sd_lb_stats`), and a 128-vCPU one never reaches `/init` within 90 s. (qemu
+/// also refuses APIC ids of 255 and up without KVM's irqchip; 16 vCPUs stay far below.)
+pub const QEMU_TCG_MAX_VCPUS: u32 = 16;
 
 /// How one variant ended.
 #[derive(Debug, Clone)]
@@ -195,11 +197,10 @@ pub fn engine_skip_reason(
     memory_mib: u64,
     host_memory_mib: Option<u64>,
 ) -> Option<String> {
-    if engine == EngineKind::QemuTcg && topology.max_apic_id() > QEMU_TCG_MAX_APIC_ID {
+    if engine == EngineKind::QemuTcg && topology.vcpus() > QEMU_TCG_MAX_VCPUS {
         return Some(format!(
-            "topology {topology} ({} vCPUs, highest APIC id {}) is larger than the qemu-tcg engine supports (APIC ids up to {QEMU_TCG_MAX_APIC_ID}); run it on a host with hardware KVM",
-            topology.vcpus(),
-            topology.max_apic_id()
+            "topology {topology} has {} vCPUs; the qemu-tcg engine runs at most {QEMU_TCG_MAX_VCPUS} (wider guests crash or stall under emulation); run it on a host with hardware KVM",
+            topology.vcpus()
         ));
     }
     if let Some(host) = host_memory_mib {
@@ -521,19 +522,16 @@ mod tests {
     }
 
     #[test]
-    fn qemu_tcg_refuses_apic_ids_past_254() {
-        let ok: Topology = "2n8l8c2t".parse().unwrap();
+    fn qemu_tcg_skips_guests_wider_than_16_vcpus() {
+        let ok: Topology = "2n2l4c2t".parse().unwrap();
         assert_eq!(
             engine_skip_reason(EngineKind::QemuTcg, &ok, 8192, Some(24_000)),
             None
         );
-        let big: Topology = "1n16l16c1t".parse().unwrap();
+        let big: Topology = "2n8l8c2t".parse().unwrap();
         let why = engine_skip_reason(EngineKind::QemuTcg, &big, 512, None).unwrap();
-        assert!(
-            why.contains("larger than the qemu-tcg engine supports"),
-            "{why}"
-        );
-        assert!(why.contains("256 vCPUs"), "{why}");
+        assert!(why.contains("runs at most 16"), "{why}");
+        assert!(why.contains("128 vCPUs"), "{why}");
         // The kvm engine presents any topology the VMM accepts.
         assert_eq!(engine_skip_reason(EngineKind::Kvm, &big, 512, None), None);
     }
