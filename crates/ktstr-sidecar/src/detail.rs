@@ -41,6 +41,16 @@ pub struct VcpuKvm {
     pub exits_per_sec: Option<f64>,
 }
 
+/// One payload invocation: which, how it ended, how many metrics it gave.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PayloadRunLine {
+    pub index: u32,
+    pub payload: String,
+    /// Negative: killed by that signal.
+    pub exit_code: i32,
+    pub metrics: usize,
+}
+
 /// Everything `stats show` says about one sidecar.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SidecarDetail {
@@ -56,6 +66,10 @@ pub struct SidecarDetail {
     /// Scenario length in seconds, when the sidecar says.
     pub scenario_secs: Option<f64>,
     pub verdict_details: Vec<String>,
+    /// The primary payload (the sidecar's `payload`).
+    pub payload: Option<String>,
+    /// Every payload invocation, failed ones too.
+    pub payload_runs: Vec<PayloadRunLine>,
     pub metrics: Vec<MetricLine>,
     pub monitor: Option<MonitorSummary>,
     /// One entry per vCPU, then the sum over all vCPUs; empty without KVM counters.
@@ -77,6 +91,17 @@ impl SidecarDetail {
             variant_hash: s.variant_hash_hex(),
             scenario_secs: secs,
             verdict_details: s.stats.verdict_details.clone(),
+            payload: s.payload.clone(),
+            payload_runs: s
+                .metrics
+                .iter()
+                .map(|m| PayloadRunLine {
+                    index: m.payload_index,
+                    payload: m.payload.clone(),
+                    exit_code: m.exit_code,
+                    metrics: m.metrics.len(),
+                })
+                .collect(),
             metrics: metrics::extract(s).iter().map(line).collect(),
             monitor: s.monitor.clone(),
             kvm_per_vcpu: s
@@ -123,6 +148,32 @@ impl SidecarDetail {
             r.cleanup_duration_ms
                 .map_or("-".into(), |ms| format!("{ms} ms"))
         );
+        if !self.payload_runs.is_empty() || self.payload.is_some() {
+            let _ = writeln!(
+                o,
+                "\npayloads: {} invocations (primary: {})",
+                self.payload_runs.len(),
+                self.payload.as_deref().unwrap_or("-")
+            );
+            let rows: Vec<Vec<String>> = self
+                .payload_runs
+                .iter()
+                .map(|p| {
+                    vec![
+                        format!("#{}", p.index),
+                        p.payload.clone(),
+                        p.exit_code.to_string(),
+                        p.metrics.to_string(),
+                    ]
+                })
+                .collect();
+            if !rows.is_empty() {
+                o.push_str(&indent(&table(
+                    &["RUN", "PAYLOAD", "EXIT", "METRICS"],
+                    &rows,
+                )));
+            }
+        }
         if !self.verdict_details.is_empty() {
             o.push_str("\nverdict details:\n");
             for d in &self.verdict_details {
@@ -347,6 +398,22 @@ mod tests {
         );
         assert!(text.contains("cgroup[cg1].p99_wake_latency_us"));
         assert!(text.contains("payload[schbench].rps"));
+        let runs: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("payloads: "))
+            .take(3)
+            .collect();
+        assert_eq!(runs.len(), 3, "{text}");
+        assert!(runs[0].contains("(primary: schbench)"), "{text}");
+        assert!(
+            runs[2].split_whitespace().eq([
+                "#0",
+                "schbench",
+                "0",
+                &d.payload_runs[0].metrics.to_string()
+            ]),
+            "{text}"
+        );
         assert!(text.contains("per-phase values"));
         assert!(text.lines().all(|l| !l.ends_with(' ')));
 
