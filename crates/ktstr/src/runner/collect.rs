@@ -279,6 +279,27 @@ mod tests {
     }
 
     #[test]
+    fn payload_results_are_kept_in_arrival_order() {
+        let r = |name: &str, invocation| {
+            GuestMsg::PayloadResult(PayloadResult {
+                name: name.into(),
+                invocation,
+                exit_code: -9,
+                stdout: "Time: 1.5\n".into(),
+                ..Default::default()
+            })
+        };
+        let d = roundtrip(&[r("fg", 1), r("bg", 0)], &[]);
+        let got: Vec<(&str, u32, i32)> = d
+            .payload_results
+            .iter()
+            .map(|p| (p.name.as_str(), p.invocation, p.exit_code))
+            .collect();
+        assert_eq!(got, [("fg", 1, -9), ("bg", 0, -9)]);
+        assert_eq!(d.payload_results[0].stdout, "Time: 1.5\n");
+    }
+
+    #[test]
     fn bad_json_and_unknown_kinds_are_recorded_not_fatal() {
         let (d, stats) = roundtrip_with_stats(
             &[],
