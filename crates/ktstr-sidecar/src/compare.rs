@@ -8,8 +8,8 @@
 //! inconclusive, and runs whose pass is an `expected_failure`, are counted per side and
 //! left out.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -240,22 +240,34 @@ impl Excluded {
 }
 
 /// (phase, metric name) of a series; whole-run values have phase None. Names are
-/// shared by every pair (see [`Pairing::insert`]).
+/// shared copies (see [`metrics::intern`]).
 pub type SeriesKey = (Option<u16>, Arc<str>);
 
-/// One metric's values on one side.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Series {
-    pub spec: MetricSpec,
-    /// One value per run that reported it, in pool order.
-    pub values: Vec<f64>,
+/// One side's values of every metric, grouped by metric ([`SideAcc::columns`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Columns {
+    values: Vec<f64>,
+    /// Metric `i` has `values[offsets[i]..offsets[i + 1]]`.
+    offsets: Vec<usize>,
+}
+
+impl Columns {
+    /// The values of the metric at position `i` of [`SideAcc::metrics`], in run order.
+    pub fn get(&self, i: usize) -> &[f64] {
+        match (self.offsets.get(i), self.offsets.get(i + 1)) {
+            (Some(&a), Some(&b)) => &self.values[a..b],
+            _ => &[],
+        }
+    }
 }
 
 /// Everything one side holds of one pair.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SideAcc {
-    /// Runs that entered the numbers: (run id, file).
-    pub runs: Vec<(String, PathBuf)>,
+    /// Runs that entered the numbers.
+    pub runs: usize,
+    /// Their run ids, one per line (one buffer, not one allocation per run).
+    pub run_ids: String,
     pub excluded: Excluded,
     pub kernels: BTreeSet<String>,
     pub commits: BTreeSet<String>,
@@ -263,11 +275,14 @@ pub struct SideAcc {
     pub topologies: BTreeSet<String>,
     /// Real variant hashes (hex) of the runs.
     pub variant_hashes: BTreeSet<String>,
-    /// Every metric's values, keyed by (phase, metric name) (whole-run values have
-    /// phase None), in the order first seen; [`SideAcc::series`] finds one.
-    pub series: Vec<(SeriesKey, Series)>,
-    /// Position in `series` of each key.
+    /// Every metric seen, keyed by (phase, metric name) (whole-run values have phase
+    /// None), in the order first seen.
+    pub metrics: Vec<(SeriesKey, MetricSpec)>,
+    /// Position in `metrics` of each key.
     index: HashMap<SeriesKey, usize>,
+    /// Every value of every run, as (position in `metrics`, value), in run order: one
+    /// buffer per side rather than one per metric keeps a big comparison's heap small.
+    samples: Vec<(u32, f64)>,
     /// The tests' own gates, deduplicated.
     pub assertions: Vec<PerfDeltaAssertionRecord>,
 }
@@ -298,17 +313,15 @@ pub struct Selected {
     assertions: Vec<PerfDeltaAssertionRecord>,
     exclusion: Option<Exclusion>,
     run_id: String,
-    path: PathBuf,
     values: Vec<metrics::MetricValue>,
 }
 
 impl Selected {
-    /// Select `s` (found at `path`, offered to the sides in `mask`): None when no side
+    /// Select `s` (offered to the sides in `mask`): None when no side
     /// takes it. Metrics are extracted only for runs that enter the numbers, per phase
     /// only with `phases` or when the test's assertions name a phase.
     pub fn of(
         s: SidecarResult,
-        path: &Path,
         mask: u8,
         sides: &[Filter; 2],
         contrast: Contrast,
@@ -350,19 +363,13 @@ impl Selected {
             assertions: s.perf_delta_assertions,
             exclusion,
             run_id: s.run_id,
-            path: path.to_path_buf(),
             values,
         })
     }
 }
 
 impl SideAcc {
-    fn add(
-        &mut self,
-        sel: &Selected,
-        values: Vec<metrics::MetricValue>,
-        names: &mut HashSet<Arc<str>>,
-    ) {
+    fn add(&mut self, sel: &Selected, values: Vec<metrics::MetricValue>) {
         if let Some(k) = &sel.kernel {
             if !self.kernels.contains(k) {
                 self.kernels.insert(k.clone());
@@ -395,56 +402,68 @@ impl SideAcc {
             Some(Exclusion::Inconclusive) => return excluded.inconclusive += 1,
             None => {}
         }
-        self.runs.push((sel.run_id.clone(), sel.path.clone()));
+        self.runs += 1;
+        self.run_ids.push_str(&sel.run_id);
+        self.run_ids.push('\n');
+        if self.metrics.is_empty() {
+            // Sized by the first run, in one allocation each.
+            self.metrics.reserve_exact(values.len());
+            self.index.reserve(values.len());
+        }
+        self.samples.reserve(values.len());
         // Runs of one variant report the same metrics in the same order: the i-th value
-        // most likely belongs to the i-th series, which saves the lookup.
+        // most likely belongs to the i-th metric, which saves the lookup.
         for (i, v) in values.into_iter().enumerate() {
-            if let Some((k, series)) = self.series.get_mut(i) {
-                if k.0 == v.phase && *k.1 == *v.name {
-                    series.values.push(v.value);
+            if let Some((k, _)) = self.metrics.get(i) {
+                if k.0 == v.phase && (Arc::ptr_eq(&k.1, &v.name) || *k.1 == *v.name) {
+                    self.samples.push((i as u32, v.value));
                     continue;
                 }
             }
-            let name = match names.get(v.name.as_ref()) {
-                Some(n) => n.clone(),
+            let key = (v.phase, v.name);
+            let at = match self.index.get(&key) {
+                Some(&at) => at,
                 None => {
-                    let n: Arc<str> = Arc::from(v.name.as_ref());
-                    names.insert(n.clone());
-                    n
+                    self.index.insert(key.clone(), self.metrics.len());
+                    self.metrics.push((key, v.spec));
+                    self.metrics.len() - 1
                 }
             };
-            let key = (v.phase, name);
-            match self.index.get(&key) {
-                Some(&at) => self.series[at].1.values.push(v.value),
-                None => {
-                    let mut values = Vec::with_capacity(8);
-                    values.push(v.value);
-                    self.index.insert(key.clone(), self.series.len());
-                    self.series.push((
-                        key,
-                        Series {
-                            spec: v.spec,
-                            values,
-                        },
-                    ));
-                }
-            }
+            self.samples.push((at as u32, v.value));
         }
     }
 
-    /// The values of one metric.
-    pub fn series(&self, key: &SeriesKey) -> Option<&Series> {
-        self.index.get(key).map(|&i| &self.series[i].1)
+    /// Position in [`SideAcc::metrics`] of a metric.
+    pub fn position(&self, key: &SeriesKey) -> Option<usize> {
+        self.index.get(key).copied()
     }
 
     /// Every metric key, in the order first seen.
     pub fn series_keys(&self) -> impl Iterator<Item = &SeriesKey> {
-        self.series.iter().map(|(k, _)| k)
+        self.metrics.iter().map(|(k, _)| k)
+    }
+
+    /// The values grouped by metric (a counting sort of the samples; run order kept).
+    pub fn columns(&self) -> Columns {
+        let mut offsets = vec![0usize; self.metrics.len() + 1];
+        for &(i, _) in &self.samples {
+            offsets[i as usize + 1] += 1;
+        }
+        for i in 1..offsets.len() {
+            offsets[i] += offsets[i - 1];
+        }
+        let mut next = offsets.clone();
+        let mut values = vec![0.0; self.samples.len()];
+        for &(i, v) in &self.samples {
+            values[next[i as usize]] = v;
+            next[i as usize] += 1;
+        }
+        Columns { values, offsets }
     }
 
     /// Whether any run of this side was seen (usable or not).
     pub fn seen(&self) -> bool {
-        !self.runs.is_empty() || self.excluded.total() > 0
+        self.runs > 0 || self.excluded.total() > 0
     }
 }
 
@@ -468,8 +487,6 @@ pub struct Pairing {
     /// Keep per-phase values of every run (otherwise only of runs whose assertions
     /// name a phase).
     pub keep_phases: bool,
-    /// Every metric name seen, stored once for all pairs.
-    names: HashSet<Arc<str>>,
 }
 
 impl Pairing {
@@ -489,11 +506,11 @@ impl Pairing {
         };
         match sel.take {
             [true, true] => {
-                pair.sides[0].add(&sel, values.clone(), &mut self.names);
-                pair.sides[1].add(&sel, values, &mut self.names);
+                pair.sides[0].add(&sel, values.clone());
+                pair.sides[1].add(&sel, values);
             }
-            [true, false] => pair.sides[0].add(&sel, values, &mut self.names),
-            [false, true] => pair.sides[1].add(&sel, values, &mut self.names),
+            [true, false] => pair.sides[0].add(&sel, values),
+            [false, true] => pair.sides[1].add(&sel, values),
             [false, false] => return,
         }
         for (i, t) in sel.take.iter().enumerate() {
@@ -502,15 +519,8 @@ impl Pairing {
     }
 
     /// Add one sidecar; `mask` says which sides may take it.
-    pub fn add(
-        &mut self,
-        s: &SidecarResult,
-        path: &Path,
-        mask: u8,
-        sides: &[Filter; 2],
-        contrast: Contrast,
-    ) {
-        if let Some(sel) = Selected::of(s.clone(), path, mask, sides, contrast, self.keep_phases) {
+    pub fn add(&mut self, s: &SidecarResult, mask: u8, sides: &[Filter; 2], contrast: Contrast) {
+        if let Some(sel) = Selected::of(s.clone(), mask, sides, contrast, self.keep_phases) {
             self.insert(sel);
         }
     }
@@ -538,21 +548,21 @@ pub fn pair_listing(
         errors: Vec<SidecarError>,
         files: usize,
     }
-    scan::fold_merge(
+    // Every run of one variant in a row: its accumulator stays in the cache while its
+    // runs are filed (in directory order, the pool's pairs would be visited round-robin
+    // and a big pool would miss the cache on every file).
+    let files = listing.files_by_name();
+    scan::fold_merge_files(
         listing,
+        &files,
         threads,
         Chunk::default,
-        |acc: &mut Chunk, f: &SidecarFile, r: Result<SidecarResult>| {
+        |acc: &mut Chunk, f: &SidecarFile, _: &Path, r: Result<SidecarResult>| {
             acc.files += 1;
             match r {
-                Ok(s) => acc.selected.extend(Selected::of(
-                    s,
-                    &f.path,
-                    f.mask,
-                    sides,
-                    contrast,
-                    opts.phases,
-                )),
+                Ok(s) => acc
+                    .selected
+                    .extend(Selected::of(s, f.mask, sides, contrast, opts.phases)),
                 Err(e) => acc.errors.push(e),
             }
         },
@@ -795,14 +805,14 @@ pub struct SideInfo {
 impl SideInfo {
     fn of(s: &SideAcc) -> SideInfo {
         SideInfo {
-            runs: s.runs.len(),
+            runs: s.runs,
             excluded: s.excluded,
             kernels: s.kernels.iter().cloned().collect(),
             commits: s.commits.iter().cloned().collect(),
             schedulers: s.schedulers.iter().cloned().collect(),
             topologies: s.topologies.iter().cloned().collect(),
             variant_hashes: s.variant_hashes.iter().cloned().collect(),
-            run_ids: s.runs.iter().map(|r| r.0.clone()).collect(),
+            run_ids: s.run_ids.lines().map(str::to_string).collect(),
         }
     }
 }
@@ -883,9 +893,9 @@ pub fn judge(pairing: &Pairing, opts: JudgeOptions) -> Comparison {
         let status = match (a.seen(), b.seen()) {
             (true, false) => PairStatus::OnlyA,
             (false, _) => PairStatus::OnlyB,
-            _ if a.runs.is_empty() && b.runs.is_empty() => PairStatus::NoUsable,
-            _ if a.runs.is_empty() => PairStatus::NoUsableA,
-            _ if b.runs.is_empty() => PairStatus::NoUsableB,
+            _ if a.runs == 0 && b.runs == 0 => PairStatus::NoUsable,
+            _ if a.runs == 0 => PairStatus::NoUsableA,
+            _ if b.runs == 0 => PairStatus::NoUsableB,
             _ => PairStatus::Compared,
         };
         let c = &mut cmp.counts;
@@ -925,11 +935,14 @@ pub fn judge(pairing: &Pairing, opts: JudgeOptions) -> Comparison {
             &b.assertions
         };
         let keys: BTreeSet<&SeriesKey> = a.series_keys().chain(b.series_keys()).collect();
+        let (cols_a, cols_b) = (a.columns(), b.columns());
         for k in keys {
             let (phase, name) = (k.0, &*k.1);
-            let (sa, sb) = (a.series(k), b.series(k));
-            let Some(spec) = sb.or(sa).map(|s| &s.spec) else {
-                continue;
+            let (pa, pb) = (a.position(k), b.position(k));
+            let spec = match (pa, pb) {
+                (_, Some(i)) => &b.metrics[i].1,
+                (Some(i), None) => &a.metrics[i].1,
+                (None, None) => continue,
             };
             let asserted = assertions
                 .iter()
@@ -938,8 +951,8 @@ pub fn judge(pairing: &Pairing, opts: JudgeOptions) -> Comparison {
                 continue;
             }
             let threshold = Threshold::resolve(spec, name, phase, assertions);
-            let av = sa.map_or(&[][..], |s| &s.values[..]);
-            let bv = sb.map_or(&[][..], |s| &s.values[..]);
+            let av = pa.map_or(&[][..], |i| cols_a.get(i));
+            let bv = pb.map_or(&[][..], |i| cols_b.get(i));
             let (sum_a, sum_b) = (Summary::of(av), Summary::of(bv));
             let judgement = match (&sum_a, &sum_b) {
                 (Some(x), Some(y)) => Some(judge_series(x, y, av, bv, &threshold)),
@@ -1104,14 +1117,8 @@ mod tests {
     fn pairing(runs: &[SidecarResult], sides: &[Filter; 2]) -> Pairing {
         let c = Contrast::of(&sides[0], &sides[1]);
         let mut p = Pairing::default();
-        for (i, s) in runs.iter().enumerate() {
-            p.add(
-                s,
-                std::path::Path::new(&format!("/r/{i}.ktstr.json")),
-                SIDE_A | SIDE_B,
-                sides,
-                c,
-            );
+        for s in runs {
+            p.add(s, SIDE_A | SIDE_B, sides, c);
         }
         p
     }

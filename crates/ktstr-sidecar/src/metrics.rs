@@ -14,8 +14,9 @@
 //! (`work_units` instead of `work_rate`, `kvm.exits_per_vcpu` instead of
 //! `kvm.exits_per_vcpu_sec`), which compares fairly between runs of one test.
 
-use std::borrow::Cow;
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::fmt::{self, Write as _};
 use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
@@ -167,7 +168,8 @@ impl MetricSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricValue {
     /// Concrete name (`cgroup[cg0].p99_wake_latency_us`).
-    pub name: Cow<'static, str>,
+    /// Shared between values of the same name (see [`intern`]).
+    pub name: Arc<str>,
     /// Phase (0 = baseline, k = step k); None for the whole run.
     pub phase: Option<u16>,
     pub value: f64,
@@ -213,79 +215,34 @@ pub fn extract_with(s: &SidecarResult, phases: bool) -> Vec<MetricValue> {
     let st = &s.stats;
 
     match secs {
-        Some(secs) => out.push("work_rate", "work_rate", st.total_iterations as f64 / secs),
-        None => out.push("work_units", "work_units", st.total_iterations as f64),
+        Some(secs) => out.stat("work_rate", st.total_iterations as f64 / secs),
+        None => out.stat("work_units", st.total_iterations as f64),
     }
-    out.opt("worst_spread", "worst_spread", st.worst_spread);
+    out.stat_opt("worst_spread", st.worst_spread);
     if !st.cgroups.is_empty() {
-        out.push("worst_gap_ms", "worst_gap_ms", st.worst_gap_ms as f64);
-        out.push(
-            "total_migrations",
-            "total_migrations",
-            st.total_migrations as f64,
-        );
-        out.push(
-            "worst_migration_ratio",
-            "worst_migration_ratio",
-            st.worst_migration_ratio,
-        );
+        out.stat("worst_gap_ms", st.worst_gap_ms as f64);
+        out.stat("total_migrations", st.total_migrations as f64);
+        out.stat("worst_migration_ratio", st.worst_migration_ratio);
     }
-    out.opt(
-        "worst_p99_wake_latency_us",
-        "worst_p99_wake_latency_us",
-        st.worst_p99_wake_latency_us,
-    );
-    out.opt(
-        "worst_run_delay_us",
-        "worst_run_delay_us",
-        st.worst_run_delay_us,
-    );
+    out.stat_opt("worst_p99_wake_latency_us", st.worst_p99_wake_latency_us);
+    out.stat_opt("worst_run_delay_us", st.worst_run_delay_us);
     for (k, v) in &st.ext_metrics {
-        out.push("ext.*", format!("ext.{k}"), *v);
+        out.push("ext.*", intern(format_args!("ext.{k}")), *v);
     }
     for cg in &st.cgroups {
         cgroup_metrics(&mut out, cg, secs);
     }
 
     if let Some(m) = &s.monitor {
-        out.push(
-            "monitor.max_imbalance_ratio",
-            "monitor.max_imbalance_ratio",
-            m.max_imbalance_ratio,
-        );
-        out.push(
-            "monitor.avg_imbalance_ratio",
-            "monitor.avg_imbalance_ratio",
-            m.avg_imbalance_ratio,
-        );
-        out.push(
-            "monitor.avg_nr_running",
-            "monitor.avg_nr_running",
-            m.avg_nr_running,
-        );
-        out.push(
-            "monitor.max_local_dsq_depth",
-            "monitor.max_local_dsq_depth",
-            m.max_local_dsq_depth as f64,
-        );
-        out.push(
-            "monitor.avg_local_dsq_depth",
-            "monitor.avg_local_dsq_depth",
-            m.avg_local_dsq_depth,
-        );
-        out.push(
-            "monitor.stuck_count",
-            "monitor.stuck_count",
-            m.stuck_count as f64,
-        );
-        out.opt(
-            "monitor.psi_cpu_some_avg10",
-            "monitor.psi_cpu_some_avg10",
-            m.psi_cpu_some_avg10,
-        );
+        out.stat("monitor.max_imbalance_ratio", m.max_imbalance_ratio);
+        out.stat("monitor.avg_imbalance_ratio", m.avg_imbalance_ratio);
+        out.stat("monitor.avg_nr_running", m.avg_nr_running);
+        out.stat("monitor.max_local_dsq_depth", m.max_local_dsq_depth as f64);
+        out.stat("monitor.avg_local_dsq_depth", m.avg_local_dsq_depth);
+        out.stat("monitor.stuck_count", m.stuck_count as f64);
+        out.stat_opt("monitor.psi_cpu_some_avg10", m.psi_cpu_some_avg10);
         if let Some(ss) = m.schedstat.as_ref().filter(|ss| ss.pcount > 0) {
-            out.push(
-                "monitor.run_delay_per_sched_us",
+            out.stat(
                 "monitor.run_delay_per_sched_us",
                 ss.run_delay_ns as f64 / 1000.0 / ss.pcount as f64,
             );
@@ -293,7 +250,7 @@ pub fn extract_with(s: &SidecarResult, phases: bool) -> Vec<MetricValue> {
         for (k, v) in m.scx_events.iter().flatten() {
             out.push(
                 "monitor.scx_event[*]",
-                format!("monitor.scx_event[{k}]"),
+                intern(format_args!("monitor.scx_event[{k}]")),
                 *v as f64,
             );
         }
@@ -301,7 +258,7 @@ pub fn extract_with(s: &SidecarResult, phases: bool) -> Vec<MetricValue> {
             if let Some(ns) = p.nsecs_per_call() {
                 out.push(
                     "prog[*].ns_per_call",
-                    format!("prog[{}].ns_per_call", p.name),
+                    intern(format_args!("prog[{}].ns_per_call", p.name)),
                     ns,
                 );
             }
@@ -310,7 +267,7 @@ pub fn extract_with(s: &SidecarResult, phases: bool) -> Vec<MetricValue> {
     for v in &s.verifier_stats {
         out.push(
             "verifier[*].verified_insns",
-            format!("verifier[{}].verified_insns", v.name),
+            intern(format_args!("verifier[{}].verified_insns", v.name)),
             v.verified_insns as f64,
         );
     }
@@ -328,18 +285,18 @@ pub fn extract_with(s: &SidecarResult, phases: bool) -> Vec<MetricValue> {
             ] {
                 if let Some(avg) = k.avg(counter) {
                     match secs {
-                        Some(secs) => out.push(rate_name, rate_name, avg / secs),
-                        None => out.push(count_name, count_name, avg),
+                        Some(secs) => out.stat(rate_name, avg / secs),
+                        None => out.stat(count_name, avg),
                     }
                 }
             }
             if let Some(p) = k.sum("preemption_reported") {
-                out.push("kvm.preemptions", "kvm.preemptions", p as f64);
+                out.stat("kvm.preemptions", p as f64);
             }
         }
     }
     if let Some(ms) = s.cleanup_duration_ms {
-        out.push("cleanup_duration_ms", "cleanup_duration_ms", ms as f64);
+        out.stat("cleanup_duration_ms", ms as f64);
     }
 
     payload_metrics(&mut out, s);
@@ -352,21 +309,21 @@ pub fn extract_with(s: &SidecarResult, phases: bool) -> Vec<MetricValue> {
         out.phase = Some(p.step_index);
         let secs = (p.duration_ms() > 0).then(|| p.duration_ms() as f64 / 1000.0);
         match secs {
-            Some(secs) => out.push("work_rate", "work_rate", p.total_iterations as f64 / secs),
-            None => out.push("work_units", "work_units", p.total_iterations as f64),
+            Some(secs) => out.stat("work_rate", p.total_iterations as f64 / secs),
+            None => out.stat("work_units", p.total_iterations as f64),
         }
         for cg in &p.cgroups {
             cgroup_metrics(&mut out, cg, secs);
         }
         for (k, v) in &p.metrics {
-            out.push("phase.*", format!("phase.{k}"), *v);
+            out.push("phase.*", intern(format_args!("phase.{k}")), *v);
         }
     }
     out.values
 }
 
 fn cgroup_metrics(out: &mut Out, cg: &CgroupStats, secs: Option<f64>) {
-    let n = |leaf: &str| format!("cgroup[{}].{leaf}", cg.name);
+    let n = |leaf: &str| intern(format_args!("cgroup[{}].{leaf}", cg.name));
     match secs {
         Some(secs) => out.push(
             "cgroup[*].work_rate",
@@ -451,7 +408,11 @@ fn cgroup_metrics(out: &mut Out, cg: &CgroupStats, secs: Option<f64>) {
         out.opt(template, n(leaf), v);
     }
     for (k, v) in &cg.ext_metrics {
-        out.push("cgroup[*].ext.*", n(&format!("ext.{k}")), *v);
+        out.push(
+            "cgroup[*].ext.*",
+            intern(format_args!("cgroup[{}].ext.{k}", cg.name)),
+            *v,
+        );
     }
 }
 
@@ -468,7 +429,7 @@ fn payload_metrics(out: &mut Out, s: &SidecarResult) {
                 continue;
             }
             out.values.push(MetricValue {
-                name: Cow::Owned(format!("payload[{instance}].{}", m.name)),
+                name: intern(format_args!("payload[{instance}].{}", m.name)),
                 phase: out.phase,
                 value: m.value,
                 spec: MetricSpec {
@@ -487,13 +448,13 @@ struct Out {
 }
 
 impl Out {
-    fn push(&mut self, template: &str, name: impl Into<Cow<'static, str>>, value: f64) {
+    fn push(&mut self, template: &str, name: Arc<str>, value: f64) {
         if value.is_finite() {
             if self.values.capacity() == 0 {
                 self.values.reserve(64);
             }
             self.values.push(MetricValue {
-                name: name.into(),
+                name,
                 phase: self.phase,
                 value,
                 spec: MetricSpec::registered(template),
@@ -501,11 +462,53 @@ impl Out {
         }
     }
 
-    fn opt(&mut self, template: &str, name: impl Into<Cow<'static, str>>, value: Option<f64>) {
+    fn opt(&mut self, template: &str, name: Arc<str>, value: Option<f64>) {
         if let Some(v) = value {
             self.push(template, name, v);
         }
     }
+
+    /// A scenario-wide metric: its name is its template.
+    fn stat(&mut self, name: &'static str, value: f64) {
+        if value.is_finite() {
+            self.push(name, intern(format_args!("{name}")), value);
+        }
+    }
+
+    fn stat_opt(&mut self, name: &'static str, value: Option<f64>) {
+        if let Some(v) = value {
+            self.stat(name, v);
+        }
+    }
+}
+
+thread_local! {
+    static NAMES: RefCell<Names> = RefCell::new(Names::default());
+}
+
+#[derive(Default)]
+struct Names {
+    buf: String,
+    set: HashSet<Arc<str>>,
+}
+
+/// The shared copy of a metric name: formatted into a reused buffer and looked up, so
+/// extracting the same metrics from thousands of sidecars allocates each name once
+/// per thread instead of once per value. The set keeps every distinct name the
+/// thread has seen (a few per metric and cgroup: small).
+pub fn intern(args: fmt::Arguments<'_>) -> Arc<str> {
+    NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        let Names { buf, set } = &mut *names;
+        buf.clear();
+        let _ = buf.write_fmt(args);
+        if let Some(name) = set.get(buf.as_str()) {
+            return name.clone();
+        }
+        let name: Arc<str> = Arc::from(buf.as_str());
+        set.insert(name.clone());
+        name
+    })
 }
 
 /// Whether `pattern` (with `*` matching any run of characters) matches a metric: its
@@ -618,7 +621,7 @@ mod tests {
         let get = |name: &str, phase: Option<u16>| {
             values
                 .iter()
-                .find(|v| v.name == name && v.phase == phase)
+                .find(|v| &*v.name == name && v.phase == phase)
                 .unwrap_or_else(|| panic!("{name} {phase:?}"))
         };
         // The scenario ran 11 s (last step ended at 11 000 ms).
@@ -681,7 +684,7 @@ mod tests {
         let v2 = extract(&s2);
         let e = v2
             .iter()
-            .find(|v| v.name == "kvm.exits_per_vcpu")
+            .find(|v| &*v.name == "kvm.exits_per_vcpu")
             .expect("count fallback");
         assert_eq!(e.value, 500.0);
     }
@@ -694,7 +697,7 @@ mod tests {
         s.metrics.push(second);
         let names: Vec<String> = extract(&s)
             .into_iter()
-            .map(|v| v.name.into_owned())
+            .map(|v| v.name.to_string())
             .collect();
         assert!(names.iter().any(|n| n == "payload[schbench#0].rps"));
         assert!(names.iter().any(|n| n == "payload[schbench#1].rps"));

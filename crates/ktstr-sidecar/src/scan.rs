@@ -8,7 +8,9 @@
 //! roots is read once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::{OsStr, OsString};
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -36,19 +38,25 @@ pub struct Source {
     pub mask: u8,
 }
 
-/// One sidecar file to read.
+/// One sidecar file to read (its path: [`Listing::path`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SidecarFile {
-    pub path: PathBuf,
     /// Index into [`Listing::run_dirs`].
     pub run_dir: usize,
     /// OR of the masks of the sources it was found under.
     pub mask: u8,
     /// Found under an archive source.
     pub archive: bool,
+    /// The file name: `Listing::names[name.0..name.1]`.
+    name: (usize, usize),
 }
 
 /// Every sidecar file under some roots, grouped by run directory.
+///
+/// File names live in one buffer rather than one allocation each: a pool of tens of
+/// thousands of files would otherwise leave that many small long-lived allocations
+/// between the parser's short-lived ones, and the allocator's cost per file grows with
+/// the pool.
 #[derive(Debug, Default)]
 pub struct Listing {
     /// Directories holding sidecar files, sorted by path.
@@ -57,60 +65,116 @@ pub struct Listing {
     pub files: Vec<SidecarFile>,
     /// Roots or directories that could not be listed.
     pub errors: Vec<SidecarError>,
+    names: Vec<u8>,
+}
+
+impl Listing {
+    /// The files ordered by file name, then run directory: every run of one test
+    /// variant (`{test}-{hash}.ktstr.json`) next to each other, in run-directory order.
+    pub fn files_by_name(&self) -> Vec<SidecarFile> {
+        let mut files = self.files.clone();
+        files.sort_by(|a, b| {
+            self.names[a.name.0..a.name.1]
+                .cmp(&self.names[b.name.0..b.name.1])
+                .then(a.run_dir.cmp(&b.run_dir))
+        });
+        files
+    }
+
+    /// The file name of `f`.
+    pub fn file_name(&self, f: &SidecarFile) -> &OsStr {
+        OsStr::from_bytes(&self.names[f.name.0..f.name.1])
+    }
+
+    /// The path of `f`.
+    pub fn path(&self, f: &SidecarFile) -> PathBuf {
+        self.run_dirs[f.run_dir].join(self.file_name(f))
+    }
 }
 
 /// Decides whether a directory directly below a root is searched (given its name).
 pub type DirFilter<'a> = &'a (dyn Fn(&str) -> bool + Sync);
 
+/// A file found by the walk: its directory (index into the walk's directories).
+struct Found {
+    dir: usize,
+    name: OsString,
+    mask: u8,
+    archive: bool,
+}
+
 /// List the sidecar files under `sources`. With `child_filter`, directories directly
 /// below a directory root are searched only when it accepts their name (roots and
 /// sidecar files directly in a root are always taken).
 pub fn list(sources: &[Source], child_filter: Option<DirFilter<'_>>) -> Listing {
-    let mut found: Vec<(PathBuf, PathBuf, u8, bool)> = Vec::new(); // (dir, file, mask, archive)
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let mut found: Vec<Found> = Vec::new();
     let mut errors = Vec::new();
     for src in sources {
         if src.root.is_file() {
             let dir = src.root.parent().unwrap_or(Path::new(".")).to_path_buf();
-            found.push((dir, src.root.clone(), src.mask, src.archive));
+            dirs.push(dir);
+            found.push(Found {
+                dir: dirs.len() - 1,
+                name: src.root.file_name().unwrap_or_default().to_os_string(),
+                mask: src.mask,
+                archive: src.archive,
+            });
         } else {
-            walk(&src.root, 0, src, child_filter, &mut found, &mut errors);
+            walk(
+                &src.root,
+                0,
+                src,
+                child_filter,
+                &mut dirs,
+                &mut found,
+                &mut errors,
+            );
         }
     }
-    // One entry per file: merge masks of files reached through several roots.
-    let mut by_key: HashMap<PathBuf, usize> = HashMap::new();
-    let mut unique: Vec<(PathBuf, PathBuf, u8, bool)> = Vec::new();
-    let several = sources.len() > 1;
-    for (dir, file, mask, archive) in found {
-        let key = if several {
-            fs::canonicalize(&file).unwrap_or_else(|_| file.clone())
-        } else {
-            file.clone()
-        };
-        match by_key.get(&key) {
-            Some(&i) => {
-                unique[i].2 |= mask;
-                unique[i].3 |= archive;
-            }
-            None => {
-                by_key.insert(key, unique.len());
-                unique.push((dir, file, mask, archive));
+    // One entry per file: merge masks of files reached through several roots (the
+    // same directory may have been walked twice under two spellings).
+    if sources.len() > 1 {
+        let mut by_key: HashMap<PathBuf, usize> = HashMap::new();
+        let mut unique: Vec<Found> = Vec::with_capacity(found.len());
+        for f in found {
+            let path = dirs[f.dir].join(&f.name);
+            let key = fs::canonicalize(&path).unwrap_or(path);
+            match by_key.get(&key) {
+                Some(&i) => {
+                    unique[i].mask |= f.mask;
+                    unique[i].archive |= f.archive;
+                }
+                None => {
+                    by_key.insert(key, unique.len());
+                    unique.push(f);
+                }
             }
         }
+        found = unique;
     }
-    unique.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    found.sort_by(|a, b| {
+        dirs[a.dir]
+            .cmp(&dirs[b.dir])
+            .then_with(|| a.name.cmp(&b.name))
+    });
     let mut listing = Listing {
         errors,
+        names: Vec::with_capacity(found.iter().map(|f| f.name.len()).sum()),
+        files: Vec::with_capacity(found.len()),
         ..Listing::default()
     };
-    for (dir, path, mask, archive) in unique {
-        if listing.run_dirs.last() != Some(&dir) {
-            listing.run_dirs.push(dir);
+    for f in &found {
+        if listing.run_dirs.last() != Some(&dirs[f.dir]) {
+            listing.run_dirs.push(dirs[f.dir].clone());
         }
+        let start = listing.names.len();
+        listing.names.extend_from_slice(f.name.as_bytes());
         listing.files.push(SidecarFile {
-            path,
             run_dir: listing.run_dirs.len() - 1,
-            mask,
-            archive,
+            mask: f.mask,
+            archive: f.archive,
+            name: (start, listing.names.len()),
         });
     }
     listing
@@ -121,7 +185,8 @@ fn walk(
     depth: usize,
     src: &Source,
     child_filter: Option<DirFilter<'_>>,
-    found: &mut Vec<(PathBuf, PathBuf, u8, bool)>,
+    dirs: &mut Vec<PathBuf>,
+    found: &mut Vec<Found>,
     errors: &mut Vec<SidecarError>,
 ) {
     let entries = match fs::read_dir(dir) {
@@ -131,38 +196,51 @@ fn walk(
             return;
         }
     };
+    dirs.push(dir.to_path_buf());
+    let here = dirs.len() - 1;
     let mut subdirs = Vec::new();
     for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = entry.path();
-        // file_type() does not follow symlinks; is_dir() does, as load_pool.
-        if path.is_dir() {
-            let wanted = depth > 0 || child_filter.is_none_or(|f| f(&name));
-            if !name.starts_with('.') && wanted {
-                subdirs.push(path);
+        let name = entry.file_name();
+        let text = name.to_string_lossy();
+        // The entry's own type needs no extra system call; a symlink is followed (as
+        // load_pool does).
+        let is_dir = match entry.file_type() {
+            Ok(t) if t.is_symlink() => entry.path().is_dir(),
+            Ok(t) => t.is_dir(),
+            Err(_) => entry.path().is_dir(),
+        };
+        if is_dir {
+            let wanted = depth > 0 || child_filter.is_none_or(|f| f(&text));
+            if !text.starts_with('.') && wanted {
+                subdirs.push(entry.path());
             }
-        } else if is_sidecar_file_name(&name) {
-            found.push((dir.to_path_buf(), path, src.mask, src.archive));
+        } else if is_sidecar_file_name(&text) {
+            found.push(Found {
+                dir: here,
+                name,
+                mask: src.mask,
+                archive: src.archive,
+            });
         }
     }
     if depth < MAX_DEPTH {
         subdirs.sort();
         for d in subdirs {
-            walk(&d, depth + 1, src, child_filter, found, errors);
+            walk(&d, depth + 1, src, child_filter, dirs, found, errors);
         }
     }
 }
 
 /// Read every file of `listing` and fold it into accumulators, on up to `threads`
-/// threads (0 = all CPUs). `fold` gets each file with its parse result (archive
-/// sources already rewritten to `run_source: archive`). Files are handed out in chunks
+/// threads (0 = all CPUs). `fold` gets each file with its path and parse result
+/// (archive sources already rewritten to `run_source: archive`). Files are handed out in chunks
 /// of consecutive files; the accumulators come back in file order, one per chunk, so a
 /// caller that merges them in order sees files in listing order.
 pub fn fold<A, I, F>(listing: &Listing, threads: usize, init: I, fold: F) -> Vec<A>
 where
     A: Send,
     I: Fn() -> A + Sync,
-    F: Fn(&mut A, &SidecarFile, Result<SidecarResult>) + Sync,
+    F: Fn(&mut A, &SidecarFile, &Path, Result<SidecarResult>) + Sync,
 {
     let mut out = Vec::new();
     fold_merge(listing, threads, init, fold, |a| out.push(a));
@@ -172,14 +250,31 @@ where
 /// [`fold`], handing each chunk's accumulator to `merge` on the calling thread as soon
 /// as it and every chunk before it are done, in file order: only the chunks in flight
 /// are in memory, never one accumulator per chunk of the whole pool.
-pub fn fold_merge<A, I, F, M>(listing: &Listing, threads: usize, init: I, fold: F, mut merge: M)
+pub fn fold_merge<A, I, F, M>(listing: &Listing, threads: usize, init: I, fold: F, merge: M)
 where
     A: Send,
     I: Fn() -> A + Sync,
-    F: Fn(&mut A, &SidecarFile, Result<SidecarResult>) + Sync,
+    F: Fn(&mut A, &SidecarFile, &Path, Result<SidecarResult>) + Sync,
     M: FnMut(A),
 {
-    let chunks: Vec<&[SidecarFile]> = listing.files.chunks(CHUNK).collect();
+    fold_merge_files(listing, &listing.files, threads, init, fold, merge)
+}
+
+/// [`fold_merge`] over `files` (files of `listing`, in the order wanted).
+pub fn fold_merge_files<A, I, F, M>(
+    listing: &Listing,
+    files: &[SidecarFile],
+    threads: usize,
+    init: I,
+    fold: F,
+    mut merge: M,
+) where
+    A: Send,
+    I: Fn() -> A + Sync,
+    F: Fn(&mut A, &SidecarFile, &Path, Result<SidecarResult>) + Sync,
+    M: FnMut(A),
+{
+    let chunks: Vec<&[SidecarFile]> = files.chunks(CHUNK).collect();
     let threads = if threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -189,13 +284,14 @@ where
     let one_chunk = |chunk: &[SidecarFile]| {
         let mut acc = init();
         for f in chunk {
-            let parsed = read_fast(&f.path).map(|mut s| {
+            let path = listing.path(f);
+            let parsed = read_fast(&path).map(|mut s| {
                 if f.archive {
                     s.run_source = Some(RunSource::Archive);
                 }
                 s
             });
-            fold(&mut acc, f, parsed);
+            fold(&mut acc, f, &path, parsed);
         }
         acc
     };
@@ -268,7 +364,7 @@ pub fn summarize_runs(listing: &Listing, threads: usize) -> (Vec<RunSummary>, Ve
         Outcome::Skip => 2,
         Outcome::Inconclusive => 3,
     };
-    let parts = fold(listing, threads, Acc::default, |acc: &mut Acc, f, r| {
+    let parts = fold(listing, threads, Acc::default, |acc: &mut Acc, f, _, r| {
         let run = acc.runs.entry(f.run_dir).or_default();
         match r {
             Ok(s) => {
@@ -375,9 +471,14 @@ mod tests {
         assert_eq!(l.files.len(), 4);
         assert!(l.files[..2].iter().all(|f| f.mask == 3 && f.archive));
         assert_eq!(l.files[2].mask, 1);
+        assert_eq!(l.path(&l.files[2]), b.join("bad.ktstr.json"));
+        assert_eq!(l.file_name(&l.files[2]), "bad.ktstr.json");
+        let by_name: Vec<&OsStr> = l.files_by_name().iter().map(|f| l.file_name(f)).collect();
+        assert!(by_name.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(by_name.len(), l.files.len());
 
         // Fold: count outcomes and errors; results in file order.
-        let accs = fold(&l, 2, Vec::new, |acc: &mut Vec<String>, f, r| {
+        let accs = fold(&l, 2, Vec::new, |acc: &mut Vec<String>, f, _, r| {
             acc.push(match r {
                 Ok(s) => format!("{}:{}:{:?}", s.test_name, s.outcome(), s.run_source),
                 Err(_) => format!("bad:{}", f.run_dir),
@@ -507,12 +608,13 @@ mod tests {
             None,
         );
         for threads in [1, 3, 0] {
-            let names: Vec<String> = fold(&l, threads, Vec::new, |acc: &mut Vec<String>, _, r| {
-                acc.push(r.expect("good").test_name)
-            })
-            .into_iter()
-            .flatten()
-            .collect();
+            let names: Vec<String> =
+                fold(&l, threads, Vec::new, |acc: &mut Vec<String>, _, _, r| {
+                    acc.push(r.expect("good").test_name)
+                })
+                .into_iter()
+                .flatten()
+                .collect();
             assert_eq!(names.len(), CHUNK * 3 + 5);
             assert!(names.windows(2).all(|w| w[0] < w[1]), "order kept");
         }
