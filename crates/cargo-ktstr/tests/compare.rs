@@ -389,8 +389,40 @@ fn perf_delta_over_cached_runs_reads_only_the_two_commits() {
         text(&out.stderr)
     );
 
-    // No runs of the base: a notice, nothing to gate.
+    // An explicit --dir pool is read whole, whatever its directories are called.
+    let ci = tempfile::tempdir().expect("tempdir");
+    for i in 0..3u64 {
+        let shard = ci.path().join("shard-1");
+        run("steady", &base, 100_000 + i)
+            .write_to_dir(&shard.join(format!("a{i}")))
+            .expect("write");
+        run("steady", &head, 80_000 + i)
+            .write_to_dir(&shard.join(format!("b{i}")))
+            .expect("write");
+    }
     let empty = tempfile::tempdir().expect("tempdir");
+    let out = ktstr(
+        &[
+            "perf-delta",
+            "--base",
+            "HEAD~1",
+            "--json",
+            "--dir",
+            ci.path().to_str().expect("utf8"),
+        ],
+        Some(repo.path()),
+        &[("KTSTR_RUNS_ROOT", empty.path().to_str().expect("utf8"))],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        v["selected"],
+        serde_json::json!({"a": 3, "b": 3}),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(v["comparison"]["counts"]["regressions"], 2);
+
+    // No runs of the base: a notice, nothing to gate.
     let out = ktstr(
         &["perf-delta", "--base", "HEAD~1"],
         Some(repo.path()),

@@ -36,6 +36,9 @@ pub struct Source {
     /// Caller's bits, OR-ed into every file found under this root (e.g. which side of a
     /// comparison the root feeds).
     pub mask: u8,
+    /// Search only the directories directly below this root that `list`'s child
+    /// filter accepts (for a runs root whose run directories are named by commit).
+    pub prune: bool,
 }
 
 /// One sidecar file to read (its path: [`Listing::path`]).
@@ -104,7 +107,7 @@ struct Found {
 }
 
 /// List the sidecar files under `sources`. With `child_filter`, directories directly
-/// below a directory root are searched only when it accepts their name (roots and
+/// below a root marked `prune` are searched only when it accepts their name (roots and
 /// sidecar files directly in a root are always taken).
 pub fn list(sources: &[Source], child_filter: Option<DirFilter<'_>>) -> Listing {
     let mut dirs: Vec<PathBuf> = Vec::new();
@@ -210,7 +213,7 @@ fn walk(
             Err(_) => entry.path().is_dir(),
         };
         if is_dir {
-            let wanted = depth > 0 || child_filter.is_none_or(|f| f(&text));
+            let wanted = depth > 0 || !src.prune || child_filter.is_none_or(|f| f(&text));
             if !text.starts_with('.') && wanted {
                 subdirs.push(entry.path());
             }
@@ -457,12 +460,14 @@ mod tests {
                 root: root.path().to_path_buf(),
                 archive: false,
                 mask: 1,
+                prune: false,
             },
             // The same run again, through another root: read once, both masks.
             Source {
                 root: a.clone(),
                 archive: true,
                 mask: 2,
+                prune: false,
             },
         ];
         let l = list(&sources, None);
@@ -498,13 +503,27 @@ mod tests {
         // A child filter prunes run directories directly below a root.
         let only_b = |name: &str| name.ends_with("bbbbbbb");
         let l = list(&sources[..1], Some(&only_b));
+        assert_eq!(
+            l.run_dirs.len(),
+            3,
+            "the filter applies to pruned roots only"
+        );
+        let pruned = Source {
+            prune: true,
+            ..sources[0].clone()
+        };
+        let l = list(std::slice::from_ref(&pruned), Some(&only_b));
         assert_eq!(l.run_dirs, [b.clone(), b.join("sub")]);
+        // A pruned and an unpruned root together: each by its own rule.
+        let l = list(&[pruned, sources[1].clone()], Some(&only_b));
+        assert_eq!(l.run_dirs, [a.clone(), b.clone(), b.join("sub")]);
 
         let missing = list(
             &[Source {
                 root: root.path().join("nope"),
                 archive: false,
                 mask: 1,
+                prune: false,
             }],
             None,
         );
@@ -551,6 +570,7 @@ mod tests {
                 root: root.path().to_path_buf(),
                 archive: false,
                 mask: 1,
+                prune: false,
             }],
             None,
         );
@@ -604,6 +624,7 @@ mod tests {
                 root: root.path().to_path_buf(),
                 archive: false,
                 mask: 1,
+                prune: false,
             }],
             None,
         );

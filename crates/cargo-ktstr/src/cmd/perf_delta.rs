@@ -159,32 +159,28 @@ fn cached(
     let sides = side_filters(&shared, base, head);
     let explicit_dirs = !args.dirs.is_empty();
     let both = compare::SIDE_A | compare::SIDE_B;
-    let mut sources = vec![Source {
-        root: runs_root.to_path_buf(),
-        archive: false,
-        mask: both,
-    }];
-    let explicit: Vec<Source> = args
+    // The runs root holds one directory per kernel and commit: only the two commits'
+    // are read. Explicit --dir pools are read whole.
+    let mut sources: Vec<Source> = args
         .dirs
         .iter()
         .map(|d| Source {
             root: d.clone(),
             archive: true,
             mask: both,
+            prune: false,
         })
         .collect();
-    // The runs root holds one directory per kernel and commit: read only the two commits'.
-    let wanted = |name: &str| base.rev.mentioned_by_dir(name) || head.rev.mentioned_by_dir(name);
-    let mut listing = if runs_root.exists() {
-        scan::list(&sources, Some(&wanted))
-    } else {
-        sources.clear();
-        scan::Listing::default()
-    };
-    if !explicit.is_empty() {
-        let more = scan::list(&explicit, None);
-        listing = merge_listings(listing, more);
+    if runs_root.exists() {
+        sources.push(Source {
+            root: runs_root.to_path_buf(),
+            archive: false,
+            mask: both,
+            prune: true,
+        });
     }
+    let wanted = |name: &str| base.rev.mentioned_by_dir(name) || head.rev.mentioned_by_dir(name);
+    let listing = scan::list(&sources, Some(&wanted));
     let (code, [na, nb]) = stats::emit(
         &listing,
         sides,
@@ -219,17 +215,6 @@ fn side_filters(shared: &Filter, base: &Side, head: &Side) -> [Filter; 2] {
         ..shared.clone()
     };
     [with(base), with(head)]
-}
-
-fn merge_listings(mut a: scan::Listing, b: scan::Listing) -> scan::Listing {
-    let offset = a.run_dirs.len();
-    a.run_dirs.extend(b.run_dirs);
-    a.files.extend(b.files.into_iter().map(|mut f| {
-        f.run_dir += offset;
-        f
-    }));
-    a.errors.extend(b.errors);
-    a
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -296,6 +281,7 @@ fn noise_adjusted(
                 root: dir,
                 archive: false,
                 mask,
+                prune: false,
             });
         }
     }

@@ -294,6 +294,7 @@ fn pool_sources(dirs: &[PathBuf], mask: u8) -> Option<Vec<Source>> {
                     root: d.clone(),
                     archive: true,
                     mask,
+                    prune: false,
                 })
                 .collect(),
         );
@@ -304,6 +305,7 @@ fn pool_sources(dirs: &[PathBuf], mask: u8) -> Option<Vec<Source>> {
             root,
             archive: false,
             mask,
+            prune: false,
         }]
     })
 }
@@ -495,6 +497,7 @@ fn compare_cmd(args: CompareArgs) -> anyhow::Result<i32> {
             root: d.clone(),
             archive: true,
             mask,
+            prune: false,
         }));
     }
     let listing = scan::list(&sources, None);
