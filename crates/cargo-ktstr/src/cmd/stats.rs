@@ -98,21 +98,6 @@ pub struct FilterArgs {
     pub run_source: Vec<String>,
 }
 
-impl FilterArgs {
-    pub fn filter(&self) -> Filter {
-        Filter {
-            test: self.test.clone(),
-            kernel: self.kernel.clone(),
-            scheduler: self.scheduler.clone(),
-            topology: self.topology.clone(),
-            work_type: self.work_type.clone(),
-            project_commit: self.project_commit.clone(),
-            kernel_commit: self.kernel_commit.clone(),
-            run_source: self.run_source.clone(),
-        }
-    }
-}
-
 /// Side A's own filters: each replaces the shared one of the same dimension.
 #[derive(Args, Debug, Clone, Default)]
 pub struct SideAArgs {
@@ -177,7 +162,10 @@ pub struct SideBArgs {
     pub run_source: Vec<String>,
 }
 
-macro_rules! side_filter {
+/// `filter()` for the shared and the two per-side argument structs. The side structs
+/// repeat the shared fields under `--a-*`/`--b-*` names because clap's derive cannot
+/// flatten one struct twice with a prefix (clap-rs/clap#3117).
+macro_rules! impl_filter {
     ($t:ty) => {
         impl $t {
             pub fn filter(&self) -> Filter {
@@ -195,8 +183,9 @@ macro_rules! side_filter {
         }
     };
 }
-side_filter!(SideAArgs);
-side_filter!(SideBArgs);
+impl_filter!(FilterArgs);
+impl_filter!(SideAArgs);
+impl_filter!(SideBArgs);
 
 /// When to colour the table.
 #[derive(ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
