@@ -13,6 +13,7 @@ use crate::payload::Polarity;
 use crate::read::LoadedSidecar;
 use crate::report::num;
 use crate::summary::TestRow;
+use crate::table::table;
 
 /// One derived metric of the sidecar.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -171,6 +172,7 @@ impl SidecarDetail {
                 o.push_str(&indent(&table(
                     &["RUN", "PAYLOAD", "EXIT", "METRICS"],
                     &rows,
+                    &[],
                 )));
             }
         }
@@ -197,6 +199,7 @@ impl SidecarDetail {
             o.push_str(&indent(&table(
                 &["METRIC", "VALUE", "UNIT", "BETTER"],
                 &rows,
+                &[],
             )));
         }
         let phases = self.metrics.iter().filter(|m| m.phase.is_some()).count();
@@ -259,6 +262,7 @@ impl SidecarDetail {
                     "HYPERCALLS",
                 ],
                 &rows,
+                &[],
             )));
             if self
                 .kvm_per_vcpu
@@ -323,35 +327,6 @@ fn kvm_lines(k: &KvmStatsTotals, secs: Option<f64>) -> Vec<VcpuKvm> {
 
 fn indent(s: &str) -> String {
     s.lines().map(|l| format!("  {l}\n")).collect()
-}
-
-/// Left-aligned columns, two spaces apart, no trailing spaces.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
-            if i > 0 {
-                s.push_str("  ");
-            }
-            s.push_str(c);
-            if i + 1 < cells.len() {
-                s.push_str(&" ".repeat(w.saturating_sub(c.chars().count())));
-            }
-        }
-        s.push('\n');
-        s
-    };
-    let mut out = line(header.to_vec());
-    for r in rows {
-        out.push_str(&line(r.iter().map(String::as_str).collect()));
-    }
-    out
 }
 
 #[cfg(test)]

@@ -113,6 +113,7 @@ pub mod sidecar;
 pub mod stats;
 pub mod stimulus;
 pub mod summary;
+mod table;
 pub mod verdict;
 pub mod verifier;
 pub mod write;

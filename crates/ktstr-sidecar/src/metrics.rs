@@ -127,6 +127,31 @@ pub fn lookup(template: &str) -> Option<&'static MetricDef> {
     REGISTRY.iter().find(|d| d.name == template)
 }
 
+/// `stats metrics` as text: one row per registry entry.
+pub fn render_registry() -> String {
+    let rows: Vec<Vec<String>> = REGISTRY
+        .iter()
+        .map(|d| {
+            vec![
+                d.name.to_string(),
+                d.unit.to_string(),
+                match d.polarity {
+                    Polarity::HigherBetter => "higher".into(),
+                    Polarity::LowerBetter => "lower".into(),
+                    Polarity::Informational => "info".into(),
+                    Polarity::Unknown => "payload".into(),
+                    Polarity::TargetValue(t) => format!("near {t}"),
+                },
+                crate::report::num(d.min_abs),
+                format!("{}%", crate::report::num(d.min_rel * 100.0)),
+                d.description.to_string(),
+            ]
+        })
+        .collect();
+    let header = ["METRIC", "UNIT", "BETTER", "MIN_ABS", "MIN_REL", "WHAT"];
+    crate::table::table(&header, &rows, &[])
+}
+
 fn reg(template: &str) -> &'static MetricDef {
     static INDEX: OnceLock<HashMap<&'static str, &'static MetricDef>> = OnceLock::new();
     let index = INDEX.get_or_init(|| REGISTRY.iter().map(|d| (d.name, d)).collect());

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use crate::compare::{Comparison, MetricRow, PairStatus, Verdict};
 use crate::noise::Summary;
 use crate::payload::Polarity;
+use crate::table::{table, RESET};
 
 /// Which rows a rendering shows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -99,7 +100,6 @@ const RED: &str = "\x1b[1;31m";
 const GREEN: &str = "\x1b[32m";
 const YELLOW: &str = "\x1b[33m";
 const DIM: &str = "\x1b[2m";
-const RESET: &str = "\x1b[0m";
 
 fn verdict_color(v: Verdict) -> Option<&'static str> {
     match v {
@@ -108,45 +108,6 @@ fn verdict_color(v: Verdict) -> Option<&'static str> {
         Verdict::Noisy => Some(YELLOW),
         Verdict::Unchanged | Verdict::Informational | Verdict::Missing => Some(DIM),
     }
-}
-
-/// Aligned columns, two spaces apart, no trailing spaces; `colors[i]` wraps the last
-/// cell of row `i` (after padding, so alignment holds).
-fn table(header: &[&str], rows: &[Vec<String>], colors: &[Option<&str>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: &[String], color: Option<&str>| {
-        let mut s = String::new();
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            if i > 0 {
-                s.push_str("  ");
-            }
-            let last = i + 1 == cells.len();
-            match (last, color) {
-                (true, Some(c)) => {
-                    s.push_str(c);
-                    s.push_str(cell);
-                    s.push_str(RESET);
-                }
-                _ => s.push_str(cell),
-            }
-            if !last {
-                s.push_str(&" ".repeat(w.saturating_sub(cell.chars().count())));
-            }
-        }
-        s.push('\n');
-        s
-    };
-    let head: Vec<String> = header.iter().map(|h| h.to_string()).collect();
-    let mut out = line(&head, None);
-    for (i, r) in rows.iter().enumerate() {
-        out.push_str(&line(r, colors.get(i).copied().flatten()));
-    }
-    out
 }
 
 /// The comparison as text: sides, the table of notable (or all) rows, pairs that could

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::read::{LoadedSidecar, Pool};
+use crate::table::table;
 use crate::verdict::Outcome;
 
 /// One run directory.
@@ -73,7 +74,7 @@ pub fn render_runs(rows: &[RunSummary]) -> String {
     let header = [
         "RUN", "TESTS", "DATE", "KERNEL", "COMMIT", "PASS", "FAIL", "SKIP", "INCONCL", "BAD",
     ];
-    let body = rows
+    let body: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
             vec![
@@ -90,7 +91,7 @@ pub fn render_runs(rows: &[RunSummary]) -> String {
             ]
         })
         .collect();
-    table(&header, body)
+    table(&header, &body, &[])
 }
 
 /// One sidecar, condensed.
@@ -178,7 +179,7 @@ pub fn render_tests(rows: &[TestRow]) -> String {
         "CLEANUP_MS",
     ];
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-    let body = rows
+    let body: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
             let verdict = if r.expected_failure {
@@ -205,7 +206,7 @@ pub fn render_tests(rows: &[TestRow]) -> String {
             ]
         })
         .collect();
-    let mut out = table(&header, body);
+    let mut out = table(&header, &body, &[]);
     for r in rows {
         if let Some(d) = &r.detail {
             out.push_str(&format!("{}: {d}\n", r.test_name));
@@ -218,35 +219,6 @@ pub fn render_tests(rows: &[TestRow]) -> String {
         out.push_str(
             "note: the host preempted vCPUs (PREEMPT > 0): timing results may be unreliable\n",
         );
-    }
-    out
-}
-
-/// Left-aligned columns separated by two spaces; no trailing spaces.
-fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            if i > 0 {
-                s.push_str("  ");
-            }
-            s.push_str(cell);
-            if i + 1 < cells.len() {
-                s.push_str(&" ".repeat(w.saturating_sub(cell.chars().count())));
-            }
-        }
-        s.push('\n');
-        s
-    };
-    let mut out = line(header.to_vec());
-    for row in &rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
     }
     out
 }

@@ -407,49 +407,7 @@ fn list_metrics(json: bool) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(metrics::REGISTRY)?);
         return Ok(0);
     }
-    let rows: Vec<[String; 6]> = metrics::REGISTRY
-        .iter()
-        .map(|d| {
-            [
-                d.name.to_string(),
-                d.unit.to_string(),
-                match d.polarity {
-                    ktstr_sidecar::Polarity::HigherBetter => "higher".into(),
-                    ktstr_sidecar::Polarity::LowerBetter => "lower".into(),
-                    ktstr_sidecar::Polarity::Informational => "info".into(),
-                    ktstr_sidecar::Polarity::Unknown => "payload".into(),
-                    ktstr_sidecar::Polarity::TargetValue(t) => format!("near {t}"),
-                },
-                report::num(d.min_abs),
-                format!("{}%", report::num(d.min_rel * 100.0)),
-                d.description.to_string(),
-            ]
-        })
-        .collect();
-    let header = ["METRIC", "UNIT", "BETTER", "MIN_ABS", "MIN_REL", "WHAT"];
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
-            if i > 0 {
-                s.push_str("  ");
-            }
-            s.push_str(c);
-            if i + 1 < cells.len() {
-                s.push_str(&" ".repeat(w.saturating_sub(c.chars().count())));
-            }
-        }
-        s
-    };
-    println!("{}", line(header.to_vec()));
-    for r in &rows {
-        println!("{}", line(r.iter().map(String::as_str).collect()));
-    }
+    print!("{}", metrics::render_registry());
     Ok(0)
 }
 
