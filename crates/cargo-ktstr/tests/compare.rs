@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 
 use ktstr_sidecar::stats::CgroupStats;
 use ktstr_sidecar::stimulus::{StimulusEvent, StimulusKind};
+use ktstr_sidecar::testutil::git;
 use ktstr_sidecar::{example, KvmStatsTotals, Outcome, RunSource, SidecarResult};
 
 fn ktstr(args: &[&str], cwd: Option<&Path>, envs: &[(&str, &str)]) -> Output {
@@ -286,24 +287,6 @@ fn metrics_lists_the_registry() {
     assert!(text(&out.stdout)
         .lines()
         .any(|l| l.starts_with("cgroup[*].p99_wake_latency_us ") && l.contains("lower")));
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the git CLI is needed to build the test repository");
-    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
-    text(&out.stdout).trim().to_string()
 }
 
 /// A repository whose HEAD~1 has `speed.txt` = 100 and HEAD has 90.

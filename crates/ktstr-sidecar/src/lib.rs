@@ -114,6 +114,8 @@ pub mod stats;
 pub mod stimulus;
 pub mod summary;
 mod table;
+#[doc(hidden)]
+pub mod testutil;
 pub mod verdict;
 pub mod verifier;
 pub mod write;

@@ -170,39 +170,10 @@ pub fn now_timestamp() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
-
-    fn git(dir: &Path, args: &[&str]) {
-        let out = Command::new("git")
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t",
-                "-c",
-                "commit.gpgsign=false",
-            ])
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("the git CLI is needed by this test");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    use crate::testutil::git;
 
     fn git_head(dir: &Path) -> String {
-        let out = Command::new("git")
-            .args(["rev-parse", "--short=7", "HEAD"])
-            .current_dir(dir)
-            .output()
-            .expect("git rev-parse");
-        String::from_utf8(out.stdout)
-            .expect("utf8")
-            .trim()
-            .to_string()
+        git(dir, &["rev-parse", "--short=7", "HEAD"])
     }
 
     fn new_repo() -> tempfile::TempDir {

@@ -447,22 +447,7 @@ mod tests {
     fn set_kernel_finds_the_commit_of_the_tree_an_image_was_built_in() {
         let tree = tempfile::tempdir().expect("tempdir");
         let git = |args: &[&str]| {
-            let ok = std::process::Command::new("git")
-                .args([
-                    "-c",
-                    "user.name=t",
-                    "-c",
-                    "user.email=t@t",
-                    "-c",
-                    "commit.gpgsign=false",
-                ])
-                .args(args)
-                .current_dir(tree.path())
-                .output()
-                .expect("the git CLI is needed by this test")
-                .status
-                .success();
-            assert!(ok, "git {args:?}");
+            crate::testutil::git(tree.path(), args);
         };
         git(&["init", "-q"]);
         std::fs::write(tree.path().join("Makefile"), "all:\n").expect("write");
