@@ -227,26 +227,25 @@ fn process_args() -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn entries_checked() -> Result<Vec<&'static TestEntry>, String> {
+/// The registered tests (names checked unique) and the kernel list from the
+/// environment; on error, says why on stderr and returns None.
+fn entries_and_kernels() -> Option<(Vec<&'static TestEntry>, Vec<KernelEntry>)> {
     let entries = registered();
-    check_unique(&entries).map_err(|e| e.to_string())?;
-    Ok(entries)
+    let checked = check_unique(&entries)
+        .map_err(|e| e.to_string())
+        .and_then(|()| kernel_list_from_env().map_err(|e| e.to_string()));
+    match checked {
+        Ok(kernels) => Some((entries, kernels)),
+        Err(e) => {
+            eprintln!("ktstr: {e}");
+            None
+        }
+    }
 }
 
 fn list(args: &[String], l: &ListArgs) -> i32 {
-    let entries = match entries_checked() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("ktstr: {e}");
-            return 1;
-        }
-    };
-    let kernels = match kernel_list_from_env() {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("ktstr: {e}");
-            return 1;
-        }
+    let Some((entries, kernels)) = entries_and_kernels() else {
+        return 1;
     };
     let ours: Vec<String> = list_variants(&entries, &kernels)
         .into_iter()
@@ -320,19 +319,8 @@ fn filter_libtest_lines(stdout: &str, wrappers: &[String]) -> Vec<String> {
 
 /// Run ktstr names (from `--exact`) one after another; the exit code of the worst.
 fn run_names(names: &[String]) -> i32 {
-    let entries = match entries_checked() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("ktstr: {e}");
-            return 1;
-        }
-    };
-    let kernels = match kernel_list_from_env() {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("ktstr: {e}");
-            return 1;
-        }
+    let Some((entries, kernels)) = entries_and_kernels() else {
+        return 1;
     };
     let mut worst = Outcome::Skip;
     for name in names {
