@@ -290,52 +290,29 @@ pub fn check_monitor(
     result: Option<&(MonitorSummary, MonitorFindings)>,
 ) -> Vec<Check> {
     let mode = if th.enforce { "" } else { "report-only: " };
+    // Enforced, a finding has its own outcome; report-only, every finding is a Skip.
+    let finding = |outcome: Outcome, what: &dyn std::fmt::Display| {
+        let outcome = if th.enforce { outcome } else { Outcome::Skip };
+        Check::new(Gate::Monitor, "system", outcome, format!("{mode}{what}"))
+    };
     let Some((sum, found)) = result else {
-        let outcome = if th.enforce {
-            Outcome::Inconclusive
-        } else {
-            Outcome::Skip
-        };
-        return vec![Check::new(
-            Gate::Monitor,
-            "system",
-            outcome,
-            format!("{mode}no monitor sample arrived"),
-        )];
+        return vec![finding(Outcome::Inconclusive, &"no monitor sample arrived")];
     };
     let mut out = Vec::new();
-    let mut undecidable = Vec::new();
     if th.max_imbalance_ratio.is_some() && found.nr_running_samples == 0 {
-        undecidable.push("no sample showed per-CPU nr_running (sched debugfs missing?)");
+        out.push(finding(
+            Outcome::Inconclusive,
+            &"no sample showed per-CPU nr_running (sched debugfs missing?)",
+        ));
     }
     if th.fail_on_stuck && found.clock_samples < 2 {
-        undecidable.push("fewer than two samples showed run-queue clocks (sched debugfs missing?)");
-    }
-    for u in undecidable {
-        let outcome = if th.enforce {
-            Outcome::Inconclusive
-        } else {
-            Outcome::Skip
-        };
-        out.push(Check::new(
-            Gate::Monitor,
-            "system",
-            outcome,
-            format!("{mode}{u}"),
+        out.push(finding(
+            Outcome::Inconclusive,
+            &"fewer than two samples showed run-queue clocks (sched debugfs missing?)",
         ));
     }
     for v in &sum.violations {
-        let outcome = if th.enforce {
-            Outcome::Fail
-        } else {
-            Outcome::Skip
-        };
-        out.push(Check::new(
-            Gate::Monitor,
-            "system",
-            outcome,
-            format!("{mode}{v}"),
-        ));
+        out.push(finding(Outcome::Fail, v));
     }
     if th.enforce && out.is_empty() {
         out.push(Check::new(
