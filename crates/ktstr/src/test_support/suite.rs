@@ -152,25 +152,32 @@ pub fn project(cwd: &Path) -> Result<Project, SuiteError> {
 }
 
 fn metadata(cwd: &Path, no_deps: bool) -> Result<Vec<u8>, SuiteError> {
-    let cargo = cargo_bin();
     let mut args = vec!["metadata", "--format-version", "1"];
     if no_deps {
         args.push("--no-deps");
     }
+    cargo_stdout(&args, Some(cwd), "")
+}
+
+/// The stdout of `cargo ARGS` (in `cwd` when given); on failure its stderr, trimmed,
+/// followed by `hint`.
+fn cargo_stdout(args: &[&str], cwd: Option<&Path>, hint: &str) -> Result<Vec<u8>, SuiteError> {
+    let cargo = cargo_bin();
     let command = format!("{cargo} {}", args.join(" "));
-    let out = Command::new(&cargo)
-        .args(&args)
-        .current_dir(cwd)
-        .output()
-        .map_err(|source| SuiteError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
+    let mut cmd = Command::new(&cargo);
+    cmd.args(args);
+    if let Some(cwd) = cwd {
+        cmd.current_dir(cwd);
+    }
+    let out = cmd.output().map_err(|source| SuiteError::Spawn {
+        command: command.clone(),
+        source,
+    })?;
     if !out.status.success() {
         return Err(SuiteError::Command {
             command,
             status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            stderr: format!("{}{hint}", String::from_utf8_lossy(&out.stderr).trim()),
         });
     }
     Ok(out.stdout)
@@ -268,26 +275,12 @@ pub fn build_guest(guest_manifest: &Path, target_dir: &Path) -> Result<PathBuf, 
 
 /// Check that `cargo nextest` runs; returns its version line.
 pub fn nextest_version() -> Result<String, SuiteError> {
-    let cargo = cargo_bin();
-    let command = format!("{cargo} nextest --version");
-    let out = Command::new(&cargo)
-        .args(["nextest", "--version"])
-        .output()
-        .map_err(|source| SuiteError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(SuiteError::Command {
-            command,
-            status: out.status.to_string(),
-            stderr: format!(
-                "{}; install it with `cargo install cargo-nextest --locked`",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
+    let out = cargo_stdout(
+        &["nextest", "--version"],
+        None,
+        "; install it with `cargo install cargo-nextest --locked`",
+    )?;
+    Ok(String::from_utf8_lossy(&out)
         .lines()
         .next()
         .unwrap_or("")
