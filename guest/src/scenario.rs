@@ -63,6 +63,21 @@ struct Executor<'a> {
     payloads: Payloads,
 }
 
+/// Reports a scenario that stopped before anything ran; returns exit code 1.
+fn end_before_start(reason: String) -> i32 {
+    end(ScenarioEnd {
+        elapsed_ms: 0,
+        steps_completed: 0,
+        workers_started: 0,
+        workers_reported: 0,
+        monitor_samples: 0,
+        snapshots_taken: 0,
+        monitor_cpu_us: 0,
+        aborted: Some(reason),
+    });
+    1
+}
+
 /// Runs the scenario; returns the exit code (1 when setup, an op or a worker failed).
 pub fn run(spec: &GuestSpec, scenario: &Scenario, topo: &SeenTopology) -> i32 {
     let size = TopoSize::new(topo.cpu_count, topo.llcs, topo.numa_nodes);
@@ -71,17 +86,7 @@ pub fn run(spec: &GuestSpec, scenario: &Scenario, topo: &SeenTopology) -> i32 {
             "the scenario does not fit the topology the guest sees ({}): {e}",
             topo.label()
         );
-        end(ScenarioEnd {
-            elapsed_ms: 0,
-            steps_completed: 0,
-            workers_started: 0,
-            workers_reported: 0,
-            monitor_samples: 0,
-            snapshots_taken: 0,
-            monitor_cpu_us: 0,
-            aborted: Some(format!("invalid scenario: {e}")),
-        });
-        return 1;
+        return end_before_start(format!("invalid scenario: {e}"));
     }
     let t0 = Instant::now();
     let planned = Duration::from_millis(scenario.planned_ms(spec.duration_ms));
@@ -92,17 +97,7 @@ pub fn run(spec: &GuestSpec, scenario: &Scenario, topo: &SeenTopology) -> i32 {
         Ok(ex) => ex,
         Err(e) => {
             log_error!("setting up the scenario: {e:#}");
-            end(ScenarioEnd {
-                elapsed_ms: 0,
-                steps_completed: 0,
-                workers_started: 0,
-                workers_reported: 0,
-                monitor_samples: 0,
-                snapshots_taken: 0,
-                monitor_cpu_us: 0,
-                aborted: Some(format!("setup: {e:#}")),
-            });
-            return 1;
+            return end_before_start(format!("setup: {e:#}"));
         }
     };
     let mut code = 0;
