@@ -423,12 +423,7 @@ pub fn summarize_runs(listing: &Listing, threads: usize) -> (Vec<RunSummary>, Ve
             inconclusive: r.by_outcome[3],
         })
         .collect();
-    rows.sort_by(|a, b| match (&a.date, &b.date) {
-        (Some(x), Some(y)) => x.cmp(y).then_with(|| a.dir.cmp(&b.dir)),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => a.dir.cmp(&b.dir),
-    });
+    crate::summary::sort_runs(&mut rows);
     (rows, errors)
 }
 

@@ -55,13 +55,18 @@ pub fn summarize_runs(pool: &Pool) -> Vec<RunSummary> {
             }
         })
         .collect();
+    sort_runs(&mut rows);
+    rows
+}
+
+/// Oldest run first, runs without a date last; ties by directory.
+pub(crate) fn sort_runs(rows: &mut [RunSummary]) {
     rows.sort_by(|a, b| match (&a.date, &b.date) {
         (Some(x), Some(y)) => x.cmp(y).then_with(|| a.dir.cmp(&b.dir)),
         (Some(_), None) => std::cmp::Ordering::Less,
         (None, Some(_)) => std::cmp::Ordering::Greater,
         (None, None) => a.dir.cmp(&b.dir),
     });
-    rows
 }
 
 fn distinct(values: impl Iterator<Item = Option<String>>) -> Option<String> {
