@@ -118,6 +118,14 @@ impl MemoryPlan {
     }
 }
 
+/// TCG threading: `KTSTR_QEMU_TCG_THREAD=single|multi` (default multi).
+fn tcg_threading() -> &'static str {
+    match std::env::var("KTSTR_QEMU_TCG_THREAD").as_deref() {
+        Ok("single") => "single",
+        _ => "multi",
+    }
+}
+
 /// The full qemu argument list for a spec (pure, so it can be tested).
 pub fn qemu_args(
     spec: &BootSpec,
@@ -129,7 +137,7 @@ pub fn qemu_args(
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |s: String| a.push(OsString::from(s));
     push("-accel".into());
-    push("tcg,thread=multi".into());
+    push(format!("tcg,thread={}", tcg_threading()));
     push("-cpu".into());
     push("max".into());
     push("-m".into());

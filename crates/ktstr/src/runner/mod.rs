@@ -238,7 +238,24 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
         OutputMode::Capture
     };
     let mut collector = Collector::new(mode, started);
-    let engine_report = boot_and_drain(req.engine, &boot, &mut collector)?;
+    let mut engine_report = boot_and_drain(req.engine, &boot, &mut collector)?;
+    // Multi-threaded TCG sometimes runs a stale translation of code the kernel has just
+    // patched (an int3 Oops in early boot, seen once in ~40 boots of a 2-vCPU guest). A
+    // guest kernel that died before our runtime started measured nothing: boot it once
+    // more, and say so in the sidecar.
+    let mut boot_note = None;
+    if req.engine == EngineKind::QemuTcg && collector.data.ready.is_none() {
+        if let Some(crash) = evaluate::console_excerpt(&console_log)
+            .filter(|c| c.contains("Oops") || c.contains("Kernel panic"))
+        {
+            let first = crash.lines().next().unwrap_or_default().trim().to_string();
+            boot_note = Some(format!(
+                "boot retried once: the first boot's kernel crashed before /init under qemu-tcg ({first})"
+            ));
+            collector = Collector::new(mode, Instant::now());
+            engine_report = boot_and_drain(req.engine, &boot, &mut collector)?;
+        }
+    }
     let torn_down = Instant::now();
     let data = collector.data;
 
@@ -261,6 +278,7 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
     crate::scheduler::run::add_checks(&sched, &data, &mut verdict);
     sidecar.metrics = add_payload_checks(req, &data, &mut verdict);
     crate::scheduler::run::record(&data, &mut sidecar, &out_dir, &stem);
+    verdict.reasons.extend(boot_note);
     sidecar.stats.verdict_details = verdict.reasons.clone();
     let finalized = sidecar.finalize(verdict.outcome, req.expect_err);
 
