@@ -243,18 +243,14 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
     // patched (an int3 Oops in early boot, seen once in ~40 boots of a 2-vCPU guest). A
     // guest kernel that died before our runtime started measured nothing: boot it once
     // more, and say so in the sidecar.
-    let mut boot_note = None;
-    if req.engine == EngineKind::QemuTcg && collector.data.ready.is_none() {
-        if let Some(crash) = evaluate::console_excerpt(&console_log)
-            .filter(|c| c.contains("Oops") || c.contains("Kernel panic"))
-        {
-            let first = crash.lines().next().unwrap_or_default().trim().to_string();
-            boot_note = Some(format!(
-                "boot retried once: the first boot's kernel crashed before /init under qemu-tcg ({first})"
-            ));
-            collector = Collector::new(mode, Instant::now());
-            engine_report = boot_and_drain(req.engine, &boot, &mut collector)?;
-        }
+    let boot_note = retry_reason(
+        req.engine,
+        collector.data.ready.is_some(),
+        evaluate::console_excerpt(&console_log).as_deref(),
+    );
+    if boot_note.is_some() {
+        collector = Collector::new(mode, Instant::now());
+        engine_report = boot_and_drain(req.engine, &boot, &mut collector)?;
     }
     let torn_down = Instant::now();
     let data = collector.data;
@@ -334,6 +330,19 @@ fn add_payload_checks(
     verdict.outcome = verdict.checks.outcome();
     verdict.reasons = verdict.checks.details();
     judged.metrics
+}
+
+/// Why a boot deserves one more try: under qemu-tcg, the guest kernel crashed before our
+/// runtime reported ready (so nothing of the test ran). `None`: judge the run as it is.
+fn retry_reason(engine: EngineKind, ready: bool, console: Option<&str>) -> Option<String> {
+    if engine != EngineKind::QemuTcg || ready {
+        return None;
+    }
+    let crash = console.filter(|c| c.contains("Oops") || c.contains("Kernel panic"))?;
+    let first = crash.lines().next().unwrap_or_default().trim();
+    Some(format!(
+        "boot retried once: the first boot's kernel crashed before /init under qemu-tcg ({first})"
+    ))
 }
 
 /// Boot on `engine` and drain the ring until the guest is gone.
@@ -416,5 +425,31 @@ fn drain(reader: &mut Reader, collector: &mut Collector) -> Result<usize, ()> {
                 return Err(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_qemu_kernel_crash_before_ready_is_retried() {
+        let oops = "[    1.28] Oops: int3: 0000 [#1] SMP NOPTI\n[    1.29] RIP: sched_clock_cpu";
+        let why = retry_reason(EngineKind::QemuTcg, false, Some(oops)).unwrap();
+        assert!(why.contains("Oops: int3"), "{why}");
+        // Once our runtime is up, a crash is the test's business.
+        assert_eq!(retry_reason(EngineKind::QemuTcg, true, Some(oops)), None);
+        // Our own VMM has no such race.
+        assert_eq!(retry_reason(EngineKind::Kvm, false, Some(oops)), None);
+        // A guest that never got ready for another reason is judged as it is.
+        assert_eq!(
+            retry_reason(
+                EngineKind::QemuTcg,
+                false,
+                Some("[ 2.0] Run /init as init process")
+            ),
+            None
+        );
+        assert_eq!(retry_reason(EngineKind::QemuTcg, false, None), None);
     }
 }
