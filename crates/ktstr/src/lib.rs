@@ -12,6 +12,7 @@ pub mod scenario;
 pub mod scheduler;
 pub mod shm;
 pub mod test_support;
+pub mod which;
 
 /// `#[ktstr_test(...)]`: declare a VM test (see [`test_support`] and the README's
 /// "Writing tests").

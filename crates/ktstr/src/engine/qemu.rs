@@ -50,10 +50,7 @@ pub fn find_binary() -> Option<PathBuf> {
         let p = PathBuf::from(p);
         return p.is_file().then_some(p);
     }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("qemu-system-x86_64"))
-        .find(|p| p.is_file())
+    crate::which::which("qemu-system-x86_64")
 }
 
 const MIB: u64 = 1 << 20;

@@ -602,8 +602,7 @@ fn spawn_error(tool: &str, e: std::io::Error, command: &str) -> KernelError {
 }
 
 fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+    crate::which::which(tool).is_some()
 }
 
 fn running_as_root() -> bool {

@@ -7,7 +7,7 @@ pub mod extract;
 pub mod judge;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use ktstr_sidecar::Polarity;
 use serde::{Deserialize, Serialize};
@@ -236,16 +236,8 @@ pub enum PayloadError {
     },
 }
 
-/// Host path of a program on `PATH`, for payloads named by program name.
-pub fn which(program: &str) -> Option<PathBuf> {
-    if program.contains('/') {
-        return Some(PathBuf::from(program)).filter(|p| p.is_file());
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| Path::new(p).is_file())
-}
+/// Host path of a program, for payloads named by program name.
+pub use crate::which::which;
 
 #[cfg(test)]
 mod tests {

@@ -185,13 +185,11 @@ pub fn find_bpf_clang() -> Option<String> {
     if let Some(c) = std::env::var_os("BPF_CLANG").filter(|c| !c.is_empty()) {
         return Some(c.to_string_lossy().into_owned());
     }
-    let path = std::env::var_os("PATH")?;
-    let on_path = |c: &str| std::env::split_paths(&path).any(|d| d.join(c).is_file());
     (18..=24)
         .rev()
         .map(|v| format!("clang-{v}"))
         .chain(std::iter::once("clang".to_string()))
-        .find(|c| on_path(c))
+        .find(|c| crate::which::which(c).is_some())
 }
 
 /// An exclusive `flock` held until dropped.
