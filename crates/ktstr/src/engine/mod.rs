@@ -169,19 +169,12 @@ pub fn start(
 
 /// Host CPUs this process may run on.
 pub fn available_host_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for pid 0 (us).
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let rc =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if rc != 0 {
+    ktstr_vmm::host::affinity(0).unwrap_or_else(|_| {
         let n = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
-        return (0..n).collect();
-    }
-    (0..libc::CPU_SETSIZE as usize)
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-        .collect()
+        (0..n).collect()
+    })
 }
 
 /// The host CPUs a guest with `vcpus` vCPUs and an optional budget is pinned to.

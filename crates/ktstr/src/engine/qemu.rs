@@ -301,17 +301,12 @@ impl QemuGuest {
             cmd.stdin(Stdio::null()).stdout(Stdio::null());
         }
         let pin = host_cpus.clone();
-        // SAFETY: the closure only calls async-signal-safe libc functions between fork
-        // and exec: it pins qemu (and so every vCPU thread it creates) to the budget.
+        // SAFETY: between fork and exec the closure only makes async-signal-safe calls
+        // (sched_setaffinity over a captured slice, prctl; no allocation): it pins qemu,
+        // and so every vCPU thread it creates, to the budget.
         unsafe {
             cmd.pre_exec(move || {
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                for &c in &pin {
-                    libc::CPU_SET(c, &mut set);
-                }
-                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                ktstr_vmm::host::set_affinity(&pin)?;
                 // Die with the test process rather than linger.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 Ok(())
