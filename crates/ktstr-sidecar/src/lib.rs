@@ -95,6 +95,7 @@ pub mod error;
 pub mod example;
 pub mod explain;
 mod float;
+pub mod fsread;
 pub mod hash;
 pub mod host;
 pub mod kvm;

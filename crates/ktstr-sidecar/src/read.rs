@@ -16,7 +16,8 @@ const MAX_DEPTH: usize = 2;
 
 /// Read one sidecar file.
 pub fn read_sidecar(path: &Path) -> Result<SidecarResult> {
-    let bytes = fs::read(path).map_err(|e| SidecarError::io("read", path, e))?;
+    let bytes = crate::fsread::read_regular(path, crate::fsread::MAX_SIDECAR_BYTES)
+        .map_err(|e| SidecarError::io("read", path, e))?;
     parse_sidecar(&bytes, path)
 }
 
@@ -133,6 +134,7 @@ impl Pool {
 /// pool was named explicitly, e.g. by `--dir`).
 pub fn load_pool(roots: &[PathBuf], archive: bool) -> Pool {
     let mut pool = Pool::default();
+    let mut visited = crate::fsread::Visited::default();
     let mut seen: Vec<&PathBuf> = Vec::new();
     for root in roots {
         if seen.contains(&root) {
@@ -149,7 +151,7 @@ pub fn load_pool(roots: &[PathBuf], archive: bool) -> Pool {
             load_file(root, &mut run, &mut pool.errors);
             pool.runs.push(run);
         } else {
-            walk(root, 0, &mut pool);
+            walk(root, 0, &mut pool, &mut visited);
         }
     }
     pool.runs.sort_by(|a, b| a.path.cmp(&b.path));
@@ -163,7 +165,10 @@ pub fn load_pool(roots: &[PathBuf], archive: bool) -> Pool {
     pool
 }
 
-fn walk(dir: &Path, depth: usize, pool: &mut Pool) {
+fn walk(dir: &Path, depth: usize, pool: &mut Pool, visited: &mut crate::fsread::Visited) {
+    if !visited.first_visit(dir) {
+        return;
+    }
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
@@ -199,7 +204,7 @@ fn walk(dir: &Path, depth: usize, pool: &mut Pool) {
     if depth < MAX_DEPTH {
         subdirs.sort();
         for d in subdirs {
-            walk(&d, depth + 1, pool);
+            walk(&d, depth + 1, pool, visited);
         }
     }
 }
@@ -420,5 +425,44 @@ mod tests {
         let missing = load_pool(&[root.path().join("nope")], false);
         assert_eq!(missing.errors.len(), 1);
         assert!(missing.runs.is_empty());
+    }
+
+    #[test]
+    fn hostile_pools_are_read_once_without_hanging_or_growing() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let run = root.path().join("7.2.13-abc1234");
+        SidecarResult::new("one", "1n1l1c1t", "eevdf")
+            .write_to_dir(&run)
+            .expect("write");
+        // Links to the run directory, and a link back up to the root.
+        for i in 0..6 {
+            std::os::unix::fs::symlink(&run, root.path().join(format!("again{i}"))).unwrap();
+        }
+        std::os::unix::fs::symlink(root.path(), run.join("loop")).unwrap();
+        // A FIFO and a link to /dev/zero named like sidecars.
+        let fifo = std::ffi::CString::new(run.join("fifo.ktstr.json").to_str().unwrap().as_bytes())
+            .unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        std::os::unix::fs::symlink("/dev/zero", run.join("zero.ktstr.json")).unwrap();
+
+        let pool = load_pool(&[root.path().to_path_buf()], false);
+        assert_eq!(pool.sidecars().count(), 1);
+        assert_eq!(pool.errors.len(), 2, "{:?}", pool.errors);
+
+        let listing = crate::scan::list(
+            &[crate::scan::Source {
+                root: root.path().to_path_buf(),
+                archive: false,
+                mask: 1,
+                prune: false,
+            }],
+            None,
+        );
+        // one.ktstr.json, fifo.ktstr.json and zero.ktstr.json, each once.
+        assert_eq!(listing.files.len(), 3);
+        let (runs, errors) = crate::scan::summarize_runs(&listing, 1);
+        assert_eq!(runs.iter().map(|r| r.count).sum::<usize>(), 1);
+        assert_eq!(errors.len(), 2);
     }
 }

@@ -114,6 +114,8 @@ pub fn list(sources: &[Source], child_filter: Option<DirFilter<'_>>) -> Listing 
     let mut found: Vec<Found> = Vec::new();
     let mut errors = Vec::new();
     for src in sources {
+        // Per source: two sources may name the same directory (their masks merge below).
+        let mut visited = crate::fsread::Visited::default();
         if src.root.is_file() {
             let dir = src.root.parent().unwrap_or(Path::new(".")).to_path_buf();
             dirs.push(dir);
@@ -129,9 +131,12 @@ pub fn list(sources: &[Source], child_filter: Option<DirFilter<'_>>) -> Listing 
                 0,
                 src,
                 child_filter,
-                &mut dirs,
-                &mut found,
-                &mut errors,
+                &mut Walk {
+                    dirs: &mut dirs,
+                    found: &mut found,
+                    errors: &mut errors,
+                    visited: &mut visited,
+                },
             );
         }
     }
@@ -183,24 +188,33 @@ pub fn list(sources: &[Source], child_filter: Option<DirFilter<'_>>) -> Listing 
     listing
 }
 
+/// What a walk fills in.
+struct Walk<'a> {
+    dirs: &'a mut Vec<PathBuf>,
+    found: &'a mut Vec<Found>,
+    errors: &'a mut Vec<SidecarError>,
+    visited: &'a mut crate::fsread::Visited,
+}
+
 fn walk(
     dir: &Path,
     depth: usize,
     src: &Source,
     child_filter: Option<DirFilter<'_>>,
-    dirs: &mut Vec<PathBuf>,
-    found: &mut Vec<Found>,
-    errors: &mut Vec<SidecarError>,
+    w: &mut Walk<'_>,
 ) {
+    if !w.visited.first_visit(dir) {
+        return;
+    }
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
-            errors.push(SidecarError::io("list directory", dir, e));
+            w.errors.push(SidecarError::io("list directory", dir, e));
             return;
         }
     };
-    dirs.push(dir.to_path_buf());
-    let here = dirs.len() - 1;
+    w.dirs.push(dir.to_path_buf());
+    let here = w.dirs.len() - 1;
     let mut subdirs = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
@@ -218,7 +232,7 @@ fn walk(
                 subdirs.push(entry.path());
             }
         } else if is_sidecar_file_name(&text) {
-            found.push(Found {
+            w.found.push(Found {
                 dir: here,
                 name,
                 mask: src.mask,
@@ -229,7 +243,7 @@ fn walk(
     if depth < MAX_DEPTH {
         subdirs.sort();
         for d in subdirs {
-            walk(&d, depth + 1, src, child_filter, dirs, found, errors);
+            walk(&d, depth + 1, src, child_filter, w);
         }
     }
 }
@@ -336,7 +350,8 @@ pub fn fold_merge_files<A, I, F, M>(
 /// fails it (or has contradicting verdict bits) the reader's own [`parse_sidecar`],
 /// whose errors name the key and the fix.
 pub fn read_fast(path: &Path) -> Result<SidecarResult> {
-    let bytes = fs::read(path).map_err(|e| SidecarError::io("read", path, e))?;
+    let bytes = crate::fsread::read_regular(path, crate::fsread::MAX_SIDECAR_BYTES)
+        .map_err(|e| SidecarError::io("read", path, e))?;
     match serde_json::from_slice::<SidecarResult>(&bytes) {
         Ok(s) if s.bits().outcome().is_some() => Ok(s),
         _ => parse_sidecar(&bytes, path),

@@ -10,7 +10,10 @@ use ktstr_wire::msg::{
 };
 use ktstr_wire::{decode_msg, Frame, GuestMsg, Kind, OutputStream};
 
-/// Caps on what one run may accumulate, so a misbehaving guest cannot exhaust the host.
+/// Caps on what one run may accumulate, so a misbehaving guest cannot exhaust the host:
+/// counts per kind here, and bytes per kind and in total in [`Budget`] (docs/protocol.md,
+/// "Byte budgets").
+const MAX_PHASES: usize = 4096;
 const MAX_WORKER_REPORTS: usize = 65_536;
 const MAX_LOG_LINES: usize = 10_000;
 const MAX_OUTPUT_BYTES: usize = 64 << 20;
@@ -60,6 +63,8 @@ pub struct Collected {
     /// Protocol problems: a corrupt ring ends collection with one of these.
     pub protocol_errors: Vec<String>,
     pub dropped: u64,
+    /// What the byte budgets refused, per kind.
+    pub budget: Budget,
     /// Host time when `Done` arrived (start of teardown).
     pub done_at: Option<Instant>,
     pub self_test: Vec<Vec<u8>>,
@@ -103,17 +108,31 @@ impl Collector {
     }
 
     pub fn frame(&mut self, frame: Frame) {
+        let len = frame.payload.len() as u64;
         match frame.kind {
             Kind::MSG => match decode_msg(&frame) {
-                Ok(msg) => self.message(msg),
+                Ok(msg) => {
+                    if self.data.budget.admit(msg_kind(&msg), len) {
+                        self.message(msg)
+                    }
+                }
                 Err(e) => self.protocol_error(format!("frame {}: {e}", frame.seq)),
             },
             Kind::OUTPUT => match frame.output() {
-                Ok((stream, bytes)) => self.output(stream, bytes),
+                Ok((stream, bytes)) => {
+                    let kind = match stream {
+                        OutputStream::Stdout => "stdout",
+                        OutputStream::Stderr => "stderr",
+                        _ => "scheduler_log",
+                    };
+                    if self.data.budget.admit(kind, len) {
+                        self.output(stream, bytes)
+                    }
+                }
                 Err(e) => self.protocol_error(format!("frame {}: {e}", frame.seq)),
             },
             Kind::SELF_TEST => {
-                if self.data.self_test.len() < 1024 {
+                if self.data.budget.admit("self_test", len) && self.data.self_test.len() < 1024 {
                     self.data.self_test.push(frame.payload);
                 }
             }
@@ -163,7 +182,12 @@ impl Collector {
                     host_ms: self.started.elapsed().as_millis() as u64,
                 })
             }
-            GuestMsg::Phase { name, elapsed_ms } => d.phases.push((name, elapsed_ms)),
+            GuestMsg::Phase { name, elapsed_ms } => push_capped(
+                &mut d.phases,
+                (name, elapsed_ms),
+                MAX_PHASES,
+                &mut d.dropped,
+            ),
             GuestMsg::Log { level, text } => {
                 if d.logs.len() < MAX_LOG_LINES {
                     d.logs.push((level, text));
@@ -213,6 +237,103 @@ impl Collector {
                 d.done_at = Some(Instant::now());
             }
         }
+    }
+}
+
+/// Budget name of a message kind (the wire's `type`, snake case).
+fn msg_kind(m: &GuestMsg) -> &'static str {
+    match m {
+        GuestMsg::Ready { .. } => "ready",
+        GuestMsg::Phase { .. } => "phase",
+        GuestMsg::Log { .. } => "log",
+        GuestMsg::WorkerReport(_) => "worker_report",
+        GuestMsg::Stimulus(_) => "stimulus",
+        GuestMsg::MonitorSample(_) => "monitor_sample",
+        GuestMsg::Snapshot(_) => "snapshot",
+        GuestMsg::ScenarioEnd(_) => "scenario_end",
+        GuestMsg::ExecExit { .. } => "exec_exit",
+        GuestMsg::Panic { .. } => "panic",
+        GuestMsg::Scheduler(_) => "scheduler",
+        GuestMsg::VerifierStats { .. } => "verifier_stats",
+        GuestMsg::PayloadResult(_) => "payload_result",
+        GuestMsg::Done { .. } => "done",
+    }
+}
+
+const KIB: u64 = 1 << 10;
+const MIB: u64 = 1 << 20;
+
+/// Bytes of encoded payload one run may deliver per kind: far above what our guest
+/// sends in an hour-long run, far below what would hurt the host (decoded data is at
+/// most a few times its JSON). docs/protocol.md lists the same table.
+pub const BYTE_BUDGETS: &[(&str, u64)] = &[
+    ("ready", MIB),
+    ("phase", MIB),
+    ("log", 8 * MIB),
+    ("worker_report", 64 * MIB),
+    ("stimulus", 4 * MIB),
+    ("monitor_sample", 64 * MIB),
+    ("snapshot", 64 * MIB),
+    ("scenario_end", MIB),
+    ("exec_exit", 64 * KIB),
+    ("panic", MIB),
+    ("scheduler", 4 * MIB),
+    ("verifier_stats", 4 * MIB),
+    ("payload_result", 32 * MIB),
+    ("done", 64 * KIB),
+    ("stdout", 64 * MIB),
+    ("stderr", 64 * MIB),
+    ("scheduler_log", 64 * MIB),
+    ("self_test", 4 * MIB),
+];
+/// All kinds together.
+pub const TOTAL_BYTE_BUDGET: u64 = 192 * MIB;
+
+/// Bytes admitted per kind, and what was refused once a budget ran out.
+#[derive(Debug, Default, Clone)]
+pub struct Budget {
+    used: std::collections::BTreeMap<&'static str, u64>,
+    total: u64,
+    /// Kind -> (frames refused, bytes refused).
+    pub refused: std::collections::BTreeMap<&'static str, (u64, u64)>,
+}
+
+impl Budget {
+    /// Count `len` bytes of `kind`; false (and counted as refused) when that would pass
+    /// the kind's budget or the total.
+    pub fn admit(&mut self, kind: &'static str, len: u64) -> bool {
+        let cap = BYTE_BUDGETS
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(MIB, |(_, c)| *c);
+        let used = self.used.entry(kind).or_default();
+        if *used + len > cap || self.total + len > TOTAL_BYTE_BUDGET {
+            let r = self.refused.entry(kind).or_default();
+            r.0 += 1;
+            r.1 += len;
+            return false;
+        }
+        *used += len;
+        self.total += len;
+        true
+    }
+
+    /// One sentence per kind that ran over, for the verdict.
+    pub fn overruns(&self) -> Vec<String> {
+        self.refused
+            .iter()
+            .map(|(kind, (frames, bytes))| {
+                let cap = BYTE_BUDGETS
+                    .iter()
+                    .find(|(k, _)| k == kind)
+                    .map_or(MIB, |(_, c)| *c);
+                format!(
+                    "the guest sent more `{kind}` data than a run may deliver ({} MiB for the kind, {} MiB in all): {frames} frame(s), {bytes} bytes refused",
+                    cap / MIB,
+                    TOTAL_BYTE_BUDGET / MIB
+                )
+            })
+            .collect()
     }
 }
 
@@ -316,5 +437,56 @@ mod tests {
         );
         // The reader skips kinds it does not know and counts them.
         assert_eq!(stats.skipped_unknown, 1);
+    }
+
+    #[test]
+    fn a_flood_of_any_kind_is_refused_past_its_byte_budget() {
+        let mut c = Collector::new(OutputMode::Capture, Instant::now());
+        // 3000 phase messages of ~1 MiB each (what took a host to 3 GB before).
+        let name = "x".repeat((MIB - 64) as usize);
+        let payload = encode_msg(&GuestMsg::Phase {
+            name,
+            elapsed_ms: 1,
+        });
+        for seq in 0..3000u32 {
+            c.frame(Frame {
+                kind: Kind::MSG,
+                seq,
+                payload: payload.clone(),
+            });
+        }
+        let d = c.data;
+        // The 1 MiB phase budget admits none of these frames (each is just under it, so
+        // at most one fits).
+        assert!(d.phases.len() <= 1, "{}", d.phases.len());
+        let (frames, bytes) = d.budget.refused["phase"];
+        assert!(
+            frames >= 2999 && bytes >= 2999 * (MIB - 64),
+            "{frames} {bytes}"
+        );
+        let why = d.budget.overruns();
+        assert_eq!(why.len(), 1);
+        assert!(why[0].contains("`phase`"), "{why:?}");
+
+        // Every kind has a budget, and the total caps them together.
+        let mut b = Budget::default();
+        for (kind, cap) in BYTE_BUDGETS {
+            assert!(b.admit(kind, (*cap).min(MIB)), "{kind}");
+            assert!(!b.admit(kind, *cap), "{kind} admitted past its budget");
+        }
+        let mut b = Budget::default();
+        let mut admitted = 0;
+        for kind in [
+            "worker_report",
+            "monitor_sample",
+            "snapshot",
+            "stdout",
+            "stderr",
+        ] {
+            while b.admit(kind, MIB) {
+                admitted += MIB;
+            }
+        }
+        assert_eq!(admitted, TOTAL_BYTE_BUDGET);
     }
 }

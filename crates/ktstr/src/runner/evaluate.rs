@@ -400,6 +400,9 @@ pub fn evaluate(
     for e in &data.protocol_errors {
         c.fail(Gate::Run, "ring", e.clone());
     }
+    for e in data.budget.overruns() {
+        c.fail(Gate::Run, "ring", e);
+    }
     if let Some(p) = &data.panic {
         c.fail(
             Gate::Run,
