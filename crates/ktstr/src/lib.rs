@@ -4,12 +4,14 @@
 pub mod assert;
 pub mod engine;
 pub mod initramfs;
+pub mod interrupt;
 pub mod kernel;
 pub mod payload;
 pub mod prelude;
 pub mod runner;
 pub mod scenario;
 pub mod scheduler;
+pub mod scratch;
 pub mod shm;
 pub mod test_support;
 pub mod which;

@@ -10,6 +10,7 @@ use clap::Args;
 use ktstr::engine;
 use ktstr::kernel::Progress;
 use ktstr::test_support::names::{format_kernel_list, KERNEL_LIST_ENV};
+use ktstr::test_support::soak::Soak;
 use ktstr::test_support::suite::{self, Project};
 use ktstr::test_support::{MANIFEST_ENV, NO_SKIP_ENV};
 
@@ -36,6 +37,11 @@ pub struct TestArgs {
     /// skipping (sets KTSTR_NO_SKIP).
     #[arg(long)]
     no_skip: bool,
+    /// Run the suite N times and report, per test, passes over runs and every distinct
+    /// failure signature (the flake rate); each round's sidecars go to their own
+    /// directory under `target/ktstr/soak-*`, with `soak.json` beside them.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
     /// Arguments for `cargo nextest run`, after `--` (e.g. `-- -E 'test(/ktstr/)'
     /// --no-fail-fast --run-ignored all`).
     #[arg(last = true, value_name = "NEXTEST ARGS")]
@@ -96,41 +102,92 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
     suite::write_file(&manifest, "")?;
 
     let cargo = suite::cargo_bin();
-    let mut cmd = Command::new(&cargo);
-    cmd.args(["nextest", "run", "--tool-config-file"])
-        .arg(format!("ktstr:{}", tool_config.display()));
-    if let Some(p) = &args.partition {
-        cmd.args(["--partition", p]);
-    }
-    cmd.args(&args.nextest_args);
-    cmd.env("KTSTR_KERNEL", &kernels[0].spec)
-        .env("KTSTR_GUEST", &guest)
-        .env(MANIFEST_ENV, &manifest);
-    if kernels.len() > 1 {
-        cmd.env(
-            KERNEL_LIST_ENV,
-            format_kernel_list(&suite::kernel_entries(&kernels)),
-        );
-    } else {
-        cmd.env_remove(KERNEL_LIST_ENV);
-    }
-    if let Some(e) = engine_name {
-        cmd.env("KTSTR_ENGINE", e);
-    }
-    if args.no_skip {
-        cmd.env(NO_SKIP_ENV, "1");
-    }
+    // Ctrl-C reaches nextest and the VM tests (same process group): they tear down and
+    // write their sidecars; this process outlives them to print the summary.
+    ktstr::interrupt::catch();
+    let nextest = |runs_root: Option<&std::path::Path>| -> anyhow::Result<i32> {
+        suite::write_file(&manifest, "")?;
+        let mut cmd = Command::new(&cargo);
+        cmd.args(["nextest", "run", "--tool-config-file"])
+            .arg(format!("ktstr:{}", tool_config.display()));
+        if let Some(p) = &args.partition {
+            cmd.args(["--partition", p]);
+        }
+        cmd.args(&args.nextest_args);
+        cmd.env("KTSTR_KERNEL", &kernels[0].spec)
+            .env("KTSTR_GUEST", &guest)
+            .env(MANIFEST_ENV, &manifest);
+        if let Some(root) = runs_root {
+            cmd.env("KTSTR_RUNS_ROOT", root);
+        }
+        if kernels.len() > 1 {
+            cmd.env(
+                KERNEL_LIST_ENV,
+                format_kernel_list(&suite::kernel_entries(&kernels)),
+            );
+        } else {
+            cmd.env_remove(KERNEL_LIST_ENV);
+        }
+        if let Some(e) = engine_name {
+            cmd.env("KTSTR_ENGINE", e);
+        }
+        if args.no_skip {
+            cmd.env(NO_SKIP_ENV, "1");
+        }
+        let status = cmd
+            .status()
+            .with_context(|| format!("cannot run `{cargo} nextest run`; is cargo-nextest installed (`cargo install cargo-nextest`)?"))?;
+        Ok(status.code().unwrap_or(1))
+    };
     eprintln!(
         "ktstr: {} VM test(s) at a time on {cpus} CPU(s); nextest tool config {}",
         slots,
         tool_config.display()
     );
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot run `{cargo} nextest run`; is cargo-nextest installed (`cargo install cargo-nextest`)?"))?;
+    if args.repeat > 1 {
+        return soak(args.repeat, &target_dir, &manifest, nextest);
+    }
+    let code = nextest(None)?;
 
     let summary = suite::read_manifest(&manifest);
     eprintln!();
     eprint!("{}", summary.render());
-    Ok(status.code().unwrap_or(1))
+    Ok(code)
+}
+
+/// `--repeat N`: N rounds, each in its own runs root, summed up into a flake report.
+fn soak(
+    rounds: u32,
+    target_dir: &std::path::Path,
+    manifest: &std::path::Path,
+    mut nextest: impl FnMut(Option<&std::path::Path>) -> anyhow::Result<i32>,
+) -> anyhow::Result<i32> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let dir = target_dir.join("ktstr").join(format!("soak-{stamp}"));
+    let mut tally = Soak::default();
+    for round in 1..=rounds {
+        let root = dir.join(format!("round-{round}"));
+        eprintln!(
+            "ktstr: soak round {round}/{rounds} (sidecars under {})",
+            root.display()
+        );
+        let started = std::time::Instant::now();
+        let code = nextest(Some(&root))?;
+        let summary = suite::read_manifest(manifest);
+        tally.add_round(round, &summary, code == 0);
+        eprintln!(
+            "ktstr: round {round}/{rounds} took {:.0} s: {}",
+            started.elapsed().as_secs_f64(),
+            summary.render().lines().next().unwrap_or_default()
+        );
+    }
+    let json = dir.join("soak.json");
+    let text = serde_json::to_string_pretty(&tally).context("cannot encode the soak report")?;
+    suite::write_file(&json, &(text + "\n"))?;
+    eprintln!();
+    eprint!("{}", tally.render());
+    eprintln!("soak report: {}", json.display());
+    Ok(if tally.clean() { 0 } else { 1 })
 }

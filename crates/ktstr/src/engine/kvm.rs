@@ -20,10 +20,17 @@ impl KvmGuest {
         spec: &BootSpec,
         prepare: impl FnOnce(*mut u8, usize) -> anyhow::Result<()>,
     ) -> anyhow::Result<Self> {
-        let serial = spec
-            .serial_log
-            .clone()
-            .unwrap_or_else(|| std::path::PathBuf::from("/dev/stdout"));
+        let serial = match &spec.serial_log {
+            Some(log) => {
+                // A fresh file for this run: a previous run's log (or a planted link) at
+                // that name is unlinked, never followed or quoted as this run's.
+                crate::scratch::replace_file(log, 0o644).map_err(|e| {
+                    anyhow::anyhow!("cannot create the console log {}: {e}", log.display())
+                })?;
+                log.clone()
+            }
+            None => std::path::PathBuf::from("/dev/stdout"),
+        };
         let mut cfg = VmConfig::linux(spec.topology, spec.kernel.clone(), serial);
         cfg.memory_mib = spec.memory_mib;
         cfg.cpu_budget = spec.cpu_budget.map(|b| b as usize);

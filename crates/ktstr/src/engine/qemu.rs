@@ -4,13 +4,13 @@
 //! and qemu pinned to the CPU budget.
 
 use std::ffi::OsString;
-use std::fs::{File, OpenOptions};
 use std::os::unix::process::CommandExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{budget_cpus, BootSpec, EngineReport, GuestExit, RunningGuest, BASE_KARGS};
+use crate::scratch::{self, ScratchDir};
 use crate::shm::ShmMapping;
 
 /// Errors of the qemu engine.
@@ -29,6 +29,12 @@ pub enum QemuError {
     MemoryFile {
         path: PathBuf,
         source: std::io::Error,
+    },
+    #[error("{root} has {free_mib} MiB free but the guest needs {need_mib} MiB of RAM there: free some space, or set KTSTR_TMPDIR to a tmpfs with room (guest RAM lives in files there)")]
+    NoRoom {
+        root: PathBuf,
+        free_mib: u64,
+        need_mib: u64,
     },
     #[error("cannot map the shared-memory region of {path}: {source}")]
     Map {
@@ -115,26 +121,75 @@ impl MemoryPlan {
     }
 }
 
-/// TCG threading: `KTSTR_QEMU_TCG_THREAD=single|multi` (default multi).
-fn tcg_threading() -> &'static str {
+/// TCG threading: `KTSTR_QEMU_TCG_THREAD=single|multi`, default single.
+///
+/// Multi-threaded TCG (qemu 7.2, Debian 12) sometimes runs a stale translation of kernel
+/// text that another vCPU has just patched (static keys flip when a sched_ext scheduler
+/// attaches): the guest dies on `Oops: int3`, ~2 % of VM tests on a busy host. One TCG
+/// thread serialises the vCPUs, so a patch is never raced (docs/reliability.md has the
+/// numbers).
+pub fn tcg_threading() -> TcgThreading {
     match std::env::var("KTSTR_QEMU_TCG_THREAD").as_deref() {
-        Ok("single") => "single",
-        _ => "multi",
+        Ok("multi") => TcgThreading::Multi,
+        _ => TcgThreading::Single,
     }
 }
 
+/// How qemu runs the guest's vCPUs under TCG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcgThreading {
+    /// One host thread runs every vCPU in turn.
+    Single,
+    /// One host thread per vCPU (MTTCG).
+    Multi,
+}
+
+impl TcgThreading {
+    pub fn name(self) -> &'static str {
+        match self {
+            TcgThreading::Single => "single",
+            TcgThreading::Multi => "multi",
+        }
+    }
+}
+
+/// Refuse to start when the file system for guest RAM cannot hold it: qemu would
+/// otherwise die of SIGBUS the first time the guest touches a page past the end.
+fn check_room(root: &Path, need_mib: u64) -> Result<(), QemuError> {
+    let Some(free_mib) = free_mib(root) else {
+        return Ok(());
+    };
+    if free_mib < need_mib {
+        return Err(QemuError::NoRoom {
+            root: root.to_path_buf(),
+            free_mib,
+            need_mib,
+        });
+    }
+    Ok(())
+}
+
+/// Free space of the file system holding `path`, in MiB (None when unknown).
+fn free_mib(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: a NUL-terminated path and a buffer of the right type for statvfs to fill.
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled the buffer.
+    let st = unsafe { st.assume_init() };
+    Some(st.f_bavail * st.f_frsize / MIB)
+}
+
 /// The full qemu argument list for a spec (pure, so it can be tested).
-pub fn qemu_args(
-    spec: &BootSpec,
-    plan: &MemoryPlan,
-    mem_files: &[PathBuf],
-    serial: Option<&Path>,
-) -> Vec<OsString> {
+pub fn qemu_args(spec: &BootSpec, plan: &MemoryPlan, mem_files: &[PathBuf]) -> Vec<OsString> {
     let topo = spec.topology;
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |s: String| a.push(OsString::from(s));
     push("-accel".into());
-    push(format!("tcg,thread={}", tcg_threading()));
+    push(format!("tcg,thread={}", tcg_threading().name()));
     push("-cpu".into());
     push("max".into());
     push("-m".into());
@@ -190,11 +245,10 @@ pub fn qemu_args(
     ] {
         push(s.into());
     }
+    // The console is qemu's stdout: the terminal for a shell, else a log file the
+    // runner opened for this run.
     push("-serial".into());
-    push(match serial {
-        Some(p) => format!("file:{}", p.display()),
-        None => "stdio".into(),
-    });
+    push("stdio".into());
     push("-kernel".into());
     a.push(spec.kernel.clone().into_os_string());
     a.push("-initrd".into());
@@ -215,27 +269,14 @@ pub fn cmdline(spec: &BootSpec, plan: &MemoryPlan) -> String {
 /// A running qemu guest.
 pub struct QemuGuest {
     child: Child,
-    mem_dir: PathBuf,
+    /// Guest RAM, qemu's stderr; removed at teardown (dropped after qemu is gone).
+    mem_dir: Option<ScratchDir>,
     shm: ShmMapping,
     host_cpus: Vec<usize>,
     vcpus: u32,
     killed: Option<String>,
     stderr_path: PathBuf,
     pub plan: MemoryPlan,
-}
-
-static INSTANCE: AtomicU64 = AtomicU64::new(0);
-
-fn tmp_root() -> PathBuf {
-    if let Some(d) = std::env::var_os("KTSTR_TMPDIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
-    }
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    }
 }
 
 impl QemuGuest {
@@ -247,58 +288,47 @@ impl QemuGuest {
     ) -> anyhow::Result<Self> {
         let binary = find_binary().ok_or(QemuError::NotFound)?;
         let plan = MemoryPlan::new(spec.memory_mib, spec.topology.numa_nodes(), spec.shm_size)?;
-        let mem_dir = tmp_root().join(format!(
-            "ktstr-{}-{}",
-            std::process::id(),
-            INSTANCE.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&mem_dir).map_err(|source| QemuError::MemoryFile {
-            path: mem_dir.clone(),
-            source,
-        })?;
-        let guard = DirGuard(Some(mem_dir.clone()));
+        let root = scratch::ram_root();
+        let mem_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| QemuError::MemoryFile { path, source }
+        };
+        check_room(&root, plan.total_mib())?;
+        // A private directory (0700, unguessable name, swept if this process is killed):
+        // nobody else can read guest memory or plant a link where qemu writes.
+        let mem_dir = ScratchDir::create(&root, "ktstr-ram-").map_err(mem_err(&root))?;
         let mut files = Vec::new();
         for n in 0..plan.nodes {
-            let path = mem_dir.join(format!("node{n}.ram"));
-            let f = File::create(&path).map_err(|source| QemuError::MemoryFile {
-                path: path.clone(),
-                source,
-            })?;
-            f.set_len(plan.node_bytes)
-                .map_err(|source| QemuError::MemoryFile {
-                    path: path.clone(),
-                    source,
-                })?;
-            files.push(path);
+            let (path, f) = mem_dir
+                .create_file(&format!("node{n}.ram"))
+                .map_err(mem_err(mem_dir.path()))?;
+            f.set_len(plan.node_bytes).map_err(mem_err(&path))?;
+            files.push((path, f));
         }
         let (node, offset) = plan.shm_file_offset();
-        let shm_file = &files[node as usize];
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(shm_file)
-            .map_err(|source| QemuError::Map {
-                path: shm_file.clone(),
+        let (shm_path, shm_file) = &files[node as usize];
+        let shm = ShmMapping::map_file(shm_file, offset, plan.shm_size).map_err(|source| {
+            QemuError::Map {
+                path: shm_path.clone(),
                 source,
-            })?;
-        let shm =
-            ShmMapping::map_file(&f, offset, plan.shm_size).map_err(|source| QemuError::Map {
-                path: shm_file.clone(),
-                source,
-            })?;
+            }
+        })?;
         prepare(&shm)?;
 
         let host_cpus = budget_cpus(spec.topology.vcpus(), spec.cpu_budget);
-        let args = qemu_args(spec, &plan, &files, spec.serial_log.as_deref());
-        let stderr_path = mem_dir.join("qemu.stderr");
-        let stderr = File::create(&stderr_path).map_err(|source| QemuError::MemoryFile {
-            path: stderr_path.clone(),
-            source,
-        })?;
+        let paths: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
+        let args = qemu_args(spec, &plan, &paths);
+        let (stderr_path, stderr) = mem_dir
+            .create_file("qemu.stderr")
+            .map_err(mem_err(mem_dir.path()))?;
         let mut cmd = Command::new(&binary);
         cmd.args(&args).stderr(stderr);
-        if spec.serial_log.is_some() {
-            cmd.stdin(Stdio::null()).stdout(Stdio::null());
+        if let Some(log) = &spec.serial_log {
+            // The console goes to qemu's stdout, a file this run created afresh: qemu
+            // never opens (or follows a link at) the log's path itself, and a previous
+            // run's log is never mistaken for this one's.
+            let console = scratch::replace_file(log, 0o644).map_err(mem_err(log))?;
+            cmd.stdin(Stdio::null()).stdout(console);
         }
         let pin = host_cpus.clone();
         // SAFETY: between fork and exec the closure only makes async-signal-safe calls
@@ -316,11 +346,9 @@ impl QemuGuest {
             binary: binary.clone(),
             source,
         })?;
-        let mut guard = guard;
-        guard.0 = None;
         Ok(Self {
             child,
-            mem_dir,
+            mem_dir: Some(mem_dir),
             shm,
             host_cpus,
             vcpus: spec.topology.vcpus(),
@@ -359,12 +387,20 @@ impl RunningGuest for QemuGuest {
         let exit = match (&self.killed, status) {
             (Some(why), _) => GuestExit::Killed(why.clone()),
             (None, Ok(s)) if s.success() => GuestExit::Reset,
+            (None, Ok(s)) if s.signal() == Some(libc::SIGBUS) => {
+                GuestExit::EngineFailed(format!(
+                    "qemu died of SIGBUS: the file system holding guest RAM ({}) ran out of space while the guest ran ({} MiB free now, the guest has {} MiB); set KTSTR_TMPDIR to a tmpfs with room",
+                    scratch::ram_root().display(),
+                    free_mib(&scratch::ram_root()).map_or("?".into(), |f| f.to_string()),
+                    self.plan.total_mib()
+                ))
+            }
             (None, Ok(s)) => {
                 GuestExit::EngineFailed(format!("qemu exited with {s}{}", last_lines(&stderr)))
             }
             (None, Err(e)) => GuestExit::EngineFailed(format!("cannot wait for qemu: {e}")),
         };
-        let _ = std::fs::remove_dir_all(&self.mem_dir);
+        self.mem_dir = None;
         EngineReport {
             exit,
             vcpus: self.vcpus,
@@ -389,18 +425,6 @@ impl Drop for QemuGuest {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.mem_dir);
-    }
-}
-
-/// Removes the guest memory directory if start-up fails half way.
-struct DirGuard(Option<PathBuf>);
-
-impl Drop for DirGuard {
-    fn drop(&mut self) {
-        if let Some(d) = self.0.take() {
-            let _ = std::fs::remove_dir_all(d);
         }
     }
 }
@@ -457,7 +481,7 @@ mod tests {
             PathBuf::from("/dev/shm/x/node0.ram"),
             "/dev/shm/x/node1.ram".into(),
         ];
-        let args: Vec<String> = qemu_args(&s, &plan, &files, Some(Path::new("/tmp/s.log")))
+        let args: Vec<String> = qemu_args(&s, &plan, &files)
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect();
@@ -470,7 +494,7 @@ mod tests {
         assert!(joined.contains("-numa node,nodeid=1,cpus=8-15,memdev=m1"));
         assert!(joined.contains("-numa dist,src=0,dst=1,val=20"));
         assert!(joined.contains("mem-path=/dev/shm/x/node1.ram,share=on"));
-        assert!(joined.contains("-serial file:/tmp/s.log"));
+        assert!(joined.contains("-serial stdio"));
         let append = &args[args.iter().position(|a| a == "-append").unwrap() + 1];
         assert!(append.starts_with("console=ttyS0 "));
         assert!(append.contains("ktstr.shm=0x30000000,0x800000"));
@@ -481,7 +505,7 @@ mod tests {
     fn single_node_uses_machine_memory_backend() {
         let s = spec("1n1l2c1t", 1024);
         let plan = MemoryPlan::new(1024, 1, 8 * MIB).unwrap();
-        let args: Vec<String> = qemu_args(&s, &plan, &["/f".into()], None)
+        let args: Vec<String> = qemu_args(&s, &plan, &["/f".into()])
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect();
@@ -489,5 +513,48 @@ mod tests {
         assert!(joined.contains("-M q35,memory-backend=m0"));
         assert!(!joined.contains("-numa"));
         assert!(joined.contains("-serial stdio"));
+    }
+
+    #[test]
+    fn a_previous_runs_console_log_is_never_quoted() {
+        if find_binary().is_none() {
+            eprintln!("skipped: qemu-system-x86_64 is not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("t-0123456789abcdef.console.log");
+        // Run 1 left a panic at the path run 2 uses; run 2 fails in qemu before any boot.
+        std::fs::write(&log, "[ 1.0] Kernel panic - not syncing: run 1\n").unwrap();
+        let mut s = spec("1n1l1c1t", 512);
+        s.kernel = dir.path().join("no-such-bzImage");
+        s.serial_log = Some(log.clone());
+        let guest = QemuGuest::start(&s, |_| Ok(())).unwrap();
+        let report = Box::new(guest).teardown();
+        let GuestExit::EngineFailed(why) = &report.exit else {
+            panic!("qemu without a kernel should fail: {:?}", report.exit);
+        };
+        assert!(!why.contains("run 1"), "{why}");
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "");
+        assert_eq!(crate::runner::evaluate::console_excerpt(&log), None);
+    }
+
+    #[test]
+    fn guest_ram_is_private_and_gone_after_teardown() {
+        if find_binary().is_none() {
+            eprintln!("skipped: qemu-system-x86_64 is not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec("1n1l1c1t", 512);
+        s.kernel = dir.path().join("no-such-bzImage");
+        s.serial_log = Some(dir.path().join("c.log"));
+        let guest = QemuGuest::start(&s, |_| Ok(())).unwrap();
+        let mem_dir = guest.mem_dir.as_ref().unwrap().path().to_path_buf();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&mem_dir), 0o700);
+        assert_eq!(mode(&mem_dir.join("node0.ram")), 0o600);
+        drop(Box::new(guest).teardown());
+        assert!(!mem_dir.exists());
     }
 }

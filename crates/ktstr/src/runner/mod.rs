@@ -18,6 +18,7 @@ use crate::assert::{Assert, Checks};
 use crate::engine::{self, BootSpec, EngineKind, EngineReport};
 use crate::initramfs::{self, BaseParts};
 use crate::kernel::ResolvedKernel;
+use crate::scratch::ScratchDir;
 use collect::{Collected, Collector, OutputMode};
 
 /// Default size of the shared-memory region.
@@ -134,8 +135,8 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
         spec: spec_with_payloads(req)?,
         ..req.clone()
     };
-    let assert = &req.assert;
     let started = Instant::now();
+    crate::interrupt::catch();
     // An impossible spec never boots.
     crate::scenario::validate_spec(&req.spec, &req.topology).map_err(|e| {
         anyhow::anyhow!(
@@ -176,12 +177,17 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
     }
 
     let out_dir = if req.write_sidecar {
-        ktstr_sidecar::paths::run_dir_for(&sidecar)
+        let d = ktstr_sidecar::paths::run_dir_for(&sidecar);
+        std::fs::create_dir_all(&d)
+            .with_context(|| format!("cannot create run directory {}", d.display()))?;
+        d
     } else {
-        std::env::temp_dir().join("ktstr-shell")
+        // A shell's console outlives it (the user reads it): a private directory of its
+        // own, never a shared, guessable path.
+        ScratchDir::create(&std::env::temp_dir(), "ktstr-shell-")
+            .context("cannot create a directory for the shell's console log")?
+            .keep()
     };
-    std::fs::create_dir_all(&out_dir)
-        .with_context(|| format!("cannot create run directory {}", out_dir.display()))?;
     let stem = sidecar
         .file_name()
         .trim_end_matches(".ktstr.json")
@@ -193,9 +199,7 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
             return crate::scheduler::run::missing_outcome(req, sidecar, &out_dir, missing, started)
         }
     };
-    let work = tempfile::Builder::new()
-        .prefix("ktstr-run-")
-        .tempdir()
+    let work = ScratchDir::create(&std::env::temp_dir(), "ktstr-run-")
         .context("cannot create a temporary directory for the run")?;
 
     // Initramfs: cached base + this test's spec.
@@ -237,46 +241,53 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
     } else {
         OutputMode::Capture
     };
-    let mut collector = Collector::new(mode, started);
-    let mut engine_report = boot_and_drain(req.engine, &boot, &mut collector)?;
-    // Multi-threaded TCG sometimes runs a stale translation of code the kernel has just
-    // patched (an int3 Oops in early boot, seen once in ~40 boots of a 2-vCPU guest). A
-    // guest kernel that died before our runtime started measured nothing: boot it once
-    // more, and say so in the sidecar.
-    let boot_note = retry_reason(
-        req.engine,
-        collector.data.ready.is_some(),
-        evaluate::console_excerpt(&console_log).as_deref(),
-    );
-    if boot_note.is_some() {
-        collector = Collector::new(mode, Instant::now());
-        engine_report = boot_and_drain(req.engine, &boot, &mut collector)?;
-    }
-    let torn_down = Instant::now();
-    let data = collector.data;
-
-    sidecar.cpu_budget = engine_report.cpu_budget;
-    sidecar.cleanup_duration_ms = data
-        .done_at
-        .map(|t| torn_down.saturating_duration_since(t).as_millis() as u64);
-    if let Some(stats) = engine_report.kvm_stats.clone() {
-        sidecar.kvm_stats = Some(ktstr_sidecar::KvmStatsTotals { per_vcpu: stats });
-    }
-    let measured = evaluate::measure(&req.spec, &req.topology, assert, &data);
-    sidecar.stats = measured.stats.clone();
-    sidecar.monitor = measured.monitor.as_ref().map(|(m, _)| m.clone());
-    sidecar.stimulus_events = measured.stimulus_events.clone();
-    sidecar.periodic_fired = measured.periodic_fired;
-    sidecar.periodic_target = measured.periodic_target;
-
-    let mut verdict =
-        evaluate::evaluate(req, assert, &data, &measured, &engine_report, &console_log);
-    crate::scheduler::run::add_checks(&sched, &data, &mut verdict);
-    sidecar.metrics = add_payload_checks(req, &data, &mut verdict);
+    let threading = (req.engine == EngineKind::QemuTcg).then(engine::qemu::tcg_threading);
+    let mut attempt = 1;
+    let mut retried: Option<String> = None;
+    let (mut sidecar, verdict, finalized, data, engine_report) = loop {
+        let clock = if attempt == 1 {
+            started
+        } else {
+            Instant::now()
+        };
+        let mut collector = Collector::new(mode, clock);
+        let engine_report = boot_and_drain(req.engine, &boot, &mut collector)?;
+        let torn_down = Instant::now();
+        let data = collector.data;
+        let console = evaluate::console_excerpt(&console_log);
+        let retry = (attempt == 1)
+            .then(|| retry_reason(threading, console.as_deref()))
+            .flatten();
+        let judged = Judged::new(
+            req,
+            sidecar.clone(),
+            &sched,
+            &data,
+            &engine_report,
+            &console_log,
+            torn_down,
+        );
+        let Some(why) = retry else {
+            break (
+                judged.sidecar,
+                judged.verdict,
+                judged.finalized,
+                data,
+                engine_report,
+            );
+        };
+        // Keep the discarded attempt beside the run (not as a `*.ktstr.json`, so pools
+        // never count it): its sidecar and its console.
+        let kept = keep_discarded_attempt(&judged.sidecar, &out_dir, &stem, &console_log);
+        retried = Some(format!("{why}; the discarded attempt: {kept}"));
+        attempt += 1;
+    };
     crate::scheduler::run::record(&data, &mut sidecar, &out_dir, &stem);
-    verdict.reasons.extend(boot_note);
-    sidecar.stats.verdict_details = verdict.reasons.clone();
-    let finalized = sidecar.finalize(verdict.outcome, req.expect_err);
+    let mut verdict = verdict;
+    if let Some(note) = retried {
+        verdict.reasons.push(note.clone());
+        sidecar.stats.verdict_details.push(note);
+    }
 
     let sidecar_path = if req.write_sidecar {
         Some(
@@ -302,6 +313,79 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
         checks: verdict.checks,
         wall_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// One attempt judged on the host: the sidecar filled from what the guest measured, the
+/// verdict, and the final outcome after `expect_err`.
+struct Judged {
+    sidecar: SidecarResult,
+    verdict: evaluate::Verdict,
+    finalized: ktstr_sidecar::verdict::Finalized,
+}
+
+impl Judged {
+    fn new(
+        req: &RunRequest,
+        mut sidecar: SidecarResult,
+        sched: &crate::scheduler::Prepared,
+        data: &Collected,
+        engine_report: &EngineReport,
+        console_log: &Path,
+        torn_down: Instant,
+    ) -> Self {
+        let assert = &req.assert;
+        sidecar.cpu_budget = engine_report.cpu_budget;
+        sidecar.cleanup_duration_ms = data
+            .done_at
+            .map(|t| torn_down.saturating_duration_since(t).as_millis() as u64);
+        if let Some(stats) = engine_report.kvm_stats.clone() {
+            sidecar.kvm_stats = Some(ktstr_sidecar::KvmStatsTotals { per_vcpu: stats });
+        }
+        let measured = evaluate::measure(&req.spec, &req.topology, assert, data);
+        sidecar.stats = measured.stats.clone();
+        sidecar.monitor = measured.monitor.as_ref().map(|(m, _)| m.clone());
+        sidecar.stimulus_events = measured.stimulus_events.clone();
+        sidecar.periodic_fired = measured.periodic_fired;
+        sidecar.periodic_target = measured.periodic_target;
+
+        let mut verdict =
+            evaluate::evaluate(req, assert, data, &measured, engine_report, console_log);
+        crate::scheduler::run::add_checks(sched, data, &mut verdict);
+        sidecar.metrics = add_payload_checks(req, data, &mut verdict);
+        sidecar.verifier_stats = crate::scheduler::verifier_stats(&data.verifier_stats);
+        sidecar.stats.verdict_details = verdict.reasons.clone();
+        let finalized = sidecar.finalize(verdict.outcome, req.expect_err);
+        Self {
+            sidecar,
+            verdict,
+            finalized,
+        }
+    }
+}
+
+/// Write a discarded attempt's sidecar as `{stem}.attempt1.json` and move its console
+/// log to `{stem}.attempt1.console.log`; say where they are (or why not).
+fn keep_discarded_attempt(
+    sidecar: &SidecarResult,
+    out_dir: &Path,
+    stem: &str,
+    console_log: &Path,
+) -> String {
+    let json = out_dir.join(format!("{stem}.attempt1.json"));
+    let console = out_dir.join(format!("{stem}.attempt1.console.log"));
+    let mut notes = Vec::new();
+    let written = sidecar
+        .to_json_pretty()
+        .and_then(|text| ktstr_sidecar::write::write_atomic(&json, text.as_bytes()));
+    match written {
+        Ok(()) => notes.push(json.display().to_string()),
+        Err(e) => notes.push(format!("sidecar not kept ({e})")),
+    }
+    match std::fs::rename(console_log, &console) {
+        Ok(()) => notes.push(console.display().to_string()),
+        Err(e) => notes.push(format!("console not kept ({e})")),
+    }
+    notes.join(", ")
 }
 
 /// Judges the payload results (metrics extracted on the host, each payload's checks)
@@ -332,18 +416,27 @@ fn add_payload_checks(
     judged.metrics
 }
 
-/// Why a boot deserves one more try: under qemu-tcg, the guest kernel crashed before our
-/// runtime reported ready (so nothing of the test ran). `None`: judge the run as it is.
-fn retry_reason(engine: EngineKind, ready: bool, console: Option<&str>) -> Option<String> {
-    if engine != EngineKind::QemuTcg || ready {
+/// The one failure a run is retried for: a guest kernel `Oops: int3` under
+/// multi-threaded TCG, the emulator running a stale translation of kernel text another
+/// vCPU has just patched. Nothing else — a scheduler error, a stall, a failed gate, any
+/// other oops, any engine but multi-threaded qemu-tcg — is retried. `None`: judge the run
+/// as it is.
+fn retry_reason(
+    threading: Option<engine::qemu::TcgThreading>,
+    console: Option<&str>,
+) -> Option<String> {
+    if threading != Some(engine::qemu::TcgThreading::Multi) {
         return None;
     }
-    let crash = console.filter(|c| c.contains("Oops") || c.contains("Kernel panic"))?;
-    let first = crash.lines().next().unwrap_or_default().trim();
+    let oops = console?.lines().find(|l| l.contains("Oops: int3"))?;
+    let oops = oops.split_once("] ").map_or(oops, |(_, rest)| rest).trim();
     Some(format!(
-        "boot retried once: the first boot's kernel crashed before /init under qemu-tcg ({first})"
+        "{RETRY_NOTE}: the guest kernel died on a known multi-threaded TCG artifact ({oops})"
     ))
 }
+
+/// How a retried run says so in `stats.verdict_details` (the soak counts these).
+pub const RETRY_NOTE: &str = "retried once";
 
 /// Boot on `engine` and drain the ring until the guest is gone.
 fn boot_and_drain(
@@ -370,6 +463,11 @@ fn boot_and_drain(
     let mut ring_ok = true;
     loop {
         let mut progressed = false;
+        if let Some(sig) = crate::interrupt::received() {
+            reader.request_stop(StopReason::Watchdog);
+            guest.kill(crate::interrupt::reason(sig));
+            break;
+        }
         if ring_ok {
             match drain(&mut reader, collector) {
                 Ok(n) => progressed = n > 0,
@@ -406,7 +504,13 @@ fn boot_and_drain(
         // A protocol error is recorded in the collector; nothing more to read then.
         let _ = drain(&mut reader, collector);
     }
-    Ok(guest.teardown())
+    let mut report = guest.teardown();
+    // The signal may have reached the engine first (qemu shares our process group and
+    // exits cleanly on SIGINT): the run was still interrupted, not finished.
+    if let Some(sig) = crate::interrupt::received() {
+        report.exit = engine::GuestExit::Killed(crate::interrupt::reason(sig));
+    }
+    Ok(report)
 }
 
 /// Read every committed frame into the collector. A protocol error is recorded there
@@ -433,23 +537,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_qemu_kernel_crash_before_ready_is_retried() {
-        let oops = "[    1.28] Oops: int3: 0000 [#1] SMP NOPTI\n[    1.29] RIP: sched_clock_cpu";
-        let why = retry_reason(EngineKind::QemuTcg, false, Some(oops)).unwrap();
-        assert!(why.contains("Oops: int3"), "{why}");
-        // Once our runtime is up, a crash is the test's business.
-        assert_eq!(retry_reason(EngineKind::QemuTcg, true, Some(oops)), None);
-        // Our own VMM has no such race.
-        assert_eq!(retry_reason(EngineKind::Kvm, false, Some(oops)), None);
-        // A guest that never got ready for another reason is judged as it is.
-        assert_eq!(
-            retry_reason(
-                EngineKind::QemuTcg,
-                false,
-                Some("[ 2.0] Run /init as init process")
-            ),
-            None
-        );
-        assert_eq!(retry_reason(EngineKind::QemuTcg, false, None), None);
+    fn only_an_int3_oops_under_multi_threaded_tcg_is_retried() {
+        use engine::qemu::TcgThreading::{Multi, Single};
+        let oops = "[    2.59] Oops: int3: 0000 [#1] SMP NOPTI\n[    2.60] RIP: 0010:try_to_wake_up+0x2e5/0x880";
+        let why = retry_reason(Some(Multi), Some(oops)).unwrap();
+        assert!(why.starts_with(RETRY_NOTE), "{why}");
+        assert!(why.contains("(Oops: int3: 0000 [#1] SMP NOPTI)"), "{why}");
+        // One TCG thread cannot race a text patch; our own VMM has no such race either.
+        assert_eq!(retry_reason(Some(Single), Some(oops)), None);
+        assert_eq!(retry_reason(None, Some(oops)), None);
+        // Any other crash is the kernel's or the scheduler's business.
+        for other in [
+            "[ 3.1] Oops: general protection fault, probably for non-canonical address",
+            "[ 3.1] Kernel panic - not syncing: Attempted to kill init!",
+            "[ 3.1] BUG: kernel NULL pointer dereference, address: 0000000000000008",
+            "[ 5.0] sched_ext: BPF scheduler \"bpfland\" disabled (runnable task stall)",
+        ] {
+            assert_eq!(retry_reason(Some(Multi), Some(other)), None, "{other}");
+        }
+        assert_eq!(retry_reason(Some(Multi), None), None);
     }
 }

@@ -8,12 +8,14 @@
 //! - [`protocol`]: `--list` / `--exact` for nextest and libtest, and the `#[test]` wrapper.
 //! - [`execute`]: one variant end to end, skips and sidecars included.
 //! - [`suite`]: what `cargo ktstr test` does around `cargo nextest run`.
+//! - [`soak`]: `cargo ktstr test --repeat N`, flake rates and failure signatures.
 
 pub mod entry;
 pub mod execute;
 pub mod names;
 pub mod presets;
 pub mod protocol;
+pub mod soak;
 pub mod spec;
 pub mod suite;
 
