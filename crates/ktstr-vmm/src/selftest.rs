@@ -11,9 +11,10 @@ use ktstr_wire::{init_header, Kind, Reader, SharedMem};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::arch::x86_64::cpuid;
 use crate::arch::x86_64::layout::RamLayout;
 use crate::stats;
-use crate::topology::{ceil_log2, Topology};
+use crate::topology::Topology;
 use crate::vcpu::ExitReason;
 use crate::vm::{BzImageEntry, GuestKind, Vm, VmConfig, VmError, VmReport};
 
@@ -66,6 +67,11 @@ pub struct Observed {
     pub threads_per_core: u32,
     /// x2APIC id per vCPU index (leaf 0xB EDX).
     pub apic_ids: Vec<u32>,
+    /// Linux's LLC (`cpu_llc_shared_mask` group) per vCPU index, numbered from 0.
+    pub llc_of: Vec<usize>,
+    /// CPU family and model as Linux reads them from leaf 0x1 of vCPU 0.
+    pub family: u32,
+    pub model: u32,
 }
 
 /// Everything the self-test found.
@@ -156,44 +162,38 @@ fn check(checks: &mut Vec<Check>, name: &'static str, pass: bool, detail: String
     checks.push(Check { name, pass, detail });
 }
 
-/// Decodes the observed topology from per-vCPU CPUID and the SRAT, as Linux does: SMT
-/// siblings share `apic >> smt_shift`, an LLC is `apic >> ceil_log2(L3 sharing)`.
-pub fn observe(data: &GuestData, amd: bool) -> Option<Observed> {
-    let mut apic_ids = Vec::new();
-    let mut llc_cores: BTreeMap<u32, BTreeSet<u32>> = BTreeMap::new();
-    let mut core_threads: BTreeMap<u32, u32> = BTreeMap::new();
+/// Decodes the topology Linux will conclude from the CPUID values each vCPU read and the
+/// SRAT, by running the model of Linux's derivation ([`cpuid::linux`]: vendor and
+/// family/model branches, leaves 0xB/0x1F/0x4/0x8000_001D/0x8000_001E, sibling and LLC
+/// matching). Each vCPU's APIC id is its leaf 0xB EDX (checked against the MADT elsewhere).
+pub fn observe(data: &GuestData) -> Option<Observed> {
+    let srat: BTreeMap<u64, u64> = nums(data.acpi.as_ref()?.get("srat_cpu"))
+        .iter()
+        .filter_map(|e| Some((*e.first()?, *e.get(1)?)))
+        .collect();
+    let mut cpus = Vec::new();
+    let mut nodes = Vec::new();
     for leaves in data.cpus.values() {
         let apic = leaves.get(&(0xb, 0))?[3];
-        let smt_shift = leaves.get(&(0xb, 0))?[0] & 0x1f;
-        let l3 = if amd {
-            leaves.get(&(0x8000_001d, 3))?
-        } else {
-            leaves.get(&(4, 3))?
-        };
-        let sharing = ((l3[0] >> 14) & 0xfff) + 1;
-        let llc_shift = ceil_log2(sharing);
-        apic_ids.push(apic);
-        llc_cores
-            .entry(apic >> llc_shift)
-            .or_default()
-            .insert(apic >> smt_shift);
-        *core_threads.entry(apic >> smt_shift).or_default() += 1;
+        let read = |leaf: u32, sub: u32| leaves.get(&(leaf, sub)).copied().unwrap_or([0; 4]);
+        cpus.push(cpuid::linux::derive(&read, apic).ok()?);
+        nodes.push(u32::try_from(*srat.get(&u64::from(apic))?).ok()?);
     }
-    let nodes: BTreeSet<u64> = nums(data.acpi.as_ref()?.get("srat_cpu"))
-        .iter()
-        .filter_map(|e| e.get(1).copied())
-        .collect();
-    let llcs = llc_cores.len() as u32;
-    let cores = llc_cores.values().map(|s| s.len()).max()? as u32;
-    let threads = *core_threads.values().max()?;
-    let numa_nodes = nodes.len() as u32;
+    let first = cpus.first()?;
+    let (family, model) = (first.family, first.model);
+    let sib = cpuid::linux::siblings(&cpus, &nodes);
+    let (llcs, cores, threads) = sib.counts();
+    let numa_nodes = nodes.iter().collect::<BTreeSet<_>>().len() as u32;
     Some(Observed {
-        label: format!("{numa_nodes}n{llcs}l{cores}c{threads}t"),
+        label: sib.label(&nodes),
         numa_nodes,
         llcs,
         cores_per_llc: cores,
         threads_per_core: threads,
-        apic_ids,
+        apic_ids: cpus.iter().map(|c| c.apic).collect(),
+        llc_of: sib.llc_of,
+        family,
+        model,
     })
 }
 
@@ -348,19 +348,23 @@ pub fn check_guest(
         );
     }
 
-    let observed = observe(data, amd);
+    let observed = observe(data);
     let want_label = topo.to_string();
+    let want_llc: Vec<usize> = (0..n).map(|i| topo.place(i).llc as usize).collect();
     check(
         &mut c,
-        "observed topology = declared",
-        observed.as_ref().map(|o| o.label.as_str()) == Some(want_label.as_str()),
-        format!(
-            "declared {want_label}, observed {}",
-            observed
-                .as_ref()
-                .map(|o| o.label.as_str())
-                .unwrap_or("(undecodable)")
-        ),
+        "topology Linux derives = declared",
+        observed
+            .as_ref()
+            .is_some_and(|o| o.label == want_label && o.llc_of == want_llc),
+        match &observed {
+            Some(o) => format!(
+                "declared {want_label}, Linux would see {} (family {:#x} model {:#x}), \
+                 LLC per vCPU {:?}",
+                o.label, o.family, o.model, o.llc_of
+            ),
+            None => format!("declared {want_label}, observed (undecodable)"),
+        },
     );
 
     // ACPI.
@@ -693,6 +697,26 @@ mod tests {
         d.cpus.remove(&15);
         let (checks, _, _) = check_guest(&t, &d, 128 << 20);
         assert!(!checks[0].pass);
+    }
+
+    #[test]
+    fn a_guest_whose_family_hides_the_llcs_fails() {
+        // A pre-Zen AMD signature like that of qemu's TCG `-cpu max`, as the VMM used to pass it
+        // through: Linux takes the node id as LLC id and merges the two LLCs.
+        let t: Topology = "1n2l2c1t".parse().unwrap();
+        let mut d = synthetic(&t, 128 << 20);
+        for leaves in d.cpus.values_mut() {
+            leaves.get_mut(&(1, 0)).unwrap()[0] = 0x0000_0663;
+        }
+        let (checks, observed, _) = check_guest(&t, &d, 128 << 20);
+        let c = checks
+            .iter()
+            .find(|c| c.name == "topology Linux derives = declared")
+            .unwrap();
+        assert!(!c.pass, "{}", c.detail);
+        let o = observed.unwrap();
+        assert_eq!((o.label.as_str(), o.family, o.model), ("1n1l4c1t", 6, 6));
+        assert_eq!(o.llc_of, [0, 0, 0, 0]);
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! Per-vCPU CPUID: starts from `KVM_GET_SUPPORTED_CPUID` and rewrites the topology leaves
 //! so the guest sees exactly the declared topology (x2APIC ids packed thread/core/LLC, one
 //! package). Intel: leaves 0x1, 0x4, 0xB, 0x1F. AMD: 0x1, 0xB, 0x8000_0001 (TopoExt),
-//! 0x8000_0006, 0x8000_001D, 0x8000_001E, 0x8000_0008. Pure functions; no KVM calls.
+//! 0x8000_0006, 0x8000_001D, 0x8000_001E, 0x8000_0008, and on hosts whose family/model
+//! would make Linux ignore 0x8000_001D, the family/model itself (see [`AMD_SIGNATURE`]).
+//! Pure functions; no KVM calls. [`linux`] models what Linux derives from the result.
 
 use kvm_bindings::{kvm_cpuid_entry2, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
 
 use crate::topology::Topology;
+
+pub mod linux;
 
 /// CPU vendor, from leaf 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +85,15 @@ const HTT: u32 = 1 << 28;
 /// Leaf 0x4000_0001 EAX bit 15: KVM_FEATURE_MSI_EXT_DEST_ID (x2APIC ids above 254).
 const KVM_FEATURE_MSI_EXT_DEST_ID: u32 = 1 << 15;
 
+/// Vendor strings of leaf 0 as (EBX, EDX, ECX).
+const AUTHENTIC_AMD: (u32, u32, u32) = (0x6874_7541, 0x6974_6e65, 0x444d_4163);
+const HYGON_GENUINE: (u32, u32, u32) = (0x6f67_7948, 0x6e65_476e, 0x656e_6975);
+
+/// Linux reads the AMD LLC id from 0x8000_001D only past family 0x17 model 0x1F (before: node
+/// id or APIC id >> 3, always APIC id >> 3 on Hygon; cacheinfo.c `cacheinfo_amd_init_llc_id()`),
+/// so such hosts are shown family 0x17 model 0x20: the first that reads it, still Zen 1 to Linux.
+pub const AMD_SIGNATURE: (u32, u32) = (0x17, 0x20);
+
 /// Leaf 0xB/0x1F level types.
 const LEVEL_SMT: u32 = 1;
 const LEVEL_CORE: u32 = 2;
@@ -92,8 +105,7 @@ pub fn vendor(entries: &[kvm_cpuid_entry2]) -> Vendor {
             Vendor::Intel
         }
         Some(e)
-            if (e.ebx, e.edx, e.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163)
-                || (e.ebx, e.edx, e.ecx) == (0x6f67_6e48, 0x6e65_476e, 0x656e_6975) =>
+            if (e.ebx, e.edx, e.ecx) == AUTHENTIC_AMD || (e.ebx, e.edx, e.ecx) == HYGON_GENUINE =>
         {
             Vendor::Amd
         }
@@ -185,6 +197,23 @@ fn sharing_shift(c: &Cache, topo: &Topology) -> u32 {
     }
 }
 
+/// Whether Linux derives an AMD LLC id from 0x8000_001D for this family/model.
+fn amd_llc_from_leaf_8000_001d(family: u32, model: u32) -> bool {
+    family > 0x17 || (family == 0x17 && model > 0x1f)
+}
+
+/// `eax` (leaf 0x1 or 0x8000_0001 EAX) with family/model replaced, stepping kept.
+fn with_family_model(eax: u32, family: u32, model: u32) -> u32 {
+    let (base, ext) = if family >= 0xf {
+        (0xf, family - 0xf)
+    } else {
+        (family, 0)
+    };
+    let fields =
+        ((ext & 0xff) << 20) | ((model >> 4 & 0xf) << 16) | (base << 8) | ((model & 0xf) << 4);
+    (eax & !0x0fff_0ff0) | fields
+}
+
 /// AMD associativity encoding of leaf 0x8000_0006.
 fn amd_assoc(ways: u32) -> u32 {
     match ways {
@@ -262,6 +291,25 @@ pub fn for_vcpu(
             v.push(entry(4, CACHES.len() as u32, [0; 4]));
         }
         Vendor::Amd => {
+            // Hygon: Linux's LLC id is always APIC id >> 3 there, so show an AMD part.
+            let hygon =
+                find(supported, 0, 0).is_some_and(|e| (e.ebx, e.edx, e.ecx) == HYGON_GENUINE);
+            if hygon {
+                for l in v.iter_mut().filter(|l| l.function & !0x8000_0000 == 0) {
+                    if (l.ebx, l.edx, l.ecx) == HYGON_GENUINE {
+                        (l.ebx, l.edx, l.ecx) = AUTHENTIC_AMD;
+                    }
+                }
+            }
+            let eax1 = find(&v, 1, 0).map_or(0, |e| e.eax);
+            let (family, model) = linux::family_model(eax1);
+            if hygon || !amd_llc_from_leaf_8000_001d(family, model) {
+                let (f, m) = AMD_SIGNATURE;
+                upsert(&mut v, 1).eax = with_family_model(eax1, f, m);
+                if let Some(l) = find_mut(&mut v, 0x8000_0001).filter(|l| l.eax != 0) {
+                    l.eax = with_family_model(l.eax, f, m);
+                }
+            }
             {
                 let l = upsert(&mut v, 0x8000_0000);
                 l.eax = l.eax.max(0x8000_001e);
@@ -442,6 +490,10 @@ mod tests {
     fn detects_vendor() {
         assert_eq!(vendor(&amd_base()), Vendor::Amd);
         assert_eq!(vendor(&intel_base()), Vendor::Intel);
+        assert_eq!(
+            vendor(&[leaf(0, [0xd, HYGON[0], HYGON[1], HYGON[2]])]),
+            Vendor::Amd
+        );
         assert_eq!(vendor(&[]), Vendor::Other);
     }
 
@@ -589,5 +641,327 @@ mod tests {
         let mut v = for_vcpu(&amd_base(), &topo("1n1l1c1t"), 0).unwrap();
         apply_clears(&mut v, &[c]);
         assert_eq!(regs(&v, 1, 0)[2], 0x8120_2000 & !(1 << 13));
+    }
+
+    // ---- What Linux derives from these tables, for many host CPUs ----
+
+    /// A host's `KVM_GET_SUPPORTED_CPUID`, trimmed to what the topology code reads.
+    struct Host {
+        name: &'static str,
+        /// Leaf 0 EBX, ECX, EDX (the vendor string).
+        vendor: [u32; 3],
+        max_basic: u32,
+        max_ext: u32,
+        /// Leaf 0x1 EAX (family/model/stepping).
+        signature: u32,
+        /// Leaf 0x8000_0001 ECX as the host reports it.
+        ext_features: u32,
+    }
+
+    const AMD: [u32; 3] = [0x6874_7541, 0x444d_4163, 0x6974_6e65];
+    const HYGON: [u32; 3] = [0x6f67_7948, 0x656e_6975, 0x6e65_476e];
+    const INTEL: [u32; 3] = [0x756e_6547, 0x6c65_746e, 0x4965_6e69];
+
+    const HOSTS: &[Host] = &[
+        // The nested-SVM L1 under qemu TCG `-cpu max`: AuthenticAMD with a pre-Zen family
+        // (the measured merging fits only the family < 0x17 branch); family 6 stands in.
+        Host {
+            name: "qemu TCG -cpu max (AMD, pre-Zen family)",
+            vendor: AMD,
+            max_basic: 0xd,
+            max_ext: 0x8000_0008,
+            signature: 0x0000_0663,
+            ext_features: 0x0000_0121,
+        },
+        Host {
+            name: "AMD family 0x10 (K10)",
+            vendor: AMD,
+            max_basic: 0x5,
+            max_ext: 0x8000_001b,
+            signature: 0x0010_0f42,
+            ext_features: 0x0008_37ff, // NODEID_MSR
+        },
+        Host {
+            name: "AMD family 0x15 (Bulldozer)",
+            vendor: AMD,
+            max_basic: 0xd,
+            max_ext: 0x8000_001e,
+            signature: 0x0060_0f12,
+            ext_features: 0x01eb_bfff,
+        },
+        Host {
+            name: "AMD family 0x17 model 0x01 (Naples)",
+            vendor: AMD,
+            max_basic: 0xd,
+            max_ext: 0x8000_001f,
+            signature: 0x0080_0f12,
+            ext_features: 0x35c2_33ff,
+        },
+        Host {
+            name: "AMD family 0x17 model 0x31 (Rome)",
+            vendor: AMD,
+            max_basic: 0x10,
+            max_ext: 0x8000_001f,
+            signature: 0x0083_0f10,
+            ext_features: 0x7596_23ff,
+        },
+        Host {
+            name: "AMD family 0x19 model 0x01 (Milan)",
+            vendor: AMD,
+            max_basic: 0x10,
+            max_ext: 0x8000_0021,
+            signature: 0x00a0_0f11,
+            ext_features: 0x7596_23ff,
+        },
+        Host {
+            name: "AMD family 0x19 model 0x11 (Genoa)",
+            vendor: AMD,
+            max_basic: 0x10,
+            max_ext: 0x8000_0026,
+            signature: 0x00a1_0f11,
+            ext_features: 0x7596_23ff,
+        },
+        Host {
+            name: "AMD family 0x1a model 0x02 (Turin)",
+            vendor: AMD,
+            max_basic: 0x24,
+            max_ext: 0x8000_0028,
+            signature: 0x00b0_0f21,
+            ext_features: 0x7596_23ff,
+        },
+        Host {
+            name: "Hygon family 0x18 (Dhyana)",
+            vendor: HYGON,
+            max_basic: 0xd,
+            max_ext: 0x8000_001f,
+            signature: 0x0090_0f01,
+            ext_features: 0x35c2_33ff,
+        },
+        Host {
+            name: "Intel family 6 model 0x55 (Skylake-SP)",
+            vendor: INTEL,
+            max_basic: 0x16,
+            max_ext: 0x8000_0008,
+            signature: 0x0005_0654,
+            ext_features: 0x0000_0121,
+        },
+        Host {
+            name: "Intel family 6 model 0x8f (Sapphire Rapids)",
+            vendor: INTEL,
+            max_basic: 0x20,
+            max_ext: 0x8000_0008,
+            signature: 0x0008_06f8,
+            ext_features: 0x0000_0121,
+        },
+    ];
+
+    fn host_table(h: &Host) -> Vec<kvm_cpuid_entry2> {
+        let [b, c, d] = h.vendor;
+        let mut v = vec![
+            leaf(0, [h.max_basic, b, c, d]),
+            // HTT off, hypervisor bit on, as KVM reports them.
+            leaf(1, [h.signature, 0x0000_0800, 0xf6f8_3203, 0x078b_fbff]),
+            leaf(0x4000_0001, [0x0100_7efb, 0, 0, 0]),
+            leaf(0x8000_0000, [h.max_ext, b, c, d]),
+            leaf(0x8000_0001, [h.signature, 0, h.ext_features, 0x2fd3_fbff]),
+            leaf(0x8000_0008, [0x0000_3030, 0, 0x0000_7007, 0]),
+            // Host topology leaves that must not leak into the guest.
+            entry(0xb, 0, [1, 2, 0x100, 7]),
+            entry(0x1f, 0, [1, 2, 0x100, 7]),
+            entry(0x1f, 1, [7, 64, 0x201, 7]),
+            entry(0x8000_0026, 0, [1, 2, 0x100, 7]),
+            leaf(0x8000_001e, [7, 0x103, 0x301, 0]),
+        ];
+        if h.vendor == INTEL {
+            v.push(entry(4, 3, [0x3c0_c163, 0x3c0_003f, 0x3fff, 0x6]));
+        }
+        v
+    }
+
+    /// CPUID as the vCPU sees it through KVM: absent leaves read as zeros.
+    fn reader(v: &[kvm_cpuid_entry2]) -> impl Fn(u32, u32) -> [u32; 4] + '_ {
+        move |f, i| find(v, f, i).map_or([0; 4], |e| [e.eax, e.ebx, e.ecx, e.edx])
+    }
+
+    /// Builds every vCPU's table for `topo` on `host` and runs the Linux model
+    /// (`linux::derive` + `linux::siblings`, which follow cacheinfo.c
+    /// `cacheinfo_amd_init_llc_id()`, topology_amd.c, topology_ext.c and smpboot.c
+    /// `match_llc()`/`match_smt()`). Returns what differs from the declared topology.
+    fn linux_disagreements(host: &Host, shape: &str) -> Vec<String> {
+        let t = topo(shape);
+        let base = host_table(host);
+        let mut cpus = Vec::new();
+        let mut out = Vec::new();
+        for cpu in 0..t.vcpus() {
+            let v = for_vcpu(&base, &t, cpu).unwrap();
+            let read = reader(&v);
+            match linux::derive(&read, t.apic_id(cpu)) {
+                Ok(c) => cpus.push(c),
+                Err(e) => return vec![format!("{}: {shape}: {e}", host.name)],
+            };
+        }
+        let nodes: Vec<u32> = (0..t.vcpus()).map(|c| t.place(c).node).collect();
+        let sib = linux::siblings(&cpus, &nodes);
+        for (cpu, c) in cpus.iter().enumerate() {
+            let p = t.place(cpu as u32);
+            let llc_index = sib.llc_of[cpu];
+            if llc_index != p.llc as usize {
+                out.push(format!(
+                    "{}: {shape}: CPU {cpu} (apic {}) is in Linux LLC #{llc_index} \
+                     (llc_id {:?}), declared LLC {}",
+                    host.name, c.apic, c.llc_id, p.llc
+                ));
+            }
+            let core = (cpu as u32 / t.threads_per_core()) as usize;
+            if sib.core_of[cpu] != core {
+                out.push(format!(
+                    "{}: {shape}: CPU {cpu} is in Linux core #{}, declared core {core}",
+                    host.name, sib.core_of[cpu]
+                ));
+            }
+            // On AMD the kernel's llc_id is the LLC index itself (APIC id >> LLC shift).
+            if c.vendor != linux::LinuxVendor::Intel && c.llc_id != Some(p.llc) {
+                out.push(format!(
+                    "{}: {shape}: CPU {cpu} llc_id {:?}, declared LLC {}",
+                    host.name, c.llc_id, p.llc
+                ));
+            }
+            if c.pkg_id != 0 || c.die_id != 0 {
+                out.push(format!(
+                    "{}: {shape}: CPU {cpu} package {} die {}, want one package",
+                    host.name, c.pkg_id, c.die_id
+                ));
+            }
+        }
+        let label = sib.label(&nodes);
+        if label != shape {
+            out.push(format!("{}: {shape}: Linux sees {label}", host.name));
+        }
+        out
+    }
+
+    const SHAPES: &[&str] = &[
+        "1n2l1c1t", "1n2l2c1t", "1n2l2c2t", "2n4l2c2t", "1n1l4c1t", "1n1l1c1t", "2n2l1c1t",
+        "1n3l3c1t", "1n2l8c2t", "1n7l2c1t",
+    ];
+
+    #[test]
+    fn linux_derives_the_declared_llcs_cores_and_threads_on_every_host() {
+        let mut bad = Vec::new();
+        for h in HOSTS {
+            for s in SHAPES {
+                bad.extend(linux_disagreements(h, s));
+            }
+        }
+        assert!(
+            bad.is_empty(),
+            "{} disagreements:\n{}",
+            bad.len(),
+            bad.join("\n")
+        );
+    }
+
+    #[test]
+    fn hosts_on_a_hard_coded_llc_branch_are_shown_family_0x17_model_0x20() {
+        for h in HOSTS {
+            let v = for_vcpu(&host_table(h), &topo("1n2l2c1t"), 1).unwrap();
+            let eax = regs(&v, 1, 0)[0];
+            let host = linux::family_model(h.signature);
+            let want = if h.vendor == INTEL
+                || (h.vendor == AMD && amd_llc_from_leaf_8000_001d(host.0, host.1))
+            {
+                host
+            } else {
+                AMD_SIGNATURE
+            };
+            assert_eq!(linux::family_model(eax), want, "{}", h.name);
+            assert_eq!(eax & 0xf, h.signature & 0xf, "{}: stepping kept", h.name);
+            let ext = regs(&v, 0x8000_0001, 0)[0];
+            assert_eq!(
+                linux::family_model(ext),
+                want,
+                "{}: 0x8000_0001 EAX",
+                h.name
+            );
+            // Every AMD-compatible host becomes AuthenticAMD; the others keep their vendor.
+            let [_, b, c, d] = regs(&v, 0, 0);
+            let want_vendor = if h.vendor == HYGON { AMD } else { h.vendor };
+            assert_eq!([b, c, d], want_vendor, "{}", h.name);
+        }
+        // Family 0x17 model 0x20: base family 0xF + extended 0x08, extended model 2.
+        assert_eq!(with_family_model(0x0000_0663, 0x17, 0x20), 0x0082_0f03);
+        assert_eq!(linux::family_model(0x0082_0f03), (0x17, 0x20));
+        assert_eq!(linux::family_model(0x00b0_0f21), (0x1a, 0x02));
+        assert_eq!(linux::family_model(0x0005_0654), (6, 0x55));
+    }
+
+    /// The model must reproduce the kernel's per-family branches, and what was measured in
+    /// a Linux 7.2 guest of the nested-SVM L1 (qemu TCG `-cpu max`, pre-Zen AMD) before
+    /// this fix: several LLCs in one node merged into one.
+    #[test]
+    fn linux_model_follows_the_kernel_branches_and_the_measurement() {
+        // Our tables with the host's own signature put back, as the VMM used to do.
+        let derive_with = |shape: &str, vendor: [u32; 3], signature: u32| {
+            let t = topo(shape);
+            let h = Host {
+                name: "",
+                vendor,
+                max_basic: 0xd,
+                max_ext: 0x8000_001f,
+                signature,
+                ext_features: 0,
+            };
+            let cpus: Vec<linux::LinuxCpu> = (0..t.vcpus())
+                .map(|cpu| {
+                    let mut v = for_vcpu(&host_table(&h), &t, cpu).unwrap();
+                    upsert(&mut v, 1).eax = signature;
+                    if let Some(l0) = find_mut(&mut v, 0) {
+                        [l0.ebx, l0.ecx, l0.edx] = vendor;
+                    }
+                    let read = reader(&v);
+                    linux::derive(&read, t.apic_id(cpu)).unwrap()
+                })
+                .collect();
+            let nodes: Vec<u32> = (0..t.vcpus()).map(|c| t.place(c).node).collect();
+            let label = linux::siblings(&cpus, &nodes).label(&nodes);
+            (cpus, label)
+        };
+        let qemu_max = 0x0000_0663;
+        for (declared, measured) in [
+            ("1n2l1c1t", "1n1l2c1t"),
+            ("1n2l2c1t", "1n1l4c1t"),
+            ("1n2l2c2t", "1n1l4c2t"),
+            ("1n1l4c1t", "1n1l4c1t"),
+            ("2n2l2c1t", "2n2l2c1t"),
+        ] {
+            assert_eq!(
+                derive_with(declared, AMD, qemu_max).1,
+                measured,
+                "{declared}"
+            );
+        }
+        // Family < 0x17: LLC id = node id (0x8000_001E ECX[7:0]).
+        let (cpus, _) = derive_with("2n4l2c1t", AMD, 0x0060_0f12);
+        let llc: Vec<_> = cpus.iter().map(|c| c.llc_id.unwrap()).collect();
+        assert_eq!(llc, [0, 0, 0, 0, 1, 1, 1, 1]);
+        // Family 0x17 model <= 0x1F and Hygon: APIC id >> 3, whatever the LLC size.
+        for (vendor, sig) in [(AMD, 0x0080_0f12), (HYGON, 0x0090_0f01)] {
+            let (cpus, label) = derive_with("1n2l8c2t", vendor, sig);
+            let llc: Vec<_> = cpus.iter().map(|c| c.llc_id.unwrap()).collect();
+            let want: Vec<u32> = (0..32).map(|a| a >> 3).collect();
+            assert_eq!(llc, want);
+            assert_eq!(label, "1n4l4c2t");
+        }
+        // Newer families: APIC id >> order(0x8000_001D L3 sharing) = our LLC index.
+        let (cpus, label) = derive_with("1n3l3c1t", AMD, 0x00a0_0f11);
+        let llc: Vec<_> = cpus.iter().map(|c| c.llc_id.unwrap()).collect();
+        assert_eq!(llc, [0, 0, 0, 1, 1, 1, 2, 2, 2]);
+        assert_eq!(label, "1n3l3c1t");
+        // Intel: leaf 4 L3 id = APIC id with the sharing bits cleared.
+        let (cpus, label) = derive_with("1n2l2c2t", INTEL, 0x0005_0654);
+        let llc: Vec<_> = cpus.iter().map(|c| c.llc_id.unwrap()).collect();
+        assert_eq!(llc, [0, 0, 0, 0, 4, 4, 4, 4]);
+        assert_eq!(label, "1n2l2c2t");
+        assert_eq!(cpus[5].core_id, 2);
     }
 }
