@@ -59,10 +59,14 @@ fn gates_confined_fair(ctx: &TestCtx) -> TestSpec {
             assert_eq!(packed.cpus_used, [1]);
             assert_eq!(free.cpus_used, [0]);
             assert_eq!((packed.num_cpus, free.num_cpus), (1, 1));
-            // Four spinners on one CPU: each waits about three quarters of the time.
+            // Four spinners on one CPU: each waits about three quarters of the time; the
+            // lone spinner waits only for the guest's own housekeeping on its CPU (the
+            // monitor), which costs more guest time on a busy host, so it is judged
+            // against the packed ones rather than against a fixed number.
             let off = packed.avg_off_cpu_pct.expect("measured");
             assert!(off > 50.0, "{packed:#?}");
-            assert!(free.avg_off_cpu_pct.expect("measured") < 25.0, "{free:#?}");
+            let free_off = free.avg_off_cpu_pct.expect("measured");
+            assert!(free_off < 0.5 * off, "free {free_off:.1} % vs packed {off:.1} %: {free:#?}");
             // Rates per CPU-second stay comparable although packed got a quarter of the CPU.
             let (rp, rf) = (
                 packed.ext_metrics["work_rate"],
