@@ -56,8 +56,8 @@ fn gates_confined_fair(ctx: &TestCtx) -> TestSpec {
             let s = &sidecar.stats;
             let packed = s.cgroup("packed").expect("packed stats");
             let free = s.cgroup("free").expect("free stats");
-            assert_eq!(packed.cpus_used, [1]);
-            assert_eq!(free.cpus_used, [0]);
+            assert_eq!(packed.cpus_used, [1].into());
+            assert_eq!(free.cpus_used, [0].into());
             assert_eq!((packed.num_cpus, free.num_cpus), (1, 1));
             // Four spinners on one CPU: each waits about three quarters of the time; the
             // lone spinner waits only for the guest's own housekeeping on its CPU (the

@@ -142,7 +142,7 @@ fn check_sidecar(out: &RunOutcome) -> Result<(), String> {
     assert_eq!(s.payload.as_deref(), Some("cyclictest"));
     // The only cgroup hosts a payload, not workers.
     assert_eq!(s.work_type, "none");
-    let order: Vec<(u32, &str, i32)> = s
+    let order: Vec<(usize, &str, i32)> = s
         .metrics
         .iter()
         .map(|m| (m.payload_index, m.payload.as_str(), m.exit_code))

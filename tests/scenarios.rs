@@ -47,7 +47,7 @@ fn check_sidecar(name: &str, s: &SidecarResult, steps: usize, work_type: &str) {
     // Real numbers for every cgroup.
     assert!(!s.stats.cgroups.is_empty(), "{name}: no cgroup stats");
     for cg in &s.stats.cgroups {
-        let what = format!("{name}/{}: {cg:#?}", cg.name);
+        let what = format!("{name}/{}: {cg:#?}", cg.cgroup_name);
         assert!(cg.num_workers > 0, "{what}");
         assert!(cg.total_iterations > 0, "{what}");
         assert!(cg.total_cpu_time_ns > 0, "{what}");
@@ -58,13 +58,15 @@ fn check_sidecar(name: &str, s: &SidecarResult, steps: usize, work_type: &str) {
     }
     assert_eq!(
         s.stats.total_workers,
-        s.stats.cgroups.iter().map(|c| c.num_workers).sum::<u32>()
+        s.stats.cgroups.iter().map(|c| c.num_workers).sum::<usize>()
     );
 
-    // One start and one end per step, in order, with counters that only grow.
+    // One start and one end per step, in order, with counters that only grow, then the
+    // scenario's end.
     let labels: Vec<String> = s.stimulus_events.iter().map(|e| e.label.clone()).collect();
-    let want: Vec<String> = (1..=steps)
+    let want: Vec<String> = (0..steps)
         .flat_map(|k| [format!("StepStart[{k}]"), format!("StepEnd[{k}]")])
+        .chain(["ScenarioEnd".to_string()])
         .collect();
     assert_eq!(labels, want, "{name}");
     for w in s.stimulus_events.windows(2) {
@@ -91,7 +93,7 @@ fn check_sidecar(name: &str, s: &SidecarResult, steps: usize, work_type: &str) {
         s.stats
             .phases
             .iter()
-            .map(|p| p.total_iterations)
+            .filter_map(|p| p.total_iterations())
             .sum::<u64>()
             > 0,
         "{name}: {:#?}",
@@ -123,8 +125,8 @@ fn canned_steady_llc(ctx: &TestCtx) -> TestSpec {
     canned(ctx, "steady_llc", |s| {
         // One cgroup per LLC, each kept on its own CPU.
         for (i, cg) in s.stats.cgroups.iter().enumerate() {
-            assert_eq!(cg.name, format!("llc{i}"));
-            assert_eq!(cg.cpus_used, [i as u32], "{cg:#?}");
+            assert_eq!(cg.cgroup_name, format!("llc{i}"));
+            assert_eq!(cg.cpus_used, [i].into(), "{cg:#?}");
         }
     })
 }
@@ -147,7 +149,12 @@ fn canned_cpuset_change(ctx: &TestCtx) -> TestSpec {
 #[ktstr_test(llcs = 2, cores = 1, memory_mib = 1024, num_snapshots = 2)]
 fn canned_cgroup_churn(ctx: &TestCtx) -> TestSpec {
     canned(ctx, "cgroup_churn", |s| {
-        let names: Vec<&str> = s.stats.cgroups.iter().map(|c| c.name.as_str()).collect();
+        let names: Vec<&str> = s
+            .stats
+            .cgroups
+            .iter()
+            .map(|c| c.cgroup_name.as_str())
+            .collect();
         assert_eq!(names, ["cg0", "cg1", "cg2"]);
     })
 }
@@ -163,23 +170,25 @@ fn canned_mixed_workloads(ctx: &TestCtx) -> TestSpec {
         // The latency work types measured what they claim.
         for name in ["pipe", "futex"] {
             let cg = s.stats.cgroup(name).expect(name);
-            assert!(cg.p99_wake_latency_us.is_some_and(|x| x > 0.0), "{cg:#?}");
+            assert!(cg.wake_measured && cg.p99_wake_latency_us > 0.0, "{cg:#?}");
         }
         for name in ["timer", "bursty"] {
             let cg = s.stats.cgroup(name).expect(name);
-            assert!(cg.p99_timer_latency_us.is_some(), "{cg:#?}");
+            assert!(cg.timer_measured, "{cg:#?}");
         }
-        assert!(s
-            .stats
-            .cgroup("spin")
-            .is_some_and(|c| c.p99_wake_latency_us.is_none()));
+        assert!(s.stats.cgroup("spin").is_some_and(|c| !c.wake_measured));
     })
 }
 
 #[ktstr_test(llcs = 2, cores = 1, memory_mib = 1024, num_snapshots = 2)]
 fn canned_nested_steady(ctx: &TestCtx) -> TestSpec {
     canned(ctx, "nested_steady", |s| {
-        let names: Vec<&str> = s.stats.cgroups.iter().map(|c| c.name.as_str()).collect();
+        let names: Vec<&str> = s
+            .stats
+            .cgroups
+            .iter()
+            .map(|c| c.cgroup_name.as_str())
+            .collect();
         assert_eq!(names, ["outer/heavy", "outer/light"]);
     })
 }

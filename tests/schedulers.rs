@@ -63,7 +63,11 @@ fn bpfland(ctx: &TestCtx, scenario: &'static str) -> TestSpec {
                 assert!(!p.name.is_empty(), "{p:?}");
                 assert!(p.verified_insns > 0, "{p:?}");
             }
-            let total: u64 = s.verifier_stats.iter().map(|p| p.verified_insns).sum();
+            let total: u64 = s
+                .verifier_stats
+                .iter()
+                .map(|p| u64::from(p.verified_insns))
+                .sum();
             eprintln!(
                 "{scenario}: {} programs, {total} verified instructions, source {}",
                 s.verifier_stats.len(),

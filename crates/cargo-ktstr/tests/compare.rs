@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use ktstr_sidecar::stats::CgroupStats;
-use ktstr_sidecar::stimulus::{StimulusEvent, StimulusKind};
+use ktstr_sidecar::stimulus::StimulusEvent;
 use ktstr_sidecar::testutil::git;
 use ktstr_sidecar::{example, KvmStatsTotals, Outcome, RunSource, SidecarResult};
 
@@ -41,16 +41,17 @@ fn run(test: &str, commit: &str, units: u64) -> SidecarResult {
     s.set_outcome(Outcome::Pass);
     s.stats.total_iterations = units;
     s.stats.cgroups = vec![CgroupStats {
-        name: "cg0".into(),
+        cgroup_name: "cg0".into(),
         total_iterations: units,
-        p99_wake_latency_us: Some(40.0),
+        p99_wake_latency_us: 40.0,
+        wake_measured: true,
         ..CgroupStats::default()
     }];
     s.stimulus_events = vec![StimulusEvent {
         elapsed_ms: 10_000,
-        step_index: 1,
-        kind: StimulusKind::StepEnd,
-        is_terminal: true,
+        label: "StepEnd[0]".into(),
+        step_index: Some(1),
+        is_step_end: true,
         ..StimulusEvent::default()
     }];
     s
@@ -281,7 +282,7 @@ fn metrics_lists_the_registry() {
         .iter()
         .find(|d| d["name"] == "work_rate")
         .expect("work_rate");
-    assert_eq!(wr["polarity"], "higher_better");
+    assert_eq!(wr["polarity"], "HigherBetter", "spelled as in sidecars");
     assert_eq!(wr["min_rel"], 0.05);
     let out = ktstr(&["stats", "metrics"], None, &[]);
     assert!(text(&out.stdout)

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ktstr_sidecar::example::fully_populated;
+use ktstr_sidecar::stats::WORST_P99_WAKE_LATENCY_US;
 use ktstr_sidecar::{Outcome, SidecarResult};
 
 /// xorshift64*: deterministic, no dependency.
@@ -36,19 +37,17 @@ impl Rng {
 fn scale(s: &mut SidecarResult, work: f64, latency: f64) {
     let st = &mut s.stats;
     st.total_iterations = (st.total_iterations as f64 * work) as u64;
-    for cg in st
-        .cgroups
-        .iter_mut()
-        .chain(st.phases.iter_mut().flat_map(|p| p.cgroups.iter_mut()))
-    {
+    for cg in &mut st.cgroups {
         cg.total_iterations = (cg.total_iterations as f64 * work) as u64;
-        cg.p99_wake_latency_us = cg.p99_wake_latency_us.map(|v| v * latency);
-        cg.median_wake_latency_us = cg.median_wake_latency_us.map(|v| v * latency);
+        cg.p99_wake_latency_us *= latency;
+        cg.median_wake_latency_us *= latency;
     }
-    for p in &mut st.phases {
-        p.total_iterations = (p.total_iterations as f64 * work) as u64;
+    for cg in st.phases.iter_mut().flat_map(|p| p.per_cgroup.values_mut()) {
+        cg.total_iterations = (cg.total_iterations as f64 * work) as u64;
     }
-    st.worst_p99_wake_latency_us = st.worst_p99_wake_latency_us.map(|v| v * latency);
+    if let Some(v) = st.ext_metrics.get_mut(WORST_P99_WAKE_LATENCY_US) {
+        *v *= latency;
+    }
 }
 
 fn main() -> ExitCode {

@@ -1072,7 +1072,7 @@ mod tests {
     use super::*;
     use crate::sidecar::RunSource;
     use crate::stats::CgroupStats;
-    use crate::stimulus::{StimulusEvent, StimulusKind};
+    use crate::stimulus::StimulusEvent;
 
     /// A passing run of `test` whose one cgroup did `units` work in 10 s, with a p99 wake
     /// latency of `p99` us.
@@ -1086,16 +1086,17 @@ mod tests {
         s.set_outcome(Outcome::Pass);
         s.stats.total_iterations = units;
         s.stats.cgroups = vec![CgroupStats {
-            name: "cg0".into(),
+            cgroup_name: "cg0".into(),
             total_iterations: units,
-            p99_wake_latency_us: Some(p99),
+            p99_wake_latency_us: p99,
+            wake_measured: true,
             ..CgroupStats::default()
         }];
         s.stimulus_events = vec![StimulusEvent {
             elapsed_ms: 10_000,
-            step_index: 1,
-            kind: StimulusKind::StepEnd,
-            is_terminal: true,
+            label: "StepEnd[0]".into(),
+            step_index: Some(1),
+            is_step_end: true,
             ..StimulusEvent::default()
         }];
         s
@@ -1360,11 +1361,18 @@ mod tests {
         // An assertion on a phase brings that phase's row in, gated by it.
         let mut phased = base.clone();
         for s in &mut phased {
-            s.stats.phases = vec![crate::stats::PhaseStats {
+            s.stats.phases = vec![crate::stats::PhaseBucket {
                 step_index: 1,
                 start_ms: 0,
                 end_ms: 10_000,
-                total_iterations: s.stats.total_iterations,
+                per_cgroup: [(
+                    "cg0".to_string(),
+                    crate::stats::PhaseCgroupStats {
+                        total_iterations: s.stats.total_iterations,
+                        ..Default::default()
+                    },
+                )]
+                .into(),
                 ..Default::default()
             }];
             s.perf_delta_assertions = vec![PerfDeltaAssertionRecord {
@@ -1415,8 +1423,9 @@ mod tests {
     fn runs_reporting_different_metric_sets_aggregate_by_name() {
         let s = sides("aaaaaaa", "bbbbbbb");
         let mut first = run("t", "aaaaaaa", 1000, 0.0);
-        first.stats.cgroups[0].p99_wake_latency_us = None;
-        first.stats.worst_spread = Some(3.0);
+        first.stats.cgroups[0].wake_measured = false;
+        first.stats.cgroups[0].spread = Some(3.0);
+        first.stats.worst_spread = 3.0;
         let runs = vec![
             first,
             run("t", "aaaaaaa", 1001, 50.0),

@@ -45,7 +45,7 @@ pub struct VcpuKvm {
 /// One payload invocation: which, how it ended, how many metrics it gave.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PayloadRunLine {
-    pub index: u32,
+    pub index: usize,
     pub payload: String,
     /// Negative: killed by that signal.
     pub exit_code: i32,
@@ -98,7 +98,7 @@ impl SidecarDetail {
                 .iter()
                 .map(|m| PayloadRunLine {
                     index: m.payload_index,
-                    payload: m.payload.clone(),
+                    payload: metrics::payload_name(s, m).to_string(),
                     exit_code: m.exit_code,
                     metrics: m.metrics.len(),
                 })

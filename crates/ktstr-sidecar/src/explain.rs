@@ -26,12 +26,11 @@ pub const TOP_OPTIONS: &[&str] = &[
     "cleanup_duration_ms",
     "run_source",
 ];
-/// Optional keys of `stats`.
-pub const STATS_OPTIONS: &[&str] = &[
-    "worst_spread",
-    "worst_gap_cpu",
-    "worst_p99_wake_latency_us",
-    "worst_run_delay_us",
+/// Run-level measurements of `stats` kept as `ext_metrics` entries (absent when not
+/// measured).
+pub const STATS_EXT_OPTIONS: &[&str] = &[
+    crate::stats::WORST_P99_WAKE_LATENCY_US,
+    crate::stats::WORST_RUN_DELAY_US,
 ];
 /// Optional keys of each `stats.cgroups[]` entry.
 pub const CGROUP_OPTIONS: &[&str] = &[
@@ -39,26 +38,51 @@ pub const CGROUP_OPTIONS: &[&str] = &[
     "min_off_cpu_pct",
     "max_off_cpu_pct",
     "spread",
-    "max_gap_cpu",
-    "median_wake_latency_us",
-    "p99_wake_latency_us",
-    "wake_latency_cv",
-    "median_timer_latency_us",
-    "p99_timer_latency_us",
-    "worst_timer_latency_us",
-    "mean_run_delay_us",
-    "worst_run_delay_us",
-    "page_locality",
-    "cross_node_migration_ratio",
+    "taobench_whole",
+];
+/// Numbers of each `stats.cgroups[]` entry that are `0.0` when not measured, with the
+/// flag that says whether they were (`page_locality > 0` for the NUMA pair).
+pub const CGROUP_MEASURED: &[(&str, &[&str])] = &[
+    (
+        "wake_measured",
+        &[
+            "median_wake_latency_us",
+            "p99_wake_latency_us",
+            "wake_latency_cv",
+        ],
+    ),
+    (
+        "timer_measured",
+        &[
+            "median_timer_latency_us",
+            "p99_timer_latency_us",
+            "p999_timer_latency_us",
+            "worst_timer_latency_us",
+        ],
+    ),
+    (
+        "run_delay_measured",
+        &["mean_run_delay_us", "worst_run_delay_us"],
+    ),
+    (
+        "page_locality",
+        &["page_locality", "cross_node_migration_ratio"],
+    ),
 ];
 /// Optional keys of `monitor`.
 pub const MONITOR_OPTIONS: &[&str] = &[
-    "psi_cpu_some_avg10",
+    "avg_irq_util",
+    "max_avg_irq_util",
     "psi_irq_full_avg10",
-    "scx_events",
-    "schedstat",
+    "total_irq_pressure_us",
+    "event_deltas",
+    "schedstat_deltas",
+    "sched_domain_lb",
+    "prog_stats_deltas",
+    "bpf_map_fields",
+    "psi_cpu_some_avg10",
 ];
-/// Optional keys of `host`.
+/// Optional keys of `host` (`cpufreq_governor` counts as null when empty).
 pub const HOST_OPTIONS: &[&str] = &[
     "cpu_model",
     "cpu_vendor",
@@ -68,12 +92,17 @@ pub const HOST_OPTIONS: &[&str] = &[
     "hugepages_size_kib",
     "thp_enabled",
     "thp_defrag",
-    "kernel_release",
-    "arch",
-    "kernel_cmdline",
     "sched_tunables",
     "online_cpus",
     "numa_nodes",
+    "cpufreq_governor",
+    "kernel_name",
+    "kernel_release",
+    "arch",
+    "kernel_cmdline",
+    "task_delayacct",
+    "config_task_xacct",
+    "heap_state",
     "kvm",
     "engine",
 ];
@@ -95,6 +124,10 @@ pub struct Explanation {
     /// False when the file's actual name differs from `expected_file_name` (renamed or
     /// edited by hand after writing: tools that find sidecars by name will miss it).
     pub file_name_matches: bool,
+    /// Whether the file as written is read by the reference's own reader
+    /// ([`crate::conformance`]): None without a file, else its rejections (empty:
+    /// accepted).
+    pub reference_rejections: Option<Vec<String>>,
     /// Every optional field, in file order.
     pub fields: Vec<FieldReport>,
 }
@@ -104,7 +137,8 @@ pub struct Explanation {
 pub struct FieldReport {
     /// Dotted path (`kernel_commit`, `host.cpu_model`, `stats.cgroups[cg0].spread`).
     pub field: String,
-    /// The value as stored (null when unset).
+    /// The value as stored; null when unset or not measured (a `0.0` whose
+    /// `*_measured` flag is false, an absent `ext_metrics` entry, an empty map).
     pub value: Value,
     /// For a null: whether that is expected here or something to fix.
     pub class: Option<NullClass>,
@@ -165,14 +199,18 @@ pub fn explain(sidecar: &SidecarResult, file: Option<&Path>) -> Explanation {
         .and_then(Value::as_object)
         .unwrap_or(&empty);
     let one_node = sidecar.topology.starts_with("1n");
-    for &key in STATS_OPTIONS {
-        push(&mut fields, format!("stats.{key}"), stats.get(key), || {
-            measurement_reason(key, one_node)
-        });
+    let ext = stats.get("ext_metrics").and_then(Value::as_object);
+    for &key in STATS_EXT_OPTIONS {
+        push(
+            &mut fields,
+            format!("stats.ext_metrics.{key}"),
+            ext.and_then(|e| e.get(key)),
+            || measurement_reason(key, one_node),
+        );
     }
     let cgroups = stats.get("cgroups").and_then(Value::as_array);
     for cg in cgroups.into_iter().flatten().filter_map(Value::as_object) {
-        let name = cg.get("name").and_then(Value::as_str).unwrap_or("?");
+        let name = cg.get("cgroup_name").and_then(Value::as_str).unwrap_or("?");
         for &key in CGROUP_OPTIONS {
             push(
                 &mut fields,
@@ -181,7 +219,34 @@ pub fn explain(sidecar: &SidecarResult, file: Option<&Path>) -> Explanation {
                 || measurement_reason(key, one_node),
             );
         }
+        for &(flag, keys) in CGROUP_MEASURED {
+            let measured = match cg.get(flag) {
+                Some(Value::Bool(b)) => *b,
+                Some(v) => v.as_f64().is_some_and(|x| x > 0.0),
+                None => false,
+            };
+            for &key in keys {
+                let value = cg.get(key).filter(|_| measured);
+                push(
+                    &mut fields,
+                    format!("stats.cgroups[{name}].{key}"),
+                    value,
+                    || measurement_reason(key, one_node),
+                );
+            }
+        }
     }
+    let reference_rejections =
+        file.map(
+            |f| match crate::fsread::read_regular(f, crate::fsread::MAX_SIDECAR_BYTES) {
+                Ok(bytes) => match crate::conformance::check_text(&String::from_utf8_lossy(&bytes))
+                {
+                    Ok(r) => r.rejections().map(ToString::to_string).collect(),
+                    Err(e) => vec![format!("not JSON: {e}")],
+                },
+                Err(e) => vec![format!("cannot read {}: {e}", f.display())],
+            },
+        );
 
     Explanation {
         file: file.map(Path::to_path_buf),
@@ -192,6 +257,7 @@ pub fn explain(sidecar: &SidecarResult, file: Option<&Path>) -> Explanation {
         variant_key: sidecar.variant_key().canonical_json(),
         expected_file_name,
         file_name_matches,
+        reference_rejections,
         fields,
     }
 }
@@ -229,7 +295,10 @@ fn nested(
         return;
     };
     for &sub in options {
-        push(out, format!("{key}.{sub}"), obj.get(sub), || reason(sub));
+        let value = obj
+            .get(sub)
+            .filter(|v| v.as_object().is_none_or(|m| !m.is_empty()));
+        push(out, format!("{key}.{sub}"), value, || reason(sub));
     }
 }
 
@@ -300,45 +369,78 @@ fn top_reason(key: &str, s: &SidecarResult) -> (NullClass, String) {
 
 fn monitor_reason(key: &str, s: &SidecarResult) -> (NullClass, String) {
     match key {
-        "psi_cpu_some_avg10" | "psi_irq_full_avg10" => expected(
+        "avg_irq_util" | "max_avg_irq_util" => expected(
+            "ktstr's guest does not read the per-CPU PELT IRQ utilisation (written by tools that \
+             read it from kernel memory)",
+        ),
+        "psi_cpu_some_avg10" | "psi_irq_full_avg10" | "total_irq_pressure_us" => expected(
             "the guest kernel publishes no such pressure file (CONFIG_PSI off, or no IRQ pressure \
              without CONFIG_IRQ_TIME_ACCOUNTING)",
         ),
-        "scx_events" if s.scheduler == "eevdf" => expected("EEVDF has no sched_ext event counters"),
-        "scx_events" => expected(
+        "event_deltas" if s.scheduler == "eevdf" => {
+            expected("EEVDF has no sched_ext event counters")
+        }
+        "event_deltas" => expected(
             "the guest kernel does not publish sched_ext event counters (before 6.16), or the \
              scheduler was not attached when sampling started",
         ),
-        "schedstat" => actionable(
+        "schedstat_deltas" => actionable(
             "schedstats were off in the guest: enable CONFIG_SCHEDSTATS (the sampler turns on \
              kernel.sched_schedstats when the option exists)",
         ),
+        "sched_domain_lb" => {
+            expected("ktstr does not read the sched-domain load-balancing counters")
+        }
+        "prog_stats_deltas" if s.scheduler == "eevdf" => {
+            expected("EEVDF runs no BPF scheduler programs")
+        }
+        "prog_stats_deltas" => expected(
+            "the run time of the scheduler's BPF programs was not collected (the kernel keeps it \
+             only with kernel.bpf_stats_enabled=1)",
+        ),
+        "bpf_map_fields" => expected("ktstr does not watch fields of the scheduler's BPF maps"),
         _ => actionable("no explanation is known for this field"),
     }
 }
 
 fn host_reason(key: &str) -> (NullClass, String) {
-    let source =
-        match key {
-            "cpu_model" | "cpu_vendor" => "/proc/cpuinfo",
-            "total_memory_kib" | "hugepages_total" | "hugepages_free" | "hugepages_size_kib" => {
-                "/proc/meminfo"
-            }
-            "thp_enabled" | "thp_defrag" => "/sys/kernel/mm/transparent_hugepage",
-            "kernel_release" | "sched_tunables" => "/proc/sys/kernel",
-            "kernel_cmdline" => "/proc/cmdline",
-            "online_cpus" => "/sys/devices/system/cpu/online",
-            "numa_nodes" => "/sys/devices/system/node/online",
-            "arch" | "kvm" => {
-                return actionable(
-                    "always captured by the writer: the sidecar was written by another tool",
-                )
-            }
-            "engine" => return actionable(
+    let source = match key {
+        "cpu_model" | "cpu_vendor" => "/proc/cpuinfo",
+        "total_memory_kib" | "hugepages_total" | "hugepages_free" | "hugepages_size_kib" => {
+            "/proc/meminfo"
+        }
+        "thp_enabled" | "thp_defrag" => "/sys/kernel/mm/transparent_hugepage",
+        "kernel_release" | "kernel_name" | "sched_tunables" | "task_delayacct" => {
+            "/proc/sys/kernel"
+        }
+        "kernel_cmdline" => "/proc/cmdline",
+        "online_cpus" => "/sys/devices/system/cpu/online",
+        "numa_nodes" => "/sys/devices/system/node/online",
+        "cpufreq_governor" => {
+            return expected(
+                "the host has no cpufreq governors (a virtual machine, or cpufreq not built)",
+            )
+        }
+        "config_task_xacct" => {
+            return expected("the host kernel's release was unknown, so its config was not read")
+        }
+        "heap_state" => {
+            return expected(
+                "ktstr runs on the system allocator, which publishes no heap statistics",
+            )
+        }
+        "arch" | "kvm" => {
+            return actionable(
+                "always captured by the writer: the sidecar was written by another tool",
+            )
+        }
+        "engine" => {
+            return actionable(
                 "the runner did not record which engine ran the guest; re-run with a current ktstr",
-            ),
-            _ => return actionable("no explanation is known for this field"),
-        };
+            )
+        }
+        _ => return actionable("no explanation is known for this field"),
+    };
     expected(format!(
         "{source} was not readable on the host that ran the test (container or restricted /proc, /sys)"
     ))
@@ -346,17 +448,19 @@ fn host_reason(key: &str) -> (NullClass, String) {
 
 fn measurement_reason(key: &str, one_node: bool) -> (NullClass, String) {
     let why = match key {
-        "worst_spread" | "avg_off_cpu_pct" | "min_off_cpu_pct" | "max_off_cpu_pct" | "spread" => {
-            "off-CPU time was not measured (no worker of this kind, or no cgroup)"
+        "avg_off_cpu_pct" | "min_off_cpu_pct" | "max_off_cpu_pct" => {
+            "off-CPU time was not measured (no worker with wall time in this cgroup)"
         }
-        "worst_gap_cpu" | "max_gap_cpu" => "no gap between work checkpoints was measured",
+        "spread" => "fewer than two workers of this cgroup had wall time, so there is no spread",
+        "taobench_whole" => "the cgroup ran no taobench",
         "worst_p99_wake_latency_us"
         | "median_wake_latency_us"
         | "p99_wake_latency_us"
         | "wake_latency_cv" => "no worker sleeps and wakes, so there is no wake-up latency",
-        "median_timer_latency_us" | "p99_timer_latency_us" | "worst_timer_latency_us" => {
-            "no worker sleeps on a timer"
-        }
+        "median_timer_latency_us"
+        | "p99_timer_latency_us"
+        | "p999_timer_latency_us"
+        | "worst_timer_latency_us" => "no worker sleeps on a timer",
         "worst_run_delay_us" | "mean_run_delay_us" => {
             "per-task schedstats were off in the guest (CONFIG_SCHEDSTATS / kernel.sched_schedstats)"
         }
@@ -364,8 +468,8 @@ fn measurement_reason(key: &str, one_node: bool) -> (NullClass, String) {
             "the topology has one NUMA node, so locality is not measured"
         }
         "page_locality" | "cross_node_migration_ratio" => {
-            "NUMA locality was not measured for this cgroup (its workers touched no tracked memory, \
-             or the guest kernel lacks CONFIG_NUMA_BALANCING statistics)"
+            "NUMA page locality was not collected for this cgroup (ktstr's workers do not read \
+             numa_maps yet)"
         }
         _ => return actionable("no explanation is known for this field"),
     };
@@ -402,6 +506,25 @@ impl Explanation {
                  were edited after writing; tools that pair runs by file name will not find it",
                 self.expected_file_name
             );
+        }
+        match &self.reference_rejections {
+            Some(r) if r.is_empty() => {
+                let _ = writeln!(
+                    out,
+                    "reference:     read by {}'s own reader",
+                    crate::conformance::REFERENCE_VERSION
+                );
+            }
+            Some(r) => {
+                let _ = writeln!(
+                    out,
+                    "reference:     REJECTED by {}'s reader ({} problems; written by an older ktstr?), first: {}",
+                    crate::conformance::REFERENCE_VERSION,
+                    r.len(),
+                    r[0]
+                );
+            }
+            None => {}
         }
         let set = self.fields.iter().filter(|f| f.is_set()).count();
         let _ = writeln!(
@@ -472,9 +595,16 @@ mod tests {
         let mut top = nulls(&serde_json::to_value(SidecarResult::default()).expect("ser"));
         top.sort();
         assert_eq!(top, sorted(TOP_OPTIONS));
-        let mut stats = nulls(&serde_json::to_value(crate::ScenarioStats::default()).expect("ser"));
-        stats.sort();
-        assert_eq!(stats, sorted(STATS_OPTIONS));
+        let stats = nulls(&serde_json::to_value(crate::ScenarioStats::default()).expect("ser"));
+        assert!(stats.is_empty(), "{stats:?}");
+        // Every number a measured flag guards is a key of the cgroup.
+        let cg_keys = serde_json::to_value(CgroupStats::default()).expect("ser");
+        for (flag, keys) in CGROUP_MEASURED {
+            assert!(cg_keys.get(flag).is_some(), "{flag}");
+            for k in *keys {
+                assert!(cg_keys.get(k).is_some_and(Value::is_number), "{k}");
+            }
+        }
         let mut cg = nulls(&serde_json::to_value(CgroupStats::default()).expect("ser"));
         cg.sort();
         assert_eq!(cg, sorted(CGROUP_OPTIONS));
@@ -482,6 +612,7 @@ mod tests {
         m.sort();
         assert_eq!(m, sorted(MONITOR_OPTIONS));
         let mut h = nulls(&serde_json::to_value(HostContext::default()).expect("ser"));
+        h.push("cpufreq_governor".into());
         h.sort();
         assert_eq!(h, sorted(HOST_OPTIONS));
         // Every listed key has a specific explanation.
@@ -498,7 +629,12 @@ mod tests {
         for k in HOST_OPTIONS {
             assert!(!host_reason(k).1.starts_with("no explanation"), "{k}");
         }
-        for k in STATS_OPTIONS.iter().chain(CGROUP_OPTIONS) {
+        let measured = CGROUP_MEASURED.iter().flat_map(|(_, k)| k.iter());
+        for k in STATS_EXT_OPTIONS
+            .iter()
+            .chain(CGROUP_OPTIONS)
+            .chain(measured)
+        {
             for one_node in [true, false] {
                 let why = measurement_reason(k, one_node).1;
                 assert!(!why.starts_with("no explanation"), "{k}");
@@ -562,8 +698,10 @@ mod tests {
     fn text_lists_every_field_once() {
         let mut s = SidecarResult::new("t", "1n1l2c1t", "eevdf");
         s.stats.cgroups.push(CgroupStats {
-            name: "cg0".into(),
+            cgroup_name: "cg0".into(),
             spread: Some(3.5),
+            p99_wake_latency_us: 7.0,
+            wake_measured: true,
             ..CgroupStats::default()
         });
         let e = explain(&s, None);
@@ -582,5 +720,41 @@ mod tests {
         assert!(text
             .lines()
             .any(|l| l.starts_with("stats.cgroups[cg0].spread ") && l.contains("set   3.5")));
+        // Measured wake-ups show their value; unmeasured timers show as null.
+        assert!(text
+            .lines()
+            .any(|l| l.starts_with("stats.cgroups[cg0].p99_wake_latency_us ")
+                && l.contains("set   7.0")));
+        assert!(text.lines().any(
+            |l| l.starts_with("stats.cgroups[cg0].p99_timer_latency_us ")
+                && l.contains("null  [expected] no worker sleeps on a timer")
+        ));
+    }
+
+    #[test]
+    fn a_file_is_checked_against_the_reference_reader() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = dir.path().join("good.ktstr.json");
+        std::fs::write(
+            &good,
+            include_str!("../tests/data/reference-full.ktstr.json"),
+        )
+        .unwrap();
+        let s = crate::read_sidecar(&good).expect("reads");
+        let e = explain(&s, Some(&good));
+        assert_eq!(e.reference_rejections, Some(vec![]));
+        assert!(e
+            .render_text()
+            .contains("read by ktstr 0.29.0's own reader"));
+        let old = dir.path().join("old.ktstr.json");
+        std::fs::write(&old, include_str!("../tests/data/minimal.ktstr.json")).unwrap();
+        let s = crate::read_sidecar(&old).expect("old files read");
+        let e = explain(&s, Some(&old));
+        let r = e.reference_rejections.clone().expect("checked");
+        assert!(r.iter().any(|x| x.contains("cgroup_name")), "{r:?}");
+        assert!(e
+            .render_text()
+            .contains("REJECTED by ktstr 0.29.0's reader"));
+        assert_eq!(explain(&s, None).reference_rejections, None);
     }
 }

@@ -7,8 +7,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-/// Sidecar key `host`. Every field is null when its source file was unreadable.
+/// Sidecar key `host`: the reference's `HostContext` (same keys, same order), then
+/// ktstr's two extra keys `kvm` and `engine`. Every field is null (an empty map for
+/// `cpufreq_governor`) when its source was unreadable; every key is optional on read.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HostContext {
     /// `model name` of the first CPU in `/proc/cpuinfo` ("AMD EPYC 9654").
     pub cpu_model: Option<String>,
@@ -26,22 +29,67 @@ pub struct HostContext {
     pub thp_enabled: Option<String>,
     /// Selected mode of `/sys/kernel/mm/transparent_hugepage/defrag`.
     pub thp_defrag: Option<String>,
+    /// Host scheduler knobs: every readable `/proc/sys/kernel/sched_*` file.
+    pub sched_tunables: Option<BTreeMap<String, String>>,
+    /// CPUs online on the host (`/sys/devices/system/cpu/online`).
+    pub online_cpus: Option<usize>,
+    /// NUMA nodes online on the host (`/sys/devices/system/node/online`).
+    pub numa_nodes: Option<usize>,
+    /// cpufreq governor per host CPU (`{"0": "performance"}`); empty without cpufreq.
+    pub cpufreq_governor: BTreeMap<usize, String>,
+    /// Host kernel name (`/proc/sys/kernel/ostype`: "Linux").
+    pub kernel_name: Option<String>,
     /// Host kernel release (`/proc/sys/kernel/osrelease`).
     pub kernel_release: Option<String>,
     /// Architecture the harness was built for ("x86_64").
     pub arch: Option<String>,
     /// Host kernel command line (`/proc/cmdline`).
     pub kernel_cmdline: Option<String>,
-    /// Host scheduler knobs: every readable `/proc/sys/kernel/sched_*` file.
-    pub sched_tunables: Option<BTreeMap<String, String>>,
-    /// CPUs online on the host (`/sys/devices/system/cpu/online`).
-    pub online_cpus: Option<u32>,
-    /// NUMA nodes online on the host (`/sys/devices/system/node/online`).
-    pub numa_nodes: Option<u32>,
-    /// What backs `/dev/kvm`.
+    /// Per-task delay accounting (`/proc/sys/kernel/task_delayacct`).
+    pub task_delayacct: Option<DelayacctState>,
+    /// `CONFIG_TASK_XACCT` of the host kernel (from `/boot/config-<release>`).
+    pub config_task_xacct: Option<XacctState>,
+    /// Allocator statistics of the harness process; null (ktstr uses the system
+    /// allocator, which publishes none).
+    pub heap_state: Option<HostHeapState>,
+    /// Extra key (ktstr): what backs `/dev/kvm`.
     pub kvm: Option<KvmBacking>,
-    /// Which engine ran the guest; set by the runner, not by [`HostContext::capture`].
+    /// Extra key (ktstr): which engine ran the guest; set by the runner, not by
+    /// [`HostContext::capture`].
     pub engine: Option<Engine>,
+}
+
+/// Per-task delay accounting on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DelayacctState {
+    /// The kernel was built without `CONFIG_TASK_DELAY_ACCT`.
+    ConfigOff,
+    /// Built in, but `kernel.task_delayacct` is 0.
+    RuntimeOff,
+    /// Collecting.
+    On,
+}
+
+/// `CONFIG_TASK_XACCT` of the host kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum XacctState {
+    On,
+    Off,
+    /// The kernel configuration could not be read.
+    Unknown,
+}
+
+/// Allocator statistics of a process (the reference reports jemalloc's).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HostHeapState {
+    pub active_bytes: Option<u64>,
+    pub allocated_bytes: Option<u64>,
+    pub resident_bytes: Option<u64>,
+    pub mapped_bytes: Option<u64>,
+    pub narenas: Option<usize>,
 }
 
 /// What serves `/dev/kvm` on the host.
@@ -83,6 +131,7 @@ impl HostContext {
         let cpu_field = |key: &str| cpuinfo.as_deref().and_then(|c| first_field(c, key));
         let mem_field = |key: &str| meminfo.as_deref().and_then(|m| meminfo_number(m, key));
 
+        let release = read("proc/sys/kernel/osrelease").map(|s| s.trim().to_string());
         HostContext {
             cpu_model: cpu_field("model name"),
             cpu_vendor: cpu_field("vendor_id"),
@@ -94,16 +143,68 @@ impl HostContext {
                 .and_then(|s| selected_mode(&s)),
             thp_defrag: read("sys/kernel/mm/transparent_hugepage/defrag")
                 .and_then(|s| selected_mode(&s)),
-            kernel_release: read("proc/sys/kernel/osrelease").map(|s| s.trim().to_string()),
-            arch: Some(std::env::consts::ARCH.to_string()),
-            kernel_cmdline: read("proc/cmdline").map(|s| s.trim().to_string()),
             sched_tunables: sched_tunables(&root.join("proc/sys/kernel")),
             online_cpus: read("sys/devices/system/cpu/online").and_then(|s| cpulist_count(&s)),
             numa_nodes: read("sys/devices/system/node/online").and_then(|s| cpulist_count(&s)),
+            cpufreq_governor: cpufreq_governors(&root.join("sys/devices/system/cpu")),
+            kernel_name: read("proc/sys/kernel/ostype").map(|s| s.trim().to_string()),
+            config_task_xacct: release
+                .as_deref()
+                .map(|r| task_xacct(read(&format!("boot/config-{r}")).as_deref())),
+            kernel_release: release,
+            arch: Some(std::env::consts::ARCH.to_string()),
+            kernel_cmdline: read("proc/cmdline").map(|s| s.trim().to_string()),
+            task_delayacct: delayacct(&root.join("proc/sys/kernel")),
+            heap_state: None,
             kvm: Some(kvm_backing(root, cpuinfo.as_deref())),
             engine: None,
         }
     }
+}
+
+/// `scaling_governor` of every `cpuN` below `cpu_dir` that has cpufreq.
+fn cpufreq_governors(cpu_dir: &Path) -> BTreeMap<usize, String> {
+    let Ok(entries) = fs::read_dir(cpu_dir) else {
+        return BTreeMap::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let cpu: usize = name.to_str()?.strip_prefix("cpu")?.parse().ok()?;
+            let gov = fs::read_to_string(e.path().join("cpufreq/scaling_governor")).ok()?;
+            Some((cpu, gov.trim().to_string()))
+        })
+        .collect()
+}
+
+/// `kernel.task_delayacct`: the knob exists only when the kernel has delay accounting.
+/// None when `/proc/sys/kernel` itself is unreadable.
+fn delayacct(sys_kernel: &Path) -> Option<DelayacctState> {
+    if !sys_kernel.is_dir() {
+        return None;
+    }
+    match fs::read_to_string(sys_kernel.join("task_delayacct")) {
+        Ok(v) if v.trim() == "0" => Some(DelayacctState::RuntimeOff),
+        Ok(_) => Some(DelayacctState::On),
+        Err(_) => Some(DelayacctState::ConfigOff),
+    }
+}
+
+/// `CONFIG_TASK_XACCT` from a kernel configuration file's text.
+fn task_xacct(config: Option<&str>) -> XacctState {
+    let Some(config) = config else {
+        return XacctState::Unknown;
+    };
+    for line in config.lines() {
+        if line.trim() == "CONFIG_TASK_XACCT=y" {
+            return XacctState::On;
+        }
+        if line.trim() == "# CONFIG_TASK_XACCT is not set" {
+            return XacctState::Off;
+        }
+    }
+    XacctState::Off
 }
 
 /// Value of the first `key : value` line of a `/proc/cpuinfo`-style file.
@@ -133,20 +234,20 @@ fn selected_mode(text: &str) -> Option<String> {
 }
 
 /// Count of a kernel cpu/node list (`0-3,8,10-11` -> 7); None if malformed.
-pub(crate) fn cpulist_count(text: &str) -> Option<u32> {
+pub(crate) fn cpulist_count(text: &str) -> Option<usize> {
     let text = text.trim();
     if text.is_empty() {
         return Some(0);
     }
-    let mut n: u32 = 0;
+    let mut n: usize = 0;
     for part in text.split(',') {
         let count = match part.split_once('-') {
             Some((a, b)) => {
-                let (a, b): (u32, u32) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+                let (a, b): (usize, usize) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
                 b.checked_sub(a)?.checked_add(1)?
             }
             None => {
-                part.trim().parse::<u32>().ok()?;
+                part.trim().parse::<usize>().ok()?;
                 1
             }
         };
@@ -242,6 +343,24 @@ mod tests {
         write(root, "proc/sys/kernel/hostname", "not-a-sched-knob\n");
         write(root, "sys/devices/system/cpu/online", "0-3,8,10-11\n");
         write(root, "sys/devices/system/node/online", "0-1\n");
+        write(root, "proc/sys/kernel/ostype", "Linux\n");
+        write(root, "proc/sys/kernel/task_delayacct", "0\n");
+        write(
+            root,
+            "sys/devices/system/cpu/cpu0/cpufreq/scaling_governor",
+            "performance\n",
+        );
+        write(
+            root,
+            "sys/devices/system/cpu/cpu10/cpufreq/scaling_governor",
+            "schedutil\n",
+        );
+        write(root, "sys/devices/system/cpu/cpu1/online", "1\n");
+        write(
+            root,
+            "boot/config-6.18.44",
+            "CONFIG_X=y\n# CONFIG_TASK_XACCT is not set\n",
+        );
     }
 
     #[test]
@@ -271,6 +390,31 @@ mod tests {
         assert_eq!(h.numa_nodes, Some(2));
         assert_eq!(h.kvm, Some(KvmBacking::Hardware));
         assert_eq!(h.engine, None);
+        assert_eq!(h.kernel_name.as_deref(), Some("Linux"));
+        assert_eq!(h.task_delayacct, Some(DelayacctState::RuntimeOff));
+        assert_eq!(h.config_task_xacct, Some(XacctState::Off));
+        assert_eq!(
+            h.cpufreq_governor,
+            BTreeMap::from([(0, "performance".into()), (10, "schedutil".into())])
+        );
+        assert_eq!(h.heap_state, None);
+    }
+
+    #[test]
+    fn delay_and_extended_accounting_states() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let k = dir.path().join("proc/sys/kernel");
+        assert_eq!(delayacct(&k), None, "no /proc/sys/kernel: unknown");
+        fs::create_dir_all(&k).expect("mkdir");
+        assert_eq!(delayacct(&k), Some(DelayacctState::ConfigOff));
+        fs::write(k.join("task_delayacct"), "1\n").expect("write");
+        assert_eq!(delayacct(&k), Some(DelayacctState::On));
+        assert_eq!(task_xacct(None), XacctState::Unknown);
+        assert_eq!(task_xacct(Some("CONFIG_TASK_XACCT=y\n")), XacctState::On);
+        assert_eq!(task_xacct(Some("CONFIG_OTHER=y\n")), XacctState::Off);
+        let json =
+            serde_json::to_string(&(DelayacctState::ConfigOff, XacctState::Unknown)).expect("ser");
+        assert_eq!(json, r#"["config_off","unknown"]"#);
     }
 
     #[test]

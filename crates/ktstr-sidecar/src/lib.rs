@@ -17,7 +17,13 @@
 //! # The document
 //!
 //! One JSON object, [`SidecarResult`], with exactly these 32 keys in this order
-//! ([`SidecarResult::KEYS`]):
+//! ([`SidecarResult::KEYS`]). The nested types are the reference project's (the
+//! published crate ktstr 0.29.0; 0.23.0-0.33.0 share them): names, types, required or
+//! optional, enum spellings and key order, so the reference's own reader reads every
+//! sidecar written here and ours reads the reference's ([`conformance`] checks the
+//! first against a checked-in table of its schema). Our few measurements without a
+//! reference field are extra keys after the reference's, listed in
+//! [`conformance::EXTRA_KEYS`].
 //!
 //! | key | type | |
 //! |---|---|---|
@@ -31,11 +37,11 @@
 //! | `metrics` | [[`PayloadMetrics`]] | per payload invocation |
 //! | `passed`, `skipped`, `inconclusive` | bool | the verdict, see [`verdict`] |
 //! | `expected_failure` | bool | failed as `expect_err` demanded |
-//! | `stats` | [`ScenarioStats`] | worker measurements |
+//! | `stats` | [`ScenarioStats`] | worker measurements, per cgroup and per phase |
 //! | `monitor` | [`MonitorSummary`] or null | system samples |
 //! | `periodic_fired`, `periodic_target` | u32 | periodic snapshots taken / asked |
 //! | `vcpus`, `cpu_budget` | u32 | guest vCPUs / host CPUs they ran on |
-//! | `stimulus_events` | [[`StimulusEvent`]] | step boundaries |
+//! | `stimulus_events` | [[`StimulusEvent`]] | step boundaries and the scenario's end |
 //! | `work_type` | string | worker work type |
 //! | `verifier_stats` | [[`ProgVerifierStats`]] | BPF verifier cost |
 //! | `kvm_stats` | [`KvmStatsTotals`] or null | host KVM counters per vCPU |
@@ -48,17 +54,25 @@
 //! | `run_source` | [`RunSource`] or null | `local`, `ci`, `archive` |
 //! | `perf_delta_assertions` | [[`PerfDeltaAssertionRecord`]] | regression gates |
 //!
-//! **Writer**: every key is always present; `null` for an absent optional value, `[]`
-//! for an empty list. JSON has no NaN: a non-finite number is written as `null`, and a
-//! plain number field reads `null` back as NaN.
+//! **Writer**: every key is always present, nested ones included; `null` for an
+//! absent optional value, `[]` for an empty list. A plain number is never `null`
+//! (the reference cannot read that): a number that was not measured is `0.0` with its
+//! `*_measured` flag false, and a non-finite value is written as `0.0` or left out of
+//! its map.
 //!
 //! **Reader** ([`read_sidecar`], [`parse_sidecar`]): a missing optional key reads as
 //! null, a missing required key is an error naming the key and the file, unknown keys
 //! are ignored (newer writers may add keys). Contradicting verdict bits are an error.
+//! Sidecars ktstr wrote before its nested types followed the reference are recognised
+//! by their shapes and upgraded while reading ([`legacy`]).
 //!
-//! A hand-written minimal sidecar (every optional key left out) reads fine:
+//! A sidecar the reference wrote reads, and so does a hand-written one in ktstr's old
+//! shapes (every optional key left out):
 //!
 //! ```
+//! let text = include_str!("../tests/data/reference-minimal.ktstr.json");
+//! let s = ktstr_sidecar::parse_sidecar(text.as_bytes(), "reference.ktstr.json".as_ref())?;
+//! assert!(s.is_skip());
 //! let text = include_str!("../tests/data/minimal.ktstr.json");
 //! let s = ktstr_sidecar::parse_sidecar(text.as_bytes(), "minimal.ktstr.json".as_ref())?;
 //! assert!(s.is_pass());
@@ -90,6 +104,7 @@
 //! topology, scheduler, payload, work type, sysctls and kargs only; see [`hash`].
 
 pub mod compare;
+pub mod conformance;
 pub mod detail;
 pub mod error;
 pub mod example;
@@ -99,6 +114,7 @@ pub mod fsread;
 pub mod hash;
 pub mod host;
 pub mod kvm;
+pub mod legacy;
 pub mod metrics;
 pub mod monitor;
 pub mod noise;
@@ -123,14 +139,20 @@ pub mod write;
 
 pub use error::{Result, SidecarError};
 pub use hash::VariantKey;
-pub use host::{Engine, HostContext, KvmBacking};
+pub use host::{DelayacctState, Engine, HostContext, HostHeapState, KvmBacking, XacctState};
 pub use kvm::KvmStatsTotals;
-pub use monitor::{MonitorSummary, ProgStatsDelta, SchedstatDeltas};
+pub use monitor::{
+    BpfMapFieldValue, MonitorSummary, ProgStatsDelta, SchedDomainLbDelta, SchedstatDeltas,
+    ScxEventDeltas,
+};
 pub use payload::{Metric, MetricStream, PayloadMetrics, Polarity};
 pub use perf_delta::PerfDeltaAssertionRecord;
 pub use read::{load_pool, parse_sidecar, read_sidecar, LoadedSidecar, Pool, RunDir};
 pub use sidecar::{ResolveSource, RunSource, SidecarResult};
-pub use stats::{CgroupStats, PhaseStats, ScenarioStats};
-pub use stimulus::{StimulusEvent, StimulusKind};
+pub use stats::{
+    CgroupStats, PhaseBucket, PhaseCgroupStats, PlatStats, ScenarioStats, SchbenchPhaseStats,
+    TaobenchPhaseStats, TaobenchStats,
+};
+pub use stimulus::StimulusEvent;
 pub use verdict::{Finalized, Outcome, VerdictBits};
 pub use verifier::ProgVerifierStats;

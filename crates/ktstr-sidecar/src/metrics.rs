@@ -21,9 +21,9 @@ use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
-use crate::payload::Polarity;
+use crate::payload::{PayloadMetrics, Polarity};
 use crate::sidecar::SidecarResult;
-use crate::stats::CgroupStats;
+use crate::stats::{CgroupStats, PhaseCgroupStats, WORST_P99_WAKE_LATENCY_US, WORST_RUN_DELAY_US};
 
 /// One registered metric.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -75,7 +75,7 @@ pub static REGISTRY: &[MetricDef] = &[
     def("total_migrations", "", LO, 20.0, 0.20, "CPU migrations of all workers"),
     def("worst_migration_ratio", "1/unit", LO, 0.001, 0.20, "largest migrations per work unit of any cgroup"),
     def("worst_p99_wake_latency_us", "us", LO, 10.0, 0.10, "largest p99 wake-up latency of any cgroup"),
-    def("worst_run_delay_us", "us", LO, 100.0, 0.25, "largest run-queue delay of any worker"),
+    def("worst_run_delay_us", "us", LO, 100.0, 0.25, "largest total run-queue delay of one worker"),
     def("ext.*", "", INFO, 0.0, 0.05, "further scenario measurements (informational unless an assertion gives a direction)"),
     // Per cgroup.
     def("cgroup[*].work_rate", "units/s", HI, 0.0, 0.05, "work units of the cgroup per second of scenario time"),
@@ -90,11 +90,12 @@ pub static REGISTRY: &[MetricDef] = &[
     def("cgroup[*].wake_latency_cv", "", LO, 0.05, 0.10, "coefficient of variation of wake-up latency"),
     def("cgroup[*].median_timer_latency_us", "us", LO, 5.0, 0.10, "median timer overshoot"),
     def("cgroup[*].p99_timer_latency_us", "us", LO, 10.0, 0.10, "99th percentile timer overshoot"),
+    def("cgroup[*].p999_timer_latency_us", "us", LO, 50.0, 0.20, "99.9th percentile timer overshoot"),
     def("cgroup[*].worst_timer_latency_us", "us", LO, 100.0, 0.25, "largest timer overshoot"),
-    def("cgroup[*].mean_run_delay_us", "us", LO, 5.0, 0.10, "mean run-queue delay per scheduling"),
-    def("cgroup[*].worst_run_delay_us", "us", LO, 100.0, 0.25, "largest run-queue delay of one worker"),
+    def("cgroup[*].mean_run_delay_us", "us", LO, 100.0, 0.10, "mean over workers of each worker's total run-queue delay"),
+    def("cgroup[*].worst_run_delay_us", "us", LO, 100.0, 0.25, "largest total run-queue delay of one worker"),
     def("cgroup[*].page_locality", "fraction", HI, 0.02, 0.02, "share of pages on the NUMA nodes of the cpuset"),
-    def("cgroup[*].cross_node_migration_ratio", "fraction", LO, 0.01, 0.10, "share of migrations that crossed NUMA nodes"),
+    def("cgroup[*].cross_node_migration_ratio", "fraction", LO, 0.01, 0.10, "share of pages that migrated across NUMA nodes"),
     def("cgroup[*].ext.*", "", INFO, 0.0, 0.05, "further cgroup measurements (informational unless an assertion gives a direction)"),
     // Phases only.
     def("phase.*", "", INFO, 0.0, 0.05, "further phase measurements (informational unless an assertion gives a direction)"),
@@ -243,16 +244,20 @@ pub fn extract_with(s: &SidecarResult, phases: bool) -> Vec<MetricValue> {
         Some(secs) => out.stat("work_rate", st.total_iterations as f64 / secs),
         None => out.stat("work_units", st.total_iterations as f64),
     }
-    out.stat_opt("worst_spread", st.worst_spread);
+    if st.cgroups.iter().any(|c| c.spread.is_some()) {
+        out.stat("worst_spread", st.worst_spread);
+    }
     if !st.cgroups.is_empty() {
         out.stat("worst_gap_ms", st.worst_gap_ms as f64);
         out.stat("total_migrations", st.total_migrations as f64);
         out.stat("worst_migration_ratio", st.worst_migration_ratio);
     }
-    out.stat_opt("worst_p99_wake_latency_us", st.worst_p99_wake_latency_us);
-    out.stat_opt("worst_run_delay_us", st.worst_run_delay_us);
+    out.stat_opt("worst_p99_wake_latency_us", st.worst_p99_wake_latency_us());
+    out.stat_opt("worst_run_delay_us", st.worst_run_delay_us());
     for (k, v) in &st.ext_metrics {
-        out.push("ext.*", intern(format_args!("ext.{k}")), *v);
+        if k != WORST_P99_WAKE_LATENCY_US && k != WORST_RUN_DELAY_US {
+            out.push("ext.*", intern(format_args!("ext.{k}")), *v);
+        }
     }
     for cg in &st.cgroups {
         cgroup_metrics(&mut out, cg, secs);
@@ -266,21 +271,21 @@ pub fn extract_with(s: &SidecarResult, phases: bool) -> Vec<MetricValue> {
         out.stat("monitor.avg_local_dsq_depth", m.avg_local_dsq_depth);
         out.stat("monitor.stuck_count", m.stuck_count as f64);
         out.stat_opt("monitor.psi_cpu_some_avg10", m.psi_cpu_some_avg10);
-        if let Some(ss) = m.schedstat.as_ref().filter(|ss| ss.pcount > 0) {
+        if let Some(ss) = m.schedstat_deltas.as_ref().filter(|ss| ss.total_pcount > 0) {
             out.stat(
                 "monitor.run_delay_per_sched_us",
-                ss.run_delay_ns as f64 / 1000.0 / ss.pcount as f64,
+                ss.total_run_delay as f64 / 1000.0 / ss.total_pcount as f64,
             );
         }
-        for (k, v) in m.scx_events.iter().flatten() {
+        for (k, v) in m.event_deltas.iter().flat_map(|d| d.counters()) {
             out.push(
                 "monitor.scx_event[*]",
                 intern(format_args!("monitor.scx_event[{k}]")),
-                *v as f64,
+                v as f64,
             );
         }
-        for p in &m.prog_stats {
-            if let Some(ns) = p.nsecs_per_call() {
+        for p in m.prog_stats_deltas.iter().flatten() {
+            if let Some(ns) = p.per_call() {
                 out.push(
                     "prog[*].ns_per_call",
                     intern(format_args!("prog[{}].ns_per_call", p.name)),
@@ -333,12 +338,14 @@ pub fn extract_with(s: &SidecarResult, phases: bool) -> Vec<MetricValue> {
     for p in &st.phases {
         out.phase = Some(p.step_index);
         let secs = (p.duration_ms() > 0).then(|| p.duration_ms() as f64 / 1000.0);
-        match secs {
-            Some(secs) => out.stat("work_rate", p.total_iterations as f64 / secs),
-            None => out.stat("work_units", p.total_iterations as f64),
+        if let Some(n) = p.total_iterations() {
+            match secs {
+                Some(secs) => out.stat("work_rate", n as f64 / secs),
+                None => out.stat("work_units", n as f64),
+            }
         }
-        for cg in &p.cgroups {
-            cgroup_metrics(&mut out, cg, secs);
+        for (name, cg) in &p.per_cgroup {
+            phase_cgroup_metrics(&mut out, name, cg, secs);
         }
         for (k, v) in &p.metrics {
             out.push("phase.*", intern(format_args!("phase.{k}")), *v);
@@ -347,8 +354,39 @@ pub fn extract_with(s: &SidecarResult, phases: bool) -> Vec<MetricValue> {
     out.values
 }
 
+/// A phase's per-cgroup numbers: its rate, and its derived metrics under the cgroup
+/// template of the same leaf (`cgroup[*].ext.*` for a leaf without one).
+fn phase_cgroup_metrics(out: &mut Out, name: &str, cg: &PhaseCgroupStats, secs: Option<f64>) {
+    let n = |leaf: &str| intern(format_args!("cgroup[{name}].{leaf}"));
+    match secs {
+        Some(secs) => out.push(
+            "cgroup[*].work_rate",
+            n("work_rate"),
+            cg.total_iterations as f64 / secs,
+        ),
+        None => out.push(
+            "cgroup[*].work_units",
+            n("work_units"),
+            cg.total_iterations as f64,
+        ),
+    }
+    for (k, v) in &cg.metrics {
+        let template = format!("cgroup[*].{k}");
+        match lookup(&template) {
+            Some(d) if !d.name.contains(".ext.") && k != "work_rate" && k != "work_units" => {
+                out.push(d.name, n(k), *v)
+            }
+            _ => out.push(
+                "cgroup[*].ext.*",
+                intern(format_args!("cgroup[{name}].ext.{k}")),
+                *v,
+            ),
+        }
+    }
+}
+
 fn cgroup_metrics(out: &mut Out, cg: &CgroupStats, secs: Option<f64>) {
-    let n = |leaf: &str| intern(format_args!("cgroup[{}].{leaf}", cg.name));
+    let n = |leaf: &str| intern(format_args!("cgroup[{}].{leaf}", cg.cgroup_name));
     match secs {
         Some(secs) => out.push(
             "cgroup[*].work_rate",
@@ -382,72 +420,98 @@ fn cgroup_metrics(out: &mut Out, cg: &CgroupStats, secs: Option<f64>) {
         n("migration_ratio"),
         cg.migration_ratio,
     );
-    for (template, leaf, v) in [
+    // A group that was not measured is 0.0 in the file: not a value.
+    let numa = cg.page_locality > 0.0;
+    for (measured, leaf, v) in [
         (
-            "cgroup[*].median_wake_latency_us",
+            cg.wake_measured,
             "median_wake_latency_us",
             cg.median_wake_latency_us,
         ),
         (
-            "cgroup[*].p99_wake_latency_us",
+            cg.wake_measured,
             "p99_wake_latency_us",
             cg.p99_wake_latency_us,
         ),
+        (cg.wake_measured, "wake_latency_cv", cg.wake_latency_cv),
         (
-            "cgroup[*].wake_latency_cv",
-            "wake_latency_cv",
-            cg.wake_latency_cv,
-        ),
-        (
-            "cgroup[*].median_timer_latency_us",
+            cg.timer_measured,
             "median_timer_latency_us",
             cg.median_timer_latency_us,
         ),
         (
-            "cgroup[*].p99_timer_latency_us",
+            cg.timer_measured,
             "p99_timer_latency_us",
             cg.p99_timer_latency_us,
         ),
         (
-            "cgroup[*].worst_timer_latency_us",
+            cg.timer_measured,
+            "p999_timer_latency_us",
+            cg.p999_timer_latency_us,
+        ),
+        (
+            cg.timer_measured,
             "worst_timer_latency_us",
             cg.worst_timer_latency_us,
         ),
         (
-            "cgroup[*].mean_run_delay_us",
+            cg.run_delay_measured,
             "mean_run_delay_us",
             cg.mean_run_delay_us,
         ),
         (
-            "cgroup[*].worst_run_delay_us",
+            cg.run_delay_measured,
             "worst_run_delay_us",
             cg.worst_run_delay_us,
         ),
-        ("cgroup[*].page_locality", "page_locality", cg.page_locality),
+        (numa, "page_locality", cg.page_locality),
         (
-            "cgroup[*].cross_node_migration_ratio",
+            numa,
             "cross_node_migration_ratio",
             cg.cross_node_migration_ratio,
         ),
     ] {
-        out.opt(template, n(leaf), v);
+        if measured {
+            out.push(reg_cgroup(leaf), n(leaf), v);
+        }
     }
     for (k, v) in &cg.ext_metrics {
         out.push(
             "cgroup[*].ext.*",
-            intern(format_args!("cgroup[{}].ext.{k}", cg.name)),
+            intern(format_args!("cgroup[{}].ext.{k}", cg.cgroup_name)),
             *v,
         );
     }
 }
 
+/// The registry template `cgroup[*].{leaf}` (every leaf passed here is registered).
+fn reg_cgroup(leaf: &str) -> &'static str {
+    reg(&format!("cgroup[*].{leaf}")).name
+}
+
+/// The name a payload invocation's metrics are filed under: its own name, else (a file
+/// whose writer does not record it) the sidecar's primary payload, else `payload`.
+pub fn payload_name<'a>(s: &'a SidecarResult, pm: &'a PayloadMetrics) -> &'a str {
+    if !pm.payload.is_empty() {
+        &pm.payload
+    } else {
+        s.payload.as_deref().unwrap_or("payload")
+    }
+}
+
 fn payload_metrics(out: &mut Out, s: &SidecarResult) {
     for pm in &s.metrics {
-        let repeated = s.metrics.iter().filter(|o| o.payload == pm.payload).count() > 1;
+        let name = payload_name(s, pm);
+        let repeated = s
+            .metrics
+            .iter()
+            .filter(|o| payload_name(s, o) == name)
+            .count()
+            > 1;
         let instance = if repeated {
-            format!("{}#{}", pm.payload, pm.payload_index)
+            format!("{name}#{}", pm.payload_index)
         } else {
-            pm.payload.clone()
+            name.to_string()
         };
         for m in &pm.metrics {
             if !m.value.is_finite() {

@@ -1,20 +1,24 @@
 //! `metrics`: numbers reported by payloads (benchmarks and other binaries run in the guest).
+//! Shapes, enum spellings and key order are the reference's `PayloadMetrics`, `Metric`,
+//! `Polarity` and `MetricStream`.
 
 use serde::{Deserialize, Serialize};
 
-use crate::float::f64_or_nan;
+use crate::float::finite;
 
 /// One payload invocation's results.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PayloadMetrics {
     /// Position of the invocation in the run (0, 1, ...).
-    pub payload_index: u32,
-    /// Payload name (`schbench`).
-    pub payload: String,
+    pub payload_index: usize,
     /// Metrics it reported, in the order found.
     pub metrics: Vec<Metric>,
     /// Its exit code (negative: killed by that signal).
     pub exit_code: i32,
+    /// Extra key (ktstr): the payload's name (`schbench`); empty in files written by
+    /// tools that do not record it (then the sidecar's `payload` names the primary one).
+    #[serde(default)]
+    pub payload: String,
 }
 
 impl PayloadMetrics {
@@ -29,8 +33,8 @@ impl PayloadMetrics {
 pub struct Metric {
     /// Dotted path of the value in the payload's JSON output (`jobs.0.read.iops`).
     pub name: String,
-    /// The value (NaN is written as null).
-    #[serde(deserialize_with = "f64_or_nan")]
+    /// The value (always finite: a non-finite value is never recorded).
+    #[serde(serialize_with = "finite")]
     pub value: f64,
     /// Which direction is better.
     pub polarity: Polarity,
@@ -42,10 +46,9 @@ pub struct Metric {
 
 /// Which direction of change is an improvement.
 ///
-/// JSON: `"higher_better"`, `"lower_better"`, `{"target_value": 5.0}`, `"unknown"`,
-/// `"informational"`.
+/// JSON: `"HigherBetter"`, `"LowerBetter"`, `{"TargetValue": 5.0}`, `"Unknown"`,
+/// `"Informational"`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
 pub enum Polarity {
     /// Bigger is better (throughput).
     HigherBetter,
@@ -60,11 +63,32 @@ pub enum Polarity {
     Informational,
 }
 
-/// Output stream of a payload.
+/// Output stream of a payload. JSON: `"Stdout"`, `"Stderr"`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
 pub enum MetricStream {
     #[default]
     Stdout,
     Stderr,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enum_spellings_are_the_reference_ones() {
+        let json = |p: Polarity| serde_json::to_string(&p).unwrap();
+        assert_eq!(json(Polarity::HigherBetter), r#""HigherBetter""#);
+        assert_eq!(json(Polarity::LowerBetter), r#""LowerBetter""#);
+        assert_eq!(json(Polarity::TargetValue(50.0)), r#"{"TargetValue":50.0}"#);
+        assert_eq!(json(Polarity::Unknown), r#""Unknown""#);
+        assert_eq!(json(Polarity::Informational), r#""Informational""#);
+        assert_eq!(
+            serde_json::to_string(&MetricStream::Stderr).unwrap(),
+            r#""Stderr""#
+        );
+        let back: Polarity = serde_json::from_str(r#"{"TargetValue": 2}"#).unwrap();
+        assert_eq!(back, Polarity::TargetValue(2.0));
+        assert!(serde_json::from_str::<Polarity>(r#""higher_better""#).is_err());
+    }
 }

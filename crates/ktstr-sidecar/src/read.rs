@@ -25,19 +25,15 @@ pub fn read_sidecar(path: &Path) -> Result<SidecarResult> {
 ///
 /// Missing `Option` keys read as None, unknown keys are ignored; a missing required key,
 /// a value of the wrong type, text that is not JSON, a truncated document, or
-/// contradicting verdict bits are errors that name the file and the key.
+/// contradicting verdict bits are errors that name the file and the key. Sidecars in
+/// ktstr's old nested shapes are upgraded first ([`crate::legacy`]).
 pub fn parse_sidecar(bytes: &[u8], path: &Path) -> Result<SidecarResult> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let sidecar: SidecarResult = match serde_path_to_error::deserialize(&mut de) {
-        Ok(s) => s,
-        Err(e) => {
-            let key = e.path().to_string();
-            return Err(classify(path, &key, e.into_inner(), bytes.is_empty()));
-        }
-    };
-    de.end().map_err(|e| SidecarError::NotJson {
-        path: path.to_path_buf(),
-        detail: format!("text after the JSON document: {e}"),
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| classify(path, ".", e, bytes.is_empty()))?;
+    crate::legacy::upgrade(&mut doc);
+    let sidecar: SidecarResult = serde_path_to_error::deserialize(doc).map_err(|e| {
+        let key = e.path().to_string();
+        classify(path, &key, e.into_inner(), false)
     })?;
     if sidecar.bits().outcome().is_none() {
         return Err(SidecarError::BadVerdict {
@@ -252,15 +248,25 @@ mod tests {
             obj.remove(key);
         }
         obj.insert("kernel_version".into(), json!("7.2.13"));
-        obj["stats"]
-            .as_object_mut()
-            .expect("stats object")
-            .remove("worst_spread");
+        let stats = obj["stats"].as_object_mut().expect("stats object");
+        // Defaulted keys: `phases` (the reference's), `verdict_details` (ours).
+        stats.remove("phases");
+        stats.remove("verdict_details");
         let s = parse(&v).expect("missing Options are fine");
         assert_eq!(s.monitor, None);
         assert_eq!(s.host, None);
         assert_eq!(s.kernel_version.as_deref(), Some("7.2.13"));
-        assert_eq!(s.stats.worst_spread, None);
+        assert!(s.stats.phases.is_empty() && s.stats.verdict_details.is_empty());
+
+        // A plain number the reference requires stays required.
+        let mut v = minimal_value();
+        v["stats"]
+            .as_object_mut()
+            .expect("stats")
+            .remove("worst_spread");
+        assert!(
+            matches!(parse(&v), Err(SidecarError::MissingKey { key, within, .. }) if key == "worst_spread" && within == "stats")
+        );
     }
 
     #[test]
@@ -280,7 +286,7 @@ mod tests {
 
         // Nested: a required key of a cgroup.
         let mut v = minimal_value();
-        v["stats"]["cgroups"] = json!([{"name": "cg0"}]);
+        v["stats"]["cgroups"] = json!([{"cgroup_name": "cg0"}]);
         let err = parse(&v).expect_err("cgroup fields are required");
         match &err {
             SidecarError::MissingKey { key, within, .. } => {
@@ -361,15 +367,169 @@ mod tests {
     }
 
     #[test]
-    fn nan_written_as_null_reads_back_as_nan() {
+    fn non_finite_numbers_are_written_as_zero_and_null_is_rejected() {
         let mut s = SidecarResult::new("t", "1n1l1c1t", "eevdf");
         s.stats.worst_migration_ratio = f64::NAN;
         s.stats.ext_metrics.insert("ratio".into(), f64::INFINITY);
+        s.stats.ext_metrics.insert("fine".into(), 2.5);
         let json = s.to_json_pretty().expect("ser");
-        assert!(json.contains("\"worst_migration_ratio\": null"));
+        assert!(json.contains("\"worst_migration_ratio\": 0.0"), "{json}");
+        assert!(!json.contains("null,\n    \"total_iterations\""));
         let back = parse_sidecar(json.as_bytes(), Path::new("x")).expect("reads");
-        assert!(back.stats.worst_migration_ratio.is_nan());
-        assert!(back.stats.ext_metrics["ratio"].is_nan());
+        assert_eq!(back.stats.worst_migration_ratio, 0.0);
+        assert_eq!(
+            back.stats.ext_metrics.keys().collect::<Vec<_>>(),
+            ["fine"],
+            "a non-finite entry is left out"
+        );
+        // null in a plain number of a current-shape file is what the reference
+        // rejects too (old-shape files are upgraded, see `reads_old_sidecars`).
+        let mut v = minimal_value();
+        v["monitor"] = serde_json::to_value(crate::MonitorSummary::default()).unwrap();
+        v["monitor"]["total_samples"] = Value::Null;
+        assert!(
+            matches!(parse(&v), Err(SidecarError::WrongType { key, .. }) if key == "monitor.total_samples")
+        );
+    }
+
+    fn data(name: &str) -> (PathBuf, SidecarResult) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(name);
+        let s = read_sidecar(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        (path, s)
+    }
+
+    /// Sidecars the reference writes read with every value in place.
+    #[test]
+    fn reads_reference_sidecars() {
+        let (_, full) = data("reference-full.ktstr.json");
+        assert!(full.is_pass());
+        assert_eq!(full.scheduler, "scx_lavd");
+        assert_eq!(full.resolve_source, Some(crate::ResolveSource::AutoBuilt));
+        let pm = &full.metrics[0];
+        assert_eq!(
+            pm.payload, "",
+            "the reference names no payload per invocation"
+        );
+        let pol: Vec<crate::Polarity> = pm.metrics.iter().map(|m| m.polarity).collect();
+        use crate::Polarity::*;
+        assert_eq!(
+            pol,
+            [
+                LowerBetter,
+                HigherBetter,
+                TargetValue(50.0),
+                Unknown,
+                Informational
+            ]
+        );
+        assert_eq!(pm.metrics[3].stream, crate::MetricStream::Stderr);
+        let cg = full.stats.cgroup("cg0").expect("cg0");
+        assert!(cg.wake_measured && cg.timer_measured && cg.run_delay_measured);
+        assert_eq!(cg.p999_timer_latency_us, 890.0);
+        assert_eq!(cg.cpus_used.iter().copied().collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(cg.taobench_whole.as_ref().map(|t| t.get_cmds), Some(1000));
+        assert_eq!(full.stats.worst_p99_wake_latency_us(), Some(180.5));
+        let phase = full.stats.phase(1).expect("phase 1");
+        assert_eq!((phase.label.as_str(), phase.sample_count), ("Step[0]", 2));
+        let pc = &phase.per_cgroup["cg0"];
+        assert_eq!(pc.wake_latencies_ns, [18_000, 21_000, 180_500]);
+        let sb = pc.schbench.as_ref().expect("schbench");
+        assert_eq!(sb.wakeup.plat.len(), crate::stats::PLAT_BUCKETS);
+        let m = full.monitor.as_ref().expect("monitor");
+        assert_eq!(m.event_deltas.as_ref().map(|d| d.total_fallback), Some(12));
+        assert_eq!(
+            m.schedstat_deltas
+                .as_ref()
+                .map(|d| d.total_schedstat_wall_sec),
+            Some(3.0)
+        );
+        assert_eq!(
+            m.prog_stats_deltas.as_ref().map(|p| p[0].nsecs_per_call),
+            Some(500.0)
+        );
+        assert!(m.violations.is_empty() && m.psi_cpu_some_avg10.is_none());
+        let last = full.stimulus_events.last().expect("events");
+        assert!(last.is_step_end && last.step_index == Some(1));
+        let host = full.host.as_ref().expect("host");
+        assert_eq!(host.cpufreq_governor[&0], "performance");
+        assert_eq!(host.task_delayacct, Some(crate::DelayacctState::On));
+        assert_eq!(host.heap_state.as_ref().and_then(|h| h.narenas), Some(4));
+        assert_eq!(host.engine, None);
+        assert_eq!(
+            full.perf_delta_assertions[0].direction,
+            Some(crate::Polarity::LowerBetter)
+        );
+
+        let (_, min) = data("reference-minimal.ktstr.json");
+        assert!(min.is_skip());
+        assert_eq!(min.stats, crate::ScenarioStats::default());
+        assert_eq!((min.monitor, min.host), (None, None));
+    }
+
+    /// Sidecars ktstr wrote before its nested types followed the reference still read:
+    /// the hand-written minimal one and one the old writer produced.
+    #[test]
+    fn reads_old_sidecars() {
+        let (_, min) = data("minimal.ktstr.json");
+        let cg = min
+            .stats
+            .cgroup("cg0")
+            .expect("`name` reads as cgroup_name");
+        assert_eq!(cg.total_iterations, 1200);
+        assert!(!cg.wake_measured && !cg.timer_measured && !cg.run_delay_measured);
+        assert_eq!(cg.num_cpus, 2);
+
+        let (_, old) = data("legacy-full.ktstr.json");
+        let pm = &old.metrics[0];
+        assert_eq!(pm.payload, "schbench");
+        assert_eq!(pm.metrics[0].polarity, crate::Polarity::LowerBetter);
+        assert_eq!(pm.metrics[2].polarity, crate::Polarity::TargetValue(75.0));
+        assert_eq!(pm.metrics[0].stream, crate::MetricStream::Stderr);
+        let st = &old.stats;
+        assert_eq!(st.worst_p99_wake_latency_us(), Some(180.5));
+        assert_eq!(st.worst_run_delay_us(), Some(2400.0));
+        assert_eq!(st.total_cpus, 8);
+        let cg0 = st.cgroup("cg0").expect("cg0");
+        assert!(cg0.wake_measured && cg0.timer_measured && cg0.run_delay_measured);
+        assert_eq!(cg0.p999_timer_latency_us, 890.0);
+        assert!(!cg0.ext_metrics.contains_key("p999_timer_latency_us"));
+        let cg1 = st.cgroup("cg1").expect("cg1");
+        assert!(!cg1.timer_measured, "its timer numbers were null");
+        assert_eq!(cg1.migration_ratio, 0.0, "NaN was written as null");
+        assert_eq!(cg1.max_gap_cpu, 0);
+        let p1 = st.phase(1).expect("phase 1");
+        assert_eq!(p1.label, "Step[0]");
+        assert_eq!(p1.total_iterations(), Some(78_500));
+        assert_eq!(p1.per_cgroup["cg1"].total_iterations, 38_500);
+        let m = old.monitor.as_ref().expect("monitor");
+        let ev = m.event_deltas.as_ref().expect("scx_events -> event_deltas");
+        assert_eq!(ev.total_fallback, 12);
+        let ss = m
+            .schedstat_deltas
+            .as_ref()
+            .expect("schedstat -> schedstat_deltas");
+        assert_eq!((ss.total_run_delay, ss.total_pcount), (52_000_000, 90_000));
+        let progs = m.prog_stats_deltas.as_ref().expect("prog_stats");
+        assert_eq!(progs[0].nsecs_per_call, 300.0);
+        assert_eq!(m.violations.len(), 1);
+        let ev: Vec<(&str, bool, bool)> = old
+            .stimulus_events
+            .iter()
+            .map(|e| (e.label.as_str(), e.is_step_end, e.is_terminal))
+            .collect();
+        assert_eq!(
+            ev,
+            [("StepStart[0]", false, false), ("StepEnd[0]", true, false)]
+        );
+        assert_eq!(
+            old.host.as_ref().and_then(|h| h.engine),
+            Some(crate::Engine::Kvm)
+        );
+        // What the upgraded file writes is accepted by the reference.
+        let r = crate::conformance::check_text(&old.to_json_pretty().unwrap()).unwrap();
+        assert!(r.unexpected().is_empty(), "{r}");
     }
 
     #[test]

@@ -1,35 +1,31 @@
 //! `stimulus_events`: the moments the scenario changed something, so numbers over time
-//! can be lined up with what caused them.
+//! can be lined up with what caused them. Shape and key order are the reference's
+//! `StimulusEvent`.
 
 use serde::{Deserialize, Serialize};
 
-/// One scenario step boundary, as the guest reported it.
+/// One scenario step boundary, or the end of the scenario.
+///
+/// A step `k` (counted from 1) starts with `StepStart[k-1]` and ends with
+/// `StepEnd[k-1]` (`is_step_end`); the scenario's end is one `ScenarioEnd` event with
+/// `is_terminal`, no `op_kind`, `detail` or `step_index`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StimulusEvent {
     /// Milliseconds since the scenario started.
     pub elapsed_ms: u64,
-    /// Step this event belongs to (counted from 1; 0 is the baseline).
-    pub step_index: u16,
-    /// Whether the step starts or ends here.
-    pub kind: StimulusKind,
-    /// Short label (`StepStart[2]`).
+    /// `StepStart[i]`, `StepEnd[i]` (i = 0-based step ordinal) or `ScenarioEnd`.
     pub label: String,
-    /// What the step did ("set cpuset of cg0 to 0-3; 2 cgroups, 8 workers").
-    pub detail: String,
+    /// `ops=N`: how many operations the step ran; null on the terminal event.
+    pub op_kind: Option<String>,
+    /// What the step did ("shrink: 1 ops [set_cpuset]; 2 cgroups, 8 workers").
+    pub detail: Option<String>,
     /// Work units completed by all workers up to this moment; step throughput is the
     /// difference between a step's end and start.
-    pub total_iterations: u64,
-    /// True on the last event of the scenario.
+    pub total_iterations: Option<u64>,
+    /// Step this event belongs to (counted from 1); null on the terminal event.
+    pub step_index: Option<u16>,
+    /// True only on the `ScenarioEnd` event.
     pub is_terminal: bool,
-}
-
-/// Kind of a step boundary.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StimulusKind {
-    /// The step's operations are about to run.
-    #[default]
-    StepStart,
-    /// The step's hold time is over.
-    StepEnd,
+    /// True on a step's end, false on its start.
+    pub is_step_end: bool,
 }

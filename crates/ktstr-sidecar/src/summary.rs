@@ -117,9 +117,10 @@ pub struct TestRow {
     /// Percentage points.
     pub worst_spread: Option<f64>,
     pub migrations: u64,
-    pub monitor_samples: Option<u64>,
+    pub monitor_samples: Option<usize>,
     pub max_imbalance_ratio: Option<f64>,
-    pub stuck_samples: Option<u32>,
+    /// Stuck (CPU, sample interval) observations.
+    pub stuck_samples: Option<usize>,
     /// Mean KVM exits per vCPU.
     pub kvm_exits_per_vcpu: Option<f64>,
     /// Times the host preempted a vCPU (timing is unreliable when > 0).
@@ -145,7 +146,12 @@ impl TestRow {
             cpu_budget: s.cpu_budget,
             iterations: s.stats.total_iterations,
             worst_gap_ms: s.stats.worst_gap_ms,
-            worst_spread: s.stats.worst_spread,
+            worst_spread: s
+                .stats
+                .cgroups
+                .iter()
+                .any(|c| c.spread.is_some())
+                .then_some(s.stats.worst_spread),
             migrations: s.stats.total_migrations,
             monitor_samples: s.monitor.as_ref().map(|m| m.total_samples),
             max_imbalance_ratio: s.monitor.as_ref().map(|m| m.max_imbalance_ratio),

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The kernel's limit on verified instructions per program (`BPF_COMPLEXITY_LIMIT_INSNS`).
-pub const VERIFIER_INSN_LIMIT: u64 = 1_000_000;
+pub const VERIFIER_INSN_LIMIT: u32 = 1_000_000;
 
 /// One loaded struct_ops program of the scheduler.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -12,13 +12,13 @@ pub struct ProgVerifierStats {
     pub name: String,
     /// Instructions the verifier processed (`verified_insns` of `bpf_prog_info`).
     /// It grows with the topology when the scheduler bakes `nr_cpus` into `.rodata`.
-    pub verified_insns: u64,
+    pub verified_insns: u32,
 }
 
 impl ProgVerifierStats {
     /// Share of the kernel's verifier limit used, in percent.
     pub fn pct_of_limit(&self) -> f64 {
-        self.verified_insns as f64 * 100.0 / VERIFIER_INSN_LIMIT as f64
+        f64::from(self.verified_insns) * 100.0 / f64::from(VERIFIER_INSN_LIMIT)
     }
 }
 

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use ktstr_sidecar::monitor::{MonitorSummary, SchedstatDeltas};
+use ktstr_sidecar::monitor::{MonitorSummary, SchedstatDeltas, ScxEventDeltas};
 use ktstr_sidecar::Outcome;
 use ktstr_wire::msg::{CpuSchedstat, MonitorSample};
 
@@ -76,13 +76,20 @@ fn increase(prev: u64, now: u64) -> u64 {
 }
 
 fn add_schedstat(acc: &mut SchedstatDeltas, a: &CpuSchedstat, b: &CpuSchedstat) {
-    acc.run_delay_ns += increase(a.run_delay_ns, b.run_delay_ns);
-    acc.pcount += increase(a.pcount, b.pcount);
-    acc.sched_count += increase(a.sched_count, b.sched_count);
-    acc.yld_count += increase(a.yld_count, b.yld_count);
-    acc.sched_goidle += increase(a.sched_goidle, b.sched_goidle);
-    acc.ttwu_count += increase(a.ttwu_count, b.ttwu_count);
-    acc.ttwu_local += increase(a.ttwu_local, b.ttwu_local);
+    acc.total_run_delay += increase(a.run_delay_ns, b.run_delay_ns);
+    acc.total_pcount += increase(a.pcount, b.pcount);
+    acc.total_sched_count += increase(a.sched_count, b.sched_count);
+    acc.total_yld_count += increase(a.yld_count, b.yld_count);
+    acc.total_sched_goidle += increase(a.sched_goidle, b.sched_goidle);
+    acc.total_ttwu_count += increase(a.ttwu_count, b.ttwu_count);
+    acc.total_ttwu_local += increase(a.ttwu_local, b.ttwu_local);
+}
+
+/// Seconds between the first and the last of `samples` that `has` data.
+fn span_secs(samples: &[&MonitorSample], has: impl Fn(&MonitorSample) -> bool) -> Option<f64> {
+    let first = samples.iter().find(|s| has(s))?;
+    let last = samples.iter().rev().find(|s| has(s))?;
+    Some(last.elapsed_ms.saturating_sub(first.elapsed_ms) as f64 / 1000.0)
 }
 
 /// Counts runs of consecutive `true`s; reports each run of at least `need`.
@@ -138,7 +145,7 @@ pub fn summarize(
     order.sort_by_key(|s| s.elapsed_ms);
 
     let mut sum = MonitorSummary {
-        total_samples: order.len() as u64,
+        total_samples: order.len(),
         ..MonitorSummary::default()
     };
     let mut found = MonitorFindings::default();
@@ -154,6 +161,7 @@ pub fn summarize(
     let mut delivered: u64 = 0;
     let mut scx: BTreeMap<String, u64> = BTreeMap::new();
     let mut scx_seen = false;
+    let mut fallback_burst: u64 = 0;
     let mut imbalance_found = Vec::new();
 
     for (i, s) in order.iter().enumerate() {
@@ -181,7 +189,6 @@ pub fn summarize(
             continue;
         };
         let before: BTreeMap<u32, _> = prev.cpus.iter().map(|c| (c.cpu, c)).collect();
-        let mut any_stuck = false;
         for c in &s.cpus {
             let Some(p) = before.get(&c.cpu) else {
                 continue;
@@ -191,7 +198,7 @@ pub fn summarize(
                 (Some(a), Some(b), Some(na), Some(nb)) => na > 0 && nb > 0 && b <= a,
                 _ => false,
             };
-            any_stuck |= stuck;
+            sum.stuck_count += usize::from(stuck);
             let run = stuck_runs
                 .entry(c.cpu)
                 .or_insert_with(|| Sustained::new(th.sustained_samples));
@@ -203,13 +210,13 @@ pub fn summarize(
                 delivered += increase(a.rq_cpu_time_ns, b.rq_cpu_time_ns);
             }
         }
-        if any_stuck {
-            sum.stuck_count += 1;
-        }
         if let (Some(a), Some(b)) = (&prev.scx, &s.scx) {
             for (k, &v) in &b.events {
                 let inc = a.events.get(k).map_or(0, |&u| increase(u, v));
                 *scx.entry(k.clone()).or_default() += inc;
+                if k == "SCX_EV_SELECT_CPU_FALLBACK" {
+                    fallback_burst = fallback_burst.max(inc);
+                }
             }
         }
     }
@@ -222,22 +229,36 @@ pub fn summarize(
         }
     }
 
-    sum.max_imbalance_ratio = ratios.iter().copied().fold(f64::NAN, f64::max);
-    sum.avg_imbalance_ratio = super::sample::mean(&ratios).unwrap_or(f64::NAN);
+    // Not measured (no sample showed nr_running): 0.0, the reference's sentinel.
+    sum.max_imbalance_ratio = ratios.iter().copied().reduce(f64::max).unwrap_or(0.0);
+    sum.avg_imbalance_ratio = super::sample::mean(&ratios).unwrap_or(0.0);
     sum.avg_nr_running = if nr_cpus > 0 {
         nr_sum / nr_cpus as f64
     } else {
-        f64::NAN
+        0.0
     };
     // The guest does not see local DSQ depths (yet): zero, as under EEVDF.
     sum.max_local_dsq_depth = 0;
     sum.avg_local_dsq_depth = 0.0;
     if let Some(last) = order.last() {
         sum.psi_cpu_some_avg10 = last.psi_cpu.map(|p| p.some.avg10);
-        sum.psi_irq_full_avg10 = last.psi_irq.and_then(|p| p.full.map(|f| f.avg10));
     }
-    sum.schedstat = schedstat;
-    found.delivered_cpu_ns = sum.schedstat.as_ref().map(|_| delivered);
+    // IRQ pressure: the mean avg10 and the stall time over the samples that had it.
+    let irq: Vec<_> = order
+        .iter()
+        .filter_map(|s| s.psi_irq.and_then(|p| p.full))
+        .collect();
+    sum.psi_irq_full_avg10 = super::sample::mean(&irq.iter().map(|f| f.avg10).collect::<Vec<_>>());
+    sum.total_irq_pressure_us = irq
+        .first()
+        .zip(irq.last())
+        .map(|(a, b)| b.total_us.saturating_sub(a.total_us) as f64);
+    if let Some(mut ss) = schedstat {
+        ss.total_schedstat_wall_sec =
+            span_secs(&order, |s| s.cpus.iter().any(|c| c.schedstat.is_some())).unwrap_or(0.0);
+        sum.schedstat_deltas = Some(ss);
+        found.delivered_cpu_ns = Some(delivered);
+    }
     if scx_seen {
         if delivered > 0 {
             let secs = delivered as f64 / 1e9;
@@ -246,7 +267,15 @@ pub fn summarize(
                 .map(|(k, &v)| (k.clone(), v as f64 / secs))
                 .collect();
         }
-        sum.scx_events = Some(scx);
+        let window = span_secs(&order, |s| {
+            s.scx.as_ref().is_some_and(|x| !x.events.is_empty())
+        })
+        .unwrap_or(0.0);
+        sum.event_deltas = Some(ScxEventDeltas::from_counters(
+            scx.iter().map(|(k, &v)| (k.as_str(), v)),
+            window,
+            fallback_burst,
+        ));
     }
 
     let interval = sample_interval_ms(&order);
@@ -379,8 +408,12 @@ mod tests {
         assert!((sum.avg_nr_running - 7.0 / 6.0).abs() < 1e-9);
         assert_eq!(sum.stuck_count, 0);
         assert!(sum.violations.is_empty());
-        assert_eq!(sum.schedstat, None, "no schedstat in the samples");
-        assert_eq!(sum.scx_events, None, "EEVDF: no sched_ext events");
+        assert_eq!(sum.schedstat_deltas, None, "no schedstat in the samples");
+        assert_eq!(sum.event_deltas, None, "EEVDF: no sched_ext events");
+        assert_eq!(
+            (sum.psi_irq_full_avg10, sum.total_irq_pressure_us),
+            (None, None)
+        );
         assert_eq!(found.clock_samples, 3);
         let th = MonitorThresholds {
             enforce: true,
@@ -498,7 +531,11 @@ mod tests {
             ..Default::default()
         };
         let r = summarize(&s, &th).unwrap();
-        assert!(r.0.max_imbalance_ratio.is_nan());
+        assert_eq!(
+            r.0.max_imbalance_ratio, 0.0,
+            "not measured: the reference's 0.0"
+        );
+        assert_eq!(r.0.avg_nr_running, 0.0);
         let c = check_monitor(&th, Some(&r));
         assert_eq!(c.len(), 2, "{c:#?}");
         assert!(c.iter().all(|x| x.outcome == Outcome::Inconclusive));
@@ -533,7 +570,14 @@ mod tests {
                 },
                 full: None,
             }),
-            psi_irq: None,
+            psi_irq: Some(Psi {
+                some: PsiLine::default(),
+                full: Some(PsiLine {
+                    avg10: t as f64 / 200.0,
+                    total_us: 1000 + t * 3,
+                    ..Default::default()
+                }),
+            }),
         };
         // Given out of order: the summary sorts by time.
         let s = vec![
@@ -542,13 +586,22 @@ mod tests {
             mk(100, st(30, 1_000_000_000, 5), 10),
         ];
         let (sum, found) = summarize(&s, &MonitorThresholds::default()).unwrap();
-        let d = sum.schedstat.unwrap();
-        assert_eq!(d.run_delay_ns, 40);
-        assert_eq!(d.pcount, 8);
+        let d = sum.schedstat_deltas.unwrap();
+        assert_eq!(d.total_run_delay, 40);
+        assert_eq!(d.total_pcount, 8);
+        assert_eq!(d.total_schedstat_wall_sec, 0.2);
         assert_eq!(found.delivered_cpu_ns, Some(1_500_000_000));
-        let ev = sum.scx_events.unwrap();
-        assert_eq!(ev["SCX_EV_SELECT_CPU_FALLBACK"], 14);
+        let ev = sum.event_deltas.unwrap();
+        assert_eq!(ev.total_fallback, 14);
+        assert_eq!(ev.max_fallback_burst, 10, "the first interval");
+        assert_eq!(
+            ev.fallback_rate,
+            14.0 / 0.2,
+            "per second of the sampled window"
+        );
         assert!((found.scx_event_rates["SCX_EV_SELECT_CPU_FALLBACK"] - 14.0 / 1.5).abs() < 1e-9);
         assert_eq!(sum.psi_cpu_some_avg10, Some(2.0), "last sample's PSI");
+        assert_eq!(sum.psi_irq_full_avg10, Some(0.5), "mean of 0, 0.5 and 1");
+        assert_eq!(sum.total_irq_pressure_us, Some(600.0));
     }
 }

@@ -162,6 +162,8 @@ pub fn extract_metrics(
                         re.captures(line)
                             .and_then(|c| c.get(1))
                             .and_then(|m| m.as_str().trim().parse::<f64>().ok())
+                            // "nan" and "inf" parse, but are no measurement.
+                            .filter(|v| v.is_finite())
                             .map(|v| (v, stream))
                     })
                 });
@@ -178,10 +180,10 @@ pub fn extract_metrics(
     }
     (
         PayloadMetrics {
-            payload_index: index,
-            payload: payload.name.clone(),
+            payload_index: index as usize,
             metrics,
             exit_code,
+            payload: payload.name.clone(),
         },
         errors,
     )

@@ -177,7 +177,7 @@ mod tests {
                 result("hackbench", 0, 0, "Time: 0.731\n"),
             ],
         );
-        let order: Vec<(u32, &str)> = j
+        let order: Vec<(usize, &str)> = j
             .metrics
             .iter()
             .map(|m| (m.payload_index, m.payload.as_str()))

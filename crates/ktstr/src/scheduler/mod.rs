@@ -332,7 +332,8 @@ pub fn verifier_stats(progs: &[ProgInsns]) -> Vec<ProgVerifierStats> {
         .filter(|p| p.prog_type == BPF_PROG_TYPE_STRUCT_OPS)
         .map(|p| ProgVerifierStats {
             name: p.name.clone(),
-            verified_insns: p.verified_insns,
+            // The kernel reads a u32 and caps it at 1 M; saturate anything else.
+            verified_insns: u32::try_from(p.verified_insns).unwrap_or(u32::MAX),
         })
         .collect()
 }
