@@ -23,8 +23,7 @@ fn boot_smoke(ctx: &TestCtx) -> TestSpec {
     ctx.spec()
         .workers("spin", 2, WorkKind::Spin)
         .check(move |out: &RunOutcome| {
-            let path = out.sidecar_path.as_ref().expect("a sidecar was written");
-            let back = read_sidecar(path).expect("the sidecar reads back");
+            let back = out.sidecar_as_written().expect("the sidecar reads back");
             let ready = out
                 .collected
                 .ready

@@ -39,8 +39,7 @@ fn gates_confined_fair(ctx: &TestCtx) -> TestSpec {
         .scenario(confined())
         .duration(DURATION)
         .check(|out: &RunOutcome| {
-            let path = out.sidecar_path.as_ref().expect("a sidecar was written");
-            let sidecar = read_sidecar(path).expect("the sidecar reads back");
+            let sidecar = out.sidecar_as_written().expect("the sidecar reads back");
             assert!(sidecar.is_pass(), "{:#?}", sidecar.stats.verdict_details);
             let checks = &out.checks;
             assert_eq!(checks.gate_outcome(Gate::Isolation), Outcome::Pass);
@@ -104,8 +103,7 @@ fn gates_confined_unfair(ctx: &TestCtx) -> TestSpec {
             assert_eq!(failed, [Gate::ScenarioSpread], "{raw}");
             assert_eq!(checks.gate_outcome(Gate::Isolation), Outcome::Pass);
             assert_eq!(checks.gate_outcome(Gate::Spread), Outcome::Pass);
-            let path = out.sidecar_path.as_ref().expect("a sidecar was written");
-            let sidecar = read_sidecar(path).expect("the sidecar reads back");
+            let sidecar = out.sidecar_as_written().expect("the sidecar reads back");
             assert!(sidecar.is_pass());
             assert!(sidecar.expected_failure);
             let details = sidecar.stats.verdict_details.join("\n");

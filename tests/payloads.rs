@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use ktstr::prelude::PayloadCheck as Check;
 use ktstr::prelude::*;
 use ktstr_sidecar::detail::SidecarDetail;
-use ktstr_sidecar::load_pool;
+use ktstr_sidecar::LoadedSidecar;
 use ktstr_wire::msg::PayloadResult;
 
 /// The program's host path, or None (after saying why) when it is not installed.
@@ -137,8 +137,7 @@ fn payloads() -> Option<[Payload; 3]> {
 
 /// What every passing payload run's sidecar must carry.
 fn check_sidecar(out: &RunOutcome) -> Result<(), String> {
-    let path = out.sidecar_path.as_ref().ok_or("no sidecar was written")?;
-    let s = read_sidecar(path).map_err(|e| e.to_string())?;
+    let s = out.sidecar_as_written().map_err(|e| e.to_string())?;
     assert_eq!(s.payload.as_deref(), Some("cyclictest"));
     // The only cgroup hosts a payload, not workers.
     assert_eq!(s.work_type, "none");
@@ -194,12 +193,11 @@ fn check_sidecar(out: &RunOutcome) -> Result<(), String> {
     );
 
     // `cargo ktstr stats show FILE` renders this detail: the payload metrics are in it.
-    let pool = load_pool(std::slice::from_ref(path), false);
-    let shown: Vec<String> = pool
-        .sidecars()
-        .map(|l| SidecarDetail::of(l).render_text())
-        .collect();
-    let shown = shown.join("\n");
+    let loaded = LoadedSidecar {
+        path: s.file_name().into(),
+        sidecar: s.clone(),
+    };
+    let shown = SidecarDetail::of(&loaded).render_text();
     for needle in [
         "payload[cyclictest].thread.0.avg",
         "payload[stress-ng].bogo_ops_per_s",
@@ -267,8 +265,7 @@ fn payloads_bpfland(ctx: &TestCtx) -> Result<TestSpec, String> {
         .scenario(measure_under_load(&[]))
         .check(check_sidecar)
         .check(|out| {
-            let s = read_sidecar(out.sidecar_path.as_ref().ok_or("no sidecar")?)
-                .map_err(|e| e.to_string())?;
+            let s = out.sidecar_as_written().map_err(|e| e.to_string())?;
             if s.scheduler == "scx_bpfland" && !s.verifier_stats.is_empty() {
                 Ok(())
             } else {

@@ -30,8 +30,7 @@ fn canned(ctx: &TestCtx, name: &'static str, more: fn(&SidecarResult)) -> TestSp
         .scenario(scenario)
         .duration(Duration::from_millis(DURATION_MS))
         .check(move |out: &RunOutcome| {
-            let path = out.sidecar_path.as_ref().expect("a sidecar was written");
-            let s = read_sidecar(path).expect("the sidecar reads back");
+            let s = out.sidecar_as_written().expect("the sidecar reads back");
             check_sidecar(name, &s, steps, work_type);
             more(&s);
             Ok(())

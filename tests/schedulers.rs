@@ -30,10 +30,10 @@ fn canned(ctx: &TestCtx, name: &str, duration_ms: u64) -> Scenario {
         .expect("a canned scenario of that name")
 }
 
-/// The sidecar of a finished run, read back from disk.
+/// The sidecar of a finished run as it is written, read back through the reader (the
+/// test's checks run before the one write).
 fn sidecar_of(out: &RunOutcome) -> SidecarResult {
-    let path = out.sidecar_path.as_ref().expect("a sidecar was written");
-    read_sidecar(path).expect("the sidecar reads back")
+    out.sidecar_as_written().expect("the sidecar reads back")
 }
 
 /// A passing bpfland run of `scenario` with everything the sidecar must say about it.
@@ -76,14 +76,14 @@ fn bpfland(ctx: &TestCtx, scenario: &'static str) -> TestSpec {
 
             // The workload ran under it, and its output is kept beside the sidecar.
             assert!(s.stats.total_workers > 0 && s.stats.total_iterations > 0);
-            let path = out.sidecar_path.as_ref().unwrap();
-            let log = path.with_file_name(
-                path.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .replace(".ktstr.json", ".scheduler.log"),
-            );
-            let text = std::fs::read_to_string(&log).expect("the scheduler log is kept");
+            let log = out
+                .scheduler_log
+                .as_ref()
+                .expect("the scheduler log is kept");
+            assert!(log
+                .to_string_lossy()
+                .ends_with(&s.file_name().replace(".ktstr.json", ".scheduler.log")));
+            let text = std::fs::read_to_string(log).expect("the scheduler log is readable");
             assert!(text.contains("scx_bpfland"), "{text}");
             let attached = out
                 .checks

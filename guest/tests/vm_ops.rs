@@ -95,6 +95,7 @@ fn every_work_type_and_op_in_a_vm() {
         includes: Vec::new(),
         payloads: Vec::new(),
         expect_err: false,
+        perf_delta_assertions: Vec::new(),
         assert: Default::default(),
         stream_output: false,
         console_on_terminal: false,

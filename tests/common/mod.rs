@@ -61,6 +61,7 @@ pub fn request(
         includes: Vec::new(),
         payloads: Vec::new(),
         expect_err: false,
+        perf_delta_assertions: Vec::new(),
         assert: Assert::default(),
         stream_output: false,
         console_on_terminal: false,

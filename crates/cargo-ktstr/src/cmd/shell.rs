@@ -92,6 +92,7 @@ pub fn run(args: ShellArgs) -> anyhow::Result<i32> {
         includes: args.includes,
         payloads: Vec::new(),
         expect_err: false,
+        perf_delta_assertions: Vec::new(),
         assert: Default::default(),
         stream_output: true,
         console_on_terminal: interactive,

@@ -31,11 +31,6 @@ pub struct Verdict {
     pub checks: Checks,
 }
 
-/// The sidecar's `work_type`: the scenario's primary work type, `Exec`, or `none`.
-pub fn work_type_name(spec: &GuestSpec) -> String {
-    spec.work_type_name()
-}
-
 /// What the host derived from the raw reports.
 #[derive(Debug, Clone, Default)]
 pub struct Measured {
@@ -653,6 +648,7 @@ mod tests {
             includes: vec![],
             payloads: vec![],
             expect_err: false,
+            perf_delta_assertions: vec![],
             assert: Assert::default(),
             stream_output: false,
             console_on_terminal: false,

@@ -1,15 +1,17 @@
 //! The runner: boots one test and turns what the guest reported into a verdict and a
 //! sidecar. Order of work: check the request, pack the initramfs, boot, drain the ring
-//! while the guest runs, tear down with a timer, evaluate on the host, write the sidecar.
+//! while the guest runs, tear down with a timer, evaluate on the host, and
+//! [`finalize`](finalize::finalize): settle the verdict and write the sidecar, once.
 
 pub mod collect;
 pub mod evaluate;
+pub mod finalize;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ktstr_sidecar::{Outcome, SidecarResult};
+use ktstr_sidecar::{PerfDeltaAssertionRecord, SidecarResult};
 use ktstr_vmm::Topology;
 use ktstr_wire::spec::GuestSpec;
 use ktstr_wire::{init_header, Reader, SharedMem, StopReason};
@@ -51,6 +53,8 @@ pub struct RunRequest {
     /// join the verdict. The first one is the sidecar's `payload`.
     pub payloads: Vec<crate::payload::Payload>,
     pub expect_err: bool,
+    /// Regression gates that travel with the run for `cargo ktstr perf-delta`.
+    pub perf_delta_assertions: Vec<PerfDeltaAssertionRecord>,
     /// The thresholds the run is judged by ([`Assert::default`] for the documented
     /// defaults).
     pub assert: Assert,
@@ -67,15 +71,38 @@ impl RunRequest {
     pub fn deadline(&self) -> Duration {
         BOOT_BUDGET + Duration::from_millis(self.spec.duration_ms) + EXIT_GRACE
     }
+
+    /// What defines this run (see [`finalize::identity`]).
+    pub fn identity(&self) -> finalize::Identity<'_> {
+        finalize::Identity {
+            test_name: &self.test_name,
+            topology: self.topology,
+            scheduler: &self.scheduler,
+            sysctls: &self.sysctls,
+            kargs: &self.kargs,
+            payloads: &self.payloads,
+            guest: &self.spec,
+            perf_delta_assertions: &self.perf_delta_assertions,
+            kernel: Some(&self.kernel),
+            engine: Some(self.engine),
+        }
+    }
 }
 
 /// What a run produced.
 #[derive(Debug)]
 pub struct RunOutcome {
+    /// The sidecar: final once [`finalize::finalize`] ran.
     pub sidecar: SidecarResult,
+    /// Where [`finalize::finalize`] writes the sidecar; None: nowhere (a shell).
+    pub sidecar_dir: Option<PathBuf>,
+    /// The file, once written.
     pub sidecar_path: Option<PathBuf>,
-    /// Kept when the run did not pass (and always for shells).
+    /// The serial console log; after [`finalize::finalize`], kept only when the run
+    /// did not pass cleanly (and always for shells).
     pub console_log: Option<PathBuf>,
+    /// The scheduler's output, kept beside the sidecar.
+    pub scheduler_log: Option<PathBuf>,
     pub collected: Collected,
     pub engine: EngineReport,
     pub reasons: Vec<String>,
@@ -129,8 +156,26 @@ pub fn spec_with_payloads(req: &RunRequest) -> anyhow::Result<GuestSpec> {
     Ok(spec)
 }
 
-/// Run one test end to end.
+impl RunOutcome {
+    /// The sidecar as [`finalize::finalize`] writes it, read back through the reader:
+    /// what a test's host-side checks should look at (they run before the write).
+    pub fn sidecar_as_written(&self) -> ktstr_sidecar::Result<SidecarResult> {
+        let text = self.sidecar.to_json_pretty()?;
+        ktstr_sidecar::parse_sidecar(text.as_bytes(), Path::new(&self.sidecar.file_name()))
+    }
+}
+
+/// Run one test end to end and write its sidecar ([`run_to_verdict`], then
+/// [`finalize::finalize`] with no host-side check of a test's own).
 pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
+    let mut out = run_to_verdict(req)?;
+    finalize::finalize(&mut out, Vec::new())?;
+    Ok(out)
+}
+
+/// Run one test up to its verdict: everything but the sidecar's write, which is
+/// [`finalize::finalize`]'s (after the caller's own checks, if any).
+pub fn run_to_verdict(req: &RunRequest) -> anyhow::Result<RunOutcome> {
     let req = &RunRequest {
         spec: spec_with_payloads(req)?,
         ..req.clone()
@@ -145,35 +190,10 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
             req.topology
         )
     })?;
-    let mut sidecar = SidecarResult::new_run(
-        req.test_name.clone(),
-        req.topology.to_string(),
-        req.scheduler.name(),
-    );
-    sidecar.vcpus = req.topology.vcpus();
-    // Part of the variant: set before the file name is known.
-    sidecar.payload = req.payloads.first().map(|p| p.name.clone());
-    // The scheduler's sysctls and kargs are part of the variant: add them before the
-    // sidecar's file name is known.
-    sidecar.sysctls = [req.sysctls.clone(), req.scheduler.sysctl_strings()].concat();
-    sidecar.kargs = [req.kargs.as_slice(), req.scheduler.kargs()].concat();
+    let mut sidecar = finalize::identity(&req.identity());
     let sched = req.scheduler.prepare();
     if let Ok(p) = &sched {
         sidecar.resolve_source = p.resolve_source;
-    }
-    sidecar.work_type = evaluate::work_type_name(&req.spec);
-    sidecar.set_kernel(
-        Some(req.kernel.release.clone()),
-        req.kernel
-            .source_tree
-            .as_deref()
-            .or(Some(req.kernel.image.as_path())),
-    );
-    if let Some(h) = sidecar.host.as_mut() {
-        h.engine = Some(match req.engine {
-            EngineKind::Kvm => ktstr_sidecar::host::Engine::Kvm,
-            EngineKind::QemuTcg => ktstr_sidecar::host::Engine::QemuTcg,
-        });
     }
 
     let out_dir = if req.write_sidecar {
@@ -193,10 +213,16 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
         .trim_end_matches(".ktstr.json")
         .to_string();
     let console_log = out_dir.join(format!("{stem}.console.log"));
+    let sidecar_dir = req.write_sidecar.then(|| out_dir.clone());
     let sched = match sched {
         Ok(p) => p,
         Err(missing) => {
-            return crate::scheduler::run::missing_outcome(req, sidecar, &out_dir, missing, started)
+            return Ok(crate::scheduler::run::missing_outcome(
+                sidecar,
+                sidecar_dir,
+                missing,
+                started,
+            ))
         }
     };
     let work = ScratchDir::create(&std::env::temp_dir(), "ktstr-run-")
@@ -244,7 +270,7 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
     let threading = (req.engine == EngineKind::QemuTcg).then(engine::qemu::tcg_threading);
     let mut attempt = 1;
     let mut retried: Option<String> = None;
-    let (mut sidecar, verdict, finalized, data, engine_report) = loop {
+    let (mut sidecar, verdict, data, engine_report) = loop {
         let clock = if attempt == 1 {
             started
         } else {
@@ -268,13 +294,7 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
             torn_down,
         );
         let Some(why) = retry else {
-            break (
-                judged.sidecar,
-                judged.verdict,
-                judged.finalized,
-                data,
-                engine_report,
-            );
+            break (judged.sidecar, judged.verdict, data, engine_report);
         };
         // Keep the discarded attempt beside the run (not as a `*.ktstr.json`, so pools
         // never count it): its sidecar and its console.
@@ -282,31 +302,19 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
         retried = Some(format!("{why}; the discarded attempt: {kept}"));
         attempt += 1;
     };
-    crate::scheduler::run::record(&data, &mut sidecar, &out_dir, &stem);
+    let scheduler_log = crate::scheduler::run::record(&data, &mut sidecar, &out_dir, &stem);
     let mut verdict = verdict;
     if let Some(note) = retried {
         verdict.reasons.push(note.clone());
         sidecar.stats.verdict_details.push(note);
     }
-
-    let sidecar_path = if req.write_sidecar {
-        Some(
-            sidecar
-                .write_to_dir(&out_dir)
-                .with_context(|| format!("cannot write the sidecar into {}", out_dir.display()))?,
-        )
-    } else {
-        None
-    };
-    let keep_console = !req.write_sidecar || finalized.outcome != Outcome::Pass || req.expect_err;
-    if !keep_console && !req.console_on_terminal {
-        let _ = std::fs::remove_file(&console_log);
-    }
     Ok(RunOutcome {
         boot_to_ready_ms: data.ready.as_ref().map(|r| r.host_ms),
         sidecar,
-        sidecar_path,
-        console_log: (keep_console && console_log.exists()).then_some(console_log),
+        sidecar_dir,
+        sidecar_path: None,
+        console_log: console_log.exists().then_some(console_log),
+        scheduler_log,
         collected: data,
         engine: engine_report,
         reasons: verdict.reasons,
@@ -315,12 +323,11 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
     })
 }
 
-/// One attempt judged on the host: the sidecar filled from what the guest measured, the
-/// verdict, and the final outcome after `expect_err`.
+/// One attempt judged on the host: the sidecar filled from what the guest measured, with
+/// the verdict after `expect_err`, and the raw verdict with its checks.
 struct Judged {
     sidecar: SidecarResult,
     verdict: evaluate::Verdict,
-    finalized: ktstr_sidecar::verdict::Finalized,
 }
 
 impl Judged {
@@ -354,12 +361,8 @@ impl Judged {
         sidecar.metrics = add_payload_checks(req, data, &mut verdict);
         sidecar.verifier_stats = crate::scheduler::verifier_stats(&data.verifier_stats);
         sidecar.stats.verdict_details = verdict.reasons.clone();
-        let finalized = sidecar.finalize(verdict.outcome, req.expect_err);
-        Self {
-            sidecar,
-            verdict,
-            finalized,
-        }
+        sidecar.finalize(verdict.outcome, req.expect_err);
+        Self { sidecar, verdict }
     }
 }
 

@@ -6,17 +6,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Context;
 use ktstr_sidecar::{Outcome, ResolveSource, SidecarResult};
 use ktstr_wire::sched::SchedEvent;
 use ktstr_wire::spec::GuestSpec;
 
 use super::{judge, parse_sysctl, verifier_stats, Missing, Prepared};
 use crate::assert::{Check, Checks, Gate};
-use crate::engine::{EngineReport, GuestExit};
 use crate::runner::collect::Collected;
 use crate::runner::evaluate::Verdict;
-use crate::runner::{RunOutcome, RunRequest};
+use crate::runner::RunOutcome;
 
 /// The spec the guest gets: the test's, plus the scheduler to start and the test's own
 /// sysctls (the scheduler's travel inside its spec).
@@ -104,14 +102,15 @@ pub fn record(
 
 /// A run whose scheduler could not be found: nothing boots; the sidecar records
 /// `resolve_source = not_found` and fails (or skips, when the test asked for that) with
-/// the message that says how to provide it.
+/// the message that says how to provide it. Written by [`finalize`] like every run.
+///
+/// [`finalize`]: crate::runner::finalize::finalize
 pub fn missing_outcome(
-    req: &RunRequest,
     mut sidecar: SidecarResult,
-    out_dir: &Path,
+    sidecar_dir: Option<PathBuf>,
     missing: Missing,
     started: Instant,
-) -> anyhow::Result<RunOutcome> {
+) -> RunOutcome {
     let outcome = if missing.skip {
         Outcome::Skip
     } else {
@@ -125,38 +124,8 @@ pub fn missing_outcome(
         missing.message.clone(),
     ));
     sidecar.resolve_source = Some(ResolveSource::NotFound);
-    sidecar.stats.verdict_details = checks.details();
-    // Not `finalize`: expect_err is about the scheduler's behaviour, and none ran.
-    sidecar.set_outcome(outcome);
-    let sidecar_path = if req.write_sidecar {
-        Some(
-            sidecar
-                .write_to_dir(out_dir)
-                .with_context(|| format!("cannot write the sidecar into {}", out_dir.display()))?,
-        )
-    } else {
-        None
-    };
-    Ok(RunOutcome {
-        reasons: checks.details(),
-        sidecar,
-        sidecar_path,
-        console_log: None,
-        collected: Collected::default(),
-        engine: EngineReport {
-            exit: GuestExit::EngineFailed(format!(
-                "not booted: scheduler {} was not found",
-                missing.name
-            )),
-            vcpus: req.topology.vcpus(),
-            cpu_budget: 0,
-            host_cpus: Vec::new(),
-            kvm_stats: None,
-        },
-        checks,
-        boot_to_ready_ms: None,
-        wall_ms: started.elapsed().as_millis() as u64,
-    })
+    let reasons = checks.details();
+    crate::runner::finalize::not_booted(sidecar, outcome, reasons, checks, sidecar_dir, started)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ktstr_sidecar::{Outcome, SidecarResult};
+use ktstr_sidecar::Outcome;
 use ktstr_vmm::Topology;
 
 use super::entry::TestEntry;
@@ -20,7 +20,7 @@ use super::names::TestId;
 use super::spec::{TestCtx, TestSpec, Variant};
 use crate::engine::{self, EngineKind};
 use crate::kernel::ResolvedKernel;
-use crate::runner::{self, evaluate, RunOutcome, RunRequest};
+use crate::runner::{self, finalize, RunOutcome, RunRequest};
 
 /// Set (non-empty): a test that cannot run fails instead of skipping.
 pub const NO_SKIP_ENV: &str = "KTSTR_NO_SKIP";
@@ -109,7 +109,7 @@ pub fn run_variant(
                 return finish_early(
                     id,
                     &ctx.spec(),
-                    None,
+                    (None, None),
                     Early::Fail(format!("bad topology: {e}")),
                     started,
                 );
@@ -120,48 +120,49 @@ pub fn run_variant(
 
     let spec = match catch_unwind(AssertUnwindSafe(|| (entry.func)(&ctx))) {
         Ok(Ok(spec)) => spec,
-        Ok(Err(why)) => return finish_early(id, &ctx.spec(), None, Early::Fail(why), started),
+        Ok(Err(why)) => {
+            return finish_early(id, &ctx.spec(), (None, None), Early::Fail(why), started)
+        }
         Err(panic) => {
             let why = format!("the test function panicked: {}", panic_text(&*panic));
-            return finish_early(id, &ctx.spec(), None, Early::Fail(why), started);
+            return finish_early(id, &ctx.spec(), (None, None), Early::Fail(why), started);
         }
     };
     if let Err(e) = spec.validate() {
-        return finish_early(id, &spec, None, Early::Fail(e.to_string()), started);
+        let why = Early::Fail(e.to_string());
+        return finish_early(id, &spec, (None, None), why, started);
     }
 
     let engine = match engine::choose(None) {
         Ok(e) => e,
-        Err(e) => return finish_early(id, &spec, None, Early::Skip(e.to_string()), started),
+        Err(e) => {
+            let why = Early::Skip(e.to_string());
+            return finish_early(id, &spec, (None, None), why, started);
+        }
     };
     if let Some(why) =
         engine_skip_reason(engine, &spec.topology, spec.memory_mib, host_memory_mib())
     {
-        return finish_early(id, &spec, None, Early::Skip(why), started);
+        return finish_early(id, &spec, (None, Some(engine)), Early::Skip(why), started);
     }
     let kernel = match crate::kernel::resolve(kernel_spec) {
         Ok(k) => k,
         Err(e) => {
-            let why = format!("kernel unavailable: {e}");
-            return finish_early(id, &spec, None, Early::Skip(why), started);
+            let why = Early::Skip(format!("kernel unavailable: {e}"));
+            return finish_early(id, &spec, (None, Some(engine)), why, started);
         }
     };
+    let known = (Some(&kernel), Some(engine));
     if let Err(e) = runner::guest_binary() {
-        return finish_early(
-            id,
-            &spec,
-            Some(&kernel),
-            Early::Fail(format!("{e:#}")),
-            started,
-        );
+        return finish_early(id, &spec, known, Early::Fail(format!("{e:#}")), started);
     }
 
     let req = run_request(&spec, kernel.clone(), engine);
-    let out = match runner::run(&req) {
+    let out = match runner::run_to_verdict(&req) {
         Ok(out) => out,
         Err(e) => {
-            let why = format!("the run could not complete: {e:#}");
-            return finish_early(id, &spec, Some(&kernel), Early::Fail(why), started);
+            let why = Early::Fail(format!("the run could not complete: {e:#}"));
+            return finish_early(id, &spec, known, why, started);
         }
     };
     finish_run(id, &spec, out, started)
@@ -183,6 +184,7 @@ pub fn run_request(spec: &TestSpec, kernel: ResolvedKernel, engine: EngineKind) 
         includes: spec.includes.clone(),
         payloads: spec.payloads.clone(),
         expect_err: spec.expect_err,
+        perf_delta_assertions: spec.perf_delta_assertions.clone(),
         assert: spec.assert.clone(),
         stream_output: false,
         console_on_terminal: false,
@@ -229,35 +231,10 @@ fn no_skip() -> bool {
     std::env::var_os(NO_SKIP_ENV).is_some_and(|v| !v.is_empty())
 }
 
-/// A sidecar for a run that never booted: the spec's identity (the variant a real run
-/// would record, so both land in the same file), the kernel when known.
-fn early_sidecar(spec: &TestSpec, kernel: Option<&ResolvedKernel>) -> SidecarResult {
-    let mut s = SidecarResult::new_run(
-        spec.name.clone(),
-        spec.topology.to_string(),
-        spec.scheduler.name(),
-    );
-    s.vcpus = spec.topology.vcpus();
-    s.payload = spec.payloads.first().map(|p| p.name.clone());
-    // As the runner records them: the test's, then the scheduler's.
-    s.sysctls = [spec.sysctls.clone(), spec.scheduler.sysctl_strings()].concat();
-    s.kargs = [spec.kargs.as_slice(), spec.scheduler.kargs()].concat();
-    s.work_type = evaluate::work_type_name(&spec.guest);
-    s.periodic_target = spec.guest.num_snapshots;
-    s.perf_delta_assertions = spec.perf_delta_assertions.clone();
-    if let Some(k) = kernel {
-        s.set_kernel(
-            Some(k.release.clone()),
-            k.source_tree.as_deref().or(Some(k.image.as_path())),
-        );
-    }
-    s
-}
-
 fn finish_early(
     id: &TestId,
     spec: &TestSpec,
-    kernel: Option<&ResolvedKernel>,
+    (kernel, engine): (Option<&ResolvedKernel>, Option<EngineKind>),
     early: Early,
     started: Instant,
 ) -> VariantResult {
@@ -269,52 +246,27 @@ fn finish_early(
         Early::Skip(why) => (Outcome::Skip, why),
         Early::Fail(why) => (Outcome::Fail, why),
     };
-    let mut sidecar = early_sidecar(spec, kernel);
-    // Not `finalize`: expect_err is about the scheduler's behaviour, and nothing ran.
-    sidecar.set_outcome(outcome);
-    sidecar.stats.verdict_details.push(reason.clone());
-    let mut reasons = vec![reason];
-    let sidecar_path = match sidecar.write() {
-        Ok(p) => Some(p),
-        Err(e) => {
-            reasons.push(format!("cannot write the sidecar: {e}"));
-            None
-        }
-    };
-    let outcome = if sidecar_path.is_none() {
-        Outcome::Fail
-    } else {
-        outcome
-    };
-    record(VariantResult {
-        id: id.to_string(),
-        topology: spec.topology,
+    // The variant a real run would record, so both land in the same file.
+    let sidecar = finalize::identity(&spec.identity(kernel, engine));
+    let dir = ktstr_sidecar::paths::run_dir_for(&sidecar);
+    let out = finalize::not_booted(
+        sidecar,
         outcome,
-        expected_failure: false,
-        reasons,
-        sidecar_path,
-        console_log: None,
-        wall_ms: started.elapsed().as_millis() as u64,
-    })
+        vec![reason],
+        Default::default(),
+        Some(dir),
+        started,
+    );
+    finish(id, spec, out, Vec::new())
 }
 
-fn finish_run(
-    id: &TestId,
-    spec: &TestSpec,
-    mut out: RunOutcome,
-    started: Instant,
-) -> VariantResult {
-    // The verdict's reasons plus the expect_err note, as the sidecar records them.
-    let mut reasons = out.sidecar.stats.verdict_details.clone();
-    // What the runner does not know about the test.
-    out.sidecar.perf_delta_assertions = spec.perf_delta_assertions.clone();
-    let mut write_error = rewrite(&mut out).err();
-
+/// A run that reached its verdict: the test's own checks, then [`finalize::finalize`].
+fn finish_run(id: &TestId, spec: &TestSpec, out: RunOutcome, started: Instant) -> VariantResult {
     // Checks run on every passing verdict, an expected failure included: there they
-    // check that the run failed for the right reason.
-    if write_error.is_none() && out.sidecar.is_pass() {
-        let failures: Vec<String> = spec
-            .checks()
+    // check that the run failed for the right reason. They see the sidecar before it is
+    // written (`RunOutcome::sidecar_as_written`).
+    let failures: Vec<String> = if out.sidecar.is_pass() {
+        spec.checks()
             .iter()
             .enumerate()
             .filter_map(
@@ -326,25 +278,31 @@ fn finish_run(
                     }
                 },
             )
-            .collect();
-        if !failures.is_empty() {
-            out.sidecar.set_outcome(Outcome::Fail);
-            // A failed check is no expected failure, whatever the run did.
-            out.sidecar.expected_failure = false;
-            out.sidecar
-                .stats
-                .verdict_details
-                .extend(failures.iter().cloned());
-            reasons.extend(failures);
-            write_error = rewrite(&mut out).err();
-        }
-    }
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut out = out;
+    out.wall_ms = started.elapsed().as_millis() as u64;
+    finish(id, spec, out, failures)
+}
+
+/// Finalize `out` (settle, write once) and report the variant.
+fn finish(
+    id: &TestId,
+    spec: &TestSpec,
+    mut out: RunOutcome,
+    failures: Vec<String>,
+) -> VariantResult {
+    let written = finalize::finalize(&mut out, failures);
+    // The verdict's reasons plus the expect_err note and failed checks, as the sidecar
+    // records them.
+    let mut reasons = out.sidecar.stats.verdict_details.clone();
     let mut outcome = out.sidecar.outcome();
-    if let Some(e) = write_error {
-        reasons.push(format!("cannot write the sidecar: {e}"));
+    if let Err(e) = written {
+        reasons.push(format!("{e:#}"));
         outcome = Outcome::Fail;
     }
-    // The runner keeps the console log of every run that did not pass.
     record(VariantResult {
         id: id.to_string(),
         topology: spec.topology,
@@ -353,19 +311,8 @@ fn finish_run(
         reasons,
         sidecar_path: out.sidecar_path.clone(),
         console_log: out.console_log.clone(),
-        wall_ms: started.elapsed().as_millis() as u64,
+        wall_ms: out.wall_ms,
     })
-}
-
-/// Write the (amended) sidecar over the runner's file.
-fn rewrite(out: &mut RunOutcome) -> Result<(), String> {
-    let dir = match out.sidecar_path.as_deref().and_then(Path::parent) {
-        Some(d) => d.to_path_buf(),
-        None => ktstr_sidecar::paths::run_dir_for(&out.sidecar),
-    };
-    let path = out.sidecar.write_to_dir(&dir).map_err(|e| e.to_string())?;
-    out.sidecar_path = Some(path);
-    Ok(())
 }
 
 /// Append this variant to the run manifest, when `cargo ktstr test` asked for one.
@@ -418,7 +365,7 @@ mod tests {
 
     #[test]
     fn early_sidecars_name_the_scheduler_and_carry_its_sysctls_and_kargs() {
-        let spec = spec(TestAttrs {
+        let mut spec = spec(TestAttrs {
             scheduler: "/opt/scx/bin/scx_lavd",
             sysctls: &["vm.swappiness=0"],
             kargs: &["quiet"],
@@ -428,7 +375,11 @@ mod tests {
             s.sysctl("kernel.sched_autogroup_enabled", "0")
                 .karg("nosmt")
         });
-        let s = early_sidecar(&spec, None);
+        spec.perf_delta_assertions = vec![ktstr_sidecar::PerfDeltaAssertionRecord {
+            metric: "worst_gap_ms".into(),
+            ..Default::default()
+        }];
+        let s = finalize::identity(&spec.identity(None, None));
         assert_eq!(s.scheduler, "scx_lavd");
         assert_eq!(
             s.sysctls,
@@ -439,17 +390,64 @@ mod tests {
         );
         assert_eq!(s.kargs, ["quiet", "nosmt"]);
         assert_eq!(s.resolve_source, None);
+        assert_eq!(s.perf_delta_assertions, spec.perf_delta_assertions);
+        // The runner builds the same identity from its request.
+        let kernel = crate::kernel::ResolvedKernel {
+            image: "/nonexistent/bzImage".into(),
+            release: "7.2.13".into(),
+            config: None,
+            system_map: None,
+            source_tree: None,
+            cache_key: None,
+            metadata: None,
+            origin: crate::kernel::KernelOrigin::Explicit,
+        };
+        let req = run_request(&spec, kernel, EngineKind::QemuTcg);
+        let r = finalize::identity(&req.identity());
+        assert_eq!(r.file_name(), s.file_name());
+        assert_eq!(
+            (r.sysctls, r.kargs, r.perf_delta_assertions),
+            (s.sysctls, s.kargs, s.perf_delta_assertions)
+        );
     }
 
-    /// A finished run of `t` whose raw verdict was `raw`, its sidecar in `dir`.
+    #[test]
+    fn an_early_exit_is_finalized_like_a_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = TestId {
+            name: "t".into(),
+            preset: None,
+            kernel: None,
+        };
+        let spec = spec(TestAttrs::DEFAULT);
+        let out = finalize::not_booted(
+            finalize::identity(&spec.identity(None, None)),
+            Outcome::Skip,
+            vec!["kernel unavailable: none cached".into()],
+            Default::default(),
+            Some(dir.path().to_path_buf()),
+            Instant::now(),
+        );
+        let r = finish(&id, &spec, out, Vec::new());
+        assert_eq!(r.outcome, Outcome::Skip);
+        assert_eq!(r.reasons, ["kernel unavailable: none cached"]);
+        let path = r.sidecar_path.expect("written");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let report = ktstr_sidecar::conformance::check_text(&text).unwrap();
+        assert!(report.unexpected().is_empty(), "{report}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// A finished run of `t` whose raw verdict was `raw`, to be written into `dir`.
     fn finished(dir: &Path, raw: Outcome, expect_err: bool) -> RunOutcome {
-        let mut sidecar = SidecarResult::new_run("t", "1n1l2c1t", "eevdf");
+        let mut sidecar = ktstr_sidecar::SidecarResult::new_run("t", "1n1l2c1t", "eevdf");
         sidecar.finalize(raw, expect_err);
-        let path = sidecar.write_to_dir(dir).unwrap();
         RunOutcome {
             sidecar,
-            sidecar_path: Some(path),
+            sidecar_dir: Some(dir.to_path_buf()),
+            sidecar_path: None,
             console_log: None,
+            scheduler_log: None,
             collected: Default::default(),
             engine: crate::engine::EngineReport {
                 exit: crate::engine::GuestExit::Reset,
@@ -475,8 +473,15 @@ mod tests {
         };
         let seen = std::rc::Rc::new(std::cell::Cell::new(None));
         let seen2 = seen.clone();
+        let run_dir = dir.path().to_path_buf();
         let ok = spec(TestAttrs::DEFAULT).check(move |out| {
             seen2.set(Some(out.sidecar.expected_failure));
+            // Checks run before the one write: no file yet, and what will be written
+            // reads back.
+            assert!(out.sidecar_path.is_none());
+            assert_eq!(std::fs::read_dir(&run_dir).unwrap().count(), 0);
+            let as_written = out.sidecar_as_written().map_err(|e| e.to_string())?;
+            assert!(as_written.is_pass() && as_written.expected_failure);
             Ok(())
         });
         let r = finish_run(
@@ -488,6 +493,8 @@ mod tests {
         assert_eq!(seen.get(), Some(true), "the check saw the expected failure");
         assert_eq!(r.outcome, Outcome::Pass);
         assert!(r.expected_failure);
+        let back = ktstr_sidecar::read_sidecar(r.sidecar_path.as_ref().unwrap()).unwrap();
+        assert!(back.is_pass() && back.expected_failure);
 
         let bad = spec(TestAttrs::DEFAULT).check(|_| Err("it failed for the wrong reason".into()));
         let r = finish_run(

@@ -14,7 +14,10 @@ use ktstr_wire::spec::{GuestSpec, WorkKind, WorkerSpec};
 use super::entry::{default_memory_mib, TestAttrs};
 use super::presets::Preset;
 use crate::assert::Assert;
+use crate::engine::EngineKind;
+use crate::kernel::ResolvedKernel;
 use crate::payload::Payload;
+use crate::runner::finalize::Identity;
 use crate::runner::RunOutcome;
 use crate::scheduler::Scheduler;
 
@@ -164,6 +167,27 @@ impl fmt::Debug for TestSpec {
 }
 
 impl TestSpec {
+    /// What defines a run of this spec, with the kernel and engine when they are known
+    /// (a run refused before either was found records the same variant).
+    pub fn identity<'a>(
+        &'a self,
+        kernel: Option<&'a ResolvedKernel>,
+        engine: Option<EngineKind>,
+    ) -> Identity<'a> {
+        Identity {
+            test_name: &self.name,
+            topology: self.topology,
+            scheduler: &self.scheduler,
+            sysctls: &self.sysctls,
+            kargs: &self.kargs,
+            payloads: &self.payloads,
+            guest: &self.guest,
+            perf_delta_assertions: &self.perf_delta_assertions,
+            kernel,
+            engine,
+        }
+    }
+
     /// Add `count` workers doing `work` in group `group`.
     pub fn workers(mut self, group: impl Into<String>, count: u32, work: WorkKind) -> Self {
         self.guest.workers.push(WorkerSpec {

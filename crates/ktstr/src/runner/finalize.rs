@@ -1,0 +1,339 @@
+//! The two ends of every run's sidecar, each in one place: [`identity`] builds the
+//! variant a run records (whatever happens to it later), and [`finalize`] settles the
+//! verdict with everything known after the runner judged the run — the test's own
+//! host-side checks — and writes the sidecar once, atomically. A booted run, a run
+//! refused before boot, a missing scheduler and a skip all end in [`finalize`], so a
+//! sidecar on disk is always the final word on its run and was never rewritten.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use ktstr_sidecar::{Outcome, PerfDeltaAssertionRecord, SidecarResult};
+use ktstr_vmm::Topology;
+use ktstr_wire::spec::GuestSpec;
+
+use super::collect::Collected;
+use super::RunOutcome;
+use crate::assert::Checks;
+use crate::engine::{EngineKind, EngineReport, GuestExit};
+use crate::kernel::ResolvedKernel;
+use crate::payload::Payload;
+use crate::scheduler::Scheduler;
+
+/// What defines a run before it runs: the variant (topology, scheduler with its sysctls
+/// and kargs, payload, work type) and what travels with it (snapshots asked, perf-delta
+/// gates, the kernel and engine when known).
+#[derive(Debug, Clone, Copy)]
+pub struct Identity<'a> {
+    pub test_name: &'a str,
+    pub topology: Topology,
+    pub scheduler: &'a Scheduler,
+    /// The test's own sysctls (`sysctl.<key>=<value>`); the scheduler's follow them.
+    pub sysctls: &'a [String],
+    /// The test's own kernel arguments; the scheduler's follow them.
+    pub kargs: &'a [String],
+    /// The first is the sidecar's `payload`.
+    pub payloads: &'a [Payload],
+    pub guest: &'a GuestSpec,
+    pub perf_delta_assertions: &'a [PerfDeltaAssertionRecord],
+    /// None when the run ended before a kernel was resolved.
+    pub kernel: Option<&'a ResolvedKernel>,
+    /// None when the run ended before an engine was chosen.
+    pub engine: Option<EngineKind>,
+}
+
+/// The sidecar of a run starting now: its variant and provenance, verdict Fail (all
+/// bits false) until [`finalize`]. The only place a run's identity is built, so a run
+/// that never boots lands in the same file as a run of the same variant that does.
+pub fn identity(v: &Identity<'_>) -> SidecarResult {
+    let mut s = SidecarResult::new_run(v.test_name, v.topology.to_string(), v.scheduler.name());
+    s.vcpus = v.topology.vcpus();
+    s.payload = v.payloads.first().map(|p| p.name.clone());
+    // Part of the variant: the test's, then the scheduler's.
+    s.sysctls = [v.sysctls, v.scheduler.sysctl_strings().as_slice()].concat();
+    s.kargs = [v.kargs, v.scheduler.kargs()].concat();
+    s.work_type = v.guest.work_type_name();
+    s.periodic_target = v.guest.num_snapshots;
+    s.perf_delta_assertions = v.perf_delta_assertions.to_vec();
+    if let Some(k) = v.kernel {
+        s.set_kernel(
+            Some(k.release.clone()),
+            k.source_tree.as_deref().or(Some(k.image.as_path())),
+        );
+    }
+    if let (Some(h), Some(engine)) = (s.host.as_mut(), v.engine) {
+        h.engine = Some(match engine {
+            EngineKind::Kvm => ktstr_sidecar::Engine::Kvm,
+            EngineKind::QemuTcg => ktstr_sidecar::Engine::QemuTcg,
+        });
+    }
+    s
+}
+
+/// A run that ended before its guest booted (refused, skipped, its scheduler missing):
+/// `sidecar` with `outcome` and `reasons` as its verdict — not inverted by `expect_err`,
+/// which is about the scheduler's behaviour, and nothing ran — ready for [`finalize`]
+/// to write into `sidecar_dir`.
+pub fn not_booted(
+    mut sidecar: SidecarResult,
+    outcome: Outcome,
+    reasons: Vec<String>,
+    checks: Checks,
+    sidecar_dir: Option<PathBuf>,
+    started: Instant,
+) -> RunOutcome {
+    sidecar.set_outcome(outcome);
+    sidecar.expected_failure = false;
+    sidecar
+        .stats
+        .verdict_details
+        .extend(reasons.iter().cloned());
+    let vcpus = sidecar.vcpus;
+    let why = reasons.first().cloned().unwrap_or_default();
+    RunOutcome {
+        sidecar,
+        sidecar_dir,
+        sidecar_path: None,
+        console_log: None,
+        scheduler_log: None,
+        collected: Collected::default(),
+        engine: EngineReport {
+            exit: GuestExit::EngineFailed(format!("not booted: {why}")),
+            vcpus,
+            cpu_budget: 0,
+            host_cpus: Vec::new(),
+            kvm_stats: None,
+        },
+        reasons,
+        checks,
+        boot_to_ready_ms: None,
+        wall_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+/// Settle `out`'s verdict and write its sidecar, once.
+///
+/// `check_failures` are the failed host-side checks of the test (run on the judged
+/// outcome): any one fails the run, an expected failure included (it failed for the
+/// wrong reason). Then the sidecar goes to `out.sidecar_dir` atomically (none: a shell,
+/// nothing is written) and `out.sidecar_path` says where; the console log is kept only
+/// when the run did not pass cleanly (or nothing is written). On a write error the
+/// verdict stays as settled and the error says where it failed.
+pub fn finalize(out: &mut RunOutcome, check_failures: Vec<String>) -> anyhow::Result<()> {
+    if !check_failures.is_empty() {
+        out.sidecar.set_outcome(Outcome::Fail);
+        out.sidecar.expected_failure = false;
+        out.sidecar
+            .stats
+            .verdict_details
+            .extend(check_failures.iter().cloned());
+        out.reasons.extend(check_failures);
+    }
+    let keep_console =
+        out.sidecar_dir.is_none() || !out.sidecar.is_pass() || out.sidecar.expected_failure;
+    if !keep_console {
+        if let Some(console) = out.console_log.take() {
+            let _ = std::fs::remove_file(console);
+        }
+    }
+    if let Some(dir) = &out.sidecar_dir {
+        let path = out
+            .sidecar
+            .write_to_dir(dir)
+            .with_context(|| format!("cannot write the sidecar into {}", dir.display()))?;
+        out.sidecar_path = Some(path);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::KernelOrigin;
+    use ktstr_sidecar::conformance;
+
+    fn kernel() -> ResolvedKernel {
+        ResolvedKernel {
+            image: "/nonexistent/bzImage".into(),
+            release: "7.2.13".into(),
+            config: None,
+            system_map: None,
+            source_tree: None,
+            cache_key: None,
+            metadata: None,
+            origin: KernelOrigin::Explicit,
+        }
+    }
+
+    fn gates() -> Vec<PerfDeltaAssertionRecord> {
+        vec![PerfDeltaAssertionRecord {
+            metric: "worst_gap_ms".into(),
+            ..Default::default()
+        }]
+    }
+
+    #[test]
+    fn identity_records_the_variant_and_what_travels_with_it() {
+        let scheduler: Scheduler = "eevdf".into();
+        let mut guest = GuestSpec::new("t", 1000);
+        guest.num_snapshots = 3;
+        let gates = gates();
+        let k = kernel();
+        let v = Identity {
+            test_name: "t",
+            topology: "1n1l2c1t".parse().unwrap(),
+            scheduler: &scheduler,
+            sysctls: &["sysctl.vm.swappiness=0".into()],
+            kargs: &["quiet".into()],
+            payloads: &[],
+            guest: &guest,
+            perf_delta_assertions: &gates,
+            kernel: Some(&k),
+            engine: Some(EngineKind::QemuTcg),
+        };
+        let s = identity(&v);
+        assert_eq!(
+            (
+                s.test_name.as_str(),
+                s.topology.as_str(),
+                s.scheduler.as_str()
+            ),
+            ("t", "1n1l2c1t", "eevdf")
+        );
+        assert_eq!((s.vcpus, s.periodic_target), (2, 3));
+        assert_eq!(s.sysctls, ["sysctl.vm.swappiness=0"]);
+        assert_eq!(s.kargs, ["quiet"]);
+        assert_eq!(s.perf_delta_assertions, gates);
+        assert_eq!(s.kernel_version.as_deref(), Some("7.2.13"));
+        assert_eq!(
+            s.host.as_ref().and_then(|h| h.engine),
+            Some(ktstr_sidecar::Engine::QemuTcg)
+        );
+        assert!(s.is_fail(), "no verdict before finalize");
+        // Without kernel and engine (a run refused early): the same variant, same file.
+        let early = identity(&Identity {
+            kernel: None,
+            engine: None,
+            ..v
+        });
+        assert_eq!(early.file_name(), s.file_name());
+        assert_eq!(early.kernel_version, None);
+    }
+
+    #[test]
+    fn a_refused_run_is_written_once_and_the_reference_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SidecarResult::new_run("t", "1n1l2c1t", "eevdf");
+        s.perf_delta_assertions = gates();
+        let mut out = not_booted(
+            s,
+            Outcome::Skip,
+            vec!["kernel unavailable: none cached".into()],
+            Checks::default(),
+            Some(dir.path().to_path_buf()),
+            Instant::now(),
+        );
+        assert!(
+            out.sidecar_path.is_none(),
+            "nothing written before finalize"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        finalize(&mut out, Vec::new()).unwrap();
+        let path = out.sidecar_path.clone().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let back = ktstr_sidecar::read_sidecar(&path).unwrap();
+        assert!(back.is_skip() && !back.expected_failure);
+        assert_eq!(
+            back.stats.verdict_details,
+            ["kernel unavailable: none cached"]
+        );
+        assert_eq!(back.perf_delta_assertions, gates());
+        let report = conformance::check_text(&text).unwrap();
+        assert!(report.unexpected().is_empty(), "{report}");
+    }
+
+    #[test]
+    fn failed_checks_fail_the_run_even_an_expected_failure_and_keep_the_console() {
+        let dir = tempfile::tempdir().unwrap();
+        let console = dir.path().join("t.console.log");
+        std::fs::write(&console, "boot\n").unwrap();
+        let mut s = SidecarResult::new_run("t", "1n1l2c1t", "eevdf");
+        s.finalize(Outcome::Fail, true);
+        assert!(s.is_pass() && s.expected_failure);
+        let mut out = not_booted(
+            s.clone(),
+            Outcome::Pass,
+            vec![],
+            Checks::default(),
+            Some(dir.path().to_path_buf()),
+            Instant::now(),
+        );
+        out.sidecar = s;
+        out.console_log = Some(console.clone());
+        finalize(&mut out, vec!["check 1 failed: wrong reason".into()]).unwrap();
+        let back = ktstr_sidecar::read_sidecar(out.sidecar_path.as_ref().unwrap()).unwrap();
+        assert!(back.is_fail() && !back.expected_failure);
+        assert_eq!(
+            back.stats.verdict_details.last().map(String::as_str),
+            Some("check 1 failed: wrong reason")
+        );
+        assert_eq!(out.reasons, ["check 1 failed: wrong reason"]);
+        assert_eq!(out.console_log.as_deref(), Some(console.as_path()));
+        assert!(console.exists());
+    }
+
+    #[test]
+    fn a_clean_pass_drops_the_console_and_a_shell_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let console = dir.path().join("t.console.log");
+        std::fs::write(&console, "boot\n").unwrap();
+        let mut out = not_booted(
+            SidecarResult::new_run("t", "1n1l2c1t", "eevdf"),
+            Outcome::Pass,
+            vec![],
+            Checks::default(),
+            Some(dir.path().join("run")),
+            Instant::now(),
+        );
+        out.console_log = Some(console.clone());
+        finalize(&mut out, Vec::new()).unwrap();
+        assert!(out.sidecar_path.is_some() && out.console_log.is_none());
+        assert!(!console.exists());
+
+        std::fs::write(&console, "boot\n").unwrap();
+        let mut shell = not_booted(
+            SidecarResult::new_run("t", "1n1l2c1t", "eevdf"),
+            Outcome::Pass,
+            vec![],
+            Checks::default(),
+            None,
+            Instant::now(),
+        );
+        shell.console_log = Some(console.clone());
+        finalize(&mut shell, Vec::new()).unwrap();
+        assert_eq!(shell.sidecar_path, None);
+        assert!(console.exists(), "a shell's console is the user's to read");
+    }
+
+    #[test]
+    fn a_write_error_names_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, "x").unwrap();
+        let mut out = not_booted(
+            SidecarResult::new_run("t", "1n1l2c1t", "eevdf"),
+            Outcome::Fail,
+            vec!["why".into()],
+            Checks::default(),
+            Some(blocker.join("sub")),
+            Instant::now(),
+        );
+        let err = finalize(&mut out, Vec::new()).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("cannot write the sidecar into"),
+            "{err:#}"
+        );
+        assert_eq!(out.sidecar_path, None);
+    }
+}
