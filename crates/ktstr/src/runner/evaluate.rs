@@ -1022,6 +1022,47 @@ mod tests {
         assert!((ev.keep_last_rate - 30.0).abs() < 1e-9, "{ev:?}");
     }
 
+    /// What the runner puts into a sidecar from a measured run — stats with phases,
+    /// monitor with sched_ext and schedstat deltas, the timeline — is read by the
+    /// reference's reader.
+    #[test]
+    fn measured_sidecars_are_read_by_the_reference() {
+        let req = request(scenario(), 2);
+        let mut data = clean_run();
+        for (i, smp) in data.monitor_samples.iter_mut().enumerate() {
+            let i = i as u64;
+            for c in &mut smp.cpus {
+                c.schedstat = Some(ktstr_wire::msg::CpuSchedstat {
+                    rq_cpu_time_ns: i * 50_000_000,
+                    run_delay_ns: i * 1000,
+                    pcount: i,
+                    ..Default::default()
+                });
+            }
+            smp.scx = Some(ktstr_wire::msg::ScxSample {
+                state: "enabled".into(),
+                ops: Some("s".into()),
+                events: [("SCX_EV_SELECT_CPU_FALLBACK".to_string(), i)].into(),
+            });
+        }
+        data.workers[2].wake_latency_ns = vec![10_000, 20_000, 30_000];
+        data.workers[2].wake_samples_total = 3;
+        let (m, v) = judge(&req, &data);
+        let mut s = ktstr_sidecar::SidecarResult::new_run("t", TOPO, "eevdf");
+        s.stats = m.stats.clone();
+        s.monitor = m.monitor.as_ref().map(|(x, _)| x.clone());
+        s.stimulus_events = m.stimulus_events.clone();
+        s.stats.verdict_details = v.reasons.clone();
+        s.finalize(v.outcome, false);
+        let mon = s.monitor.as_ref().unwrap();
+        assert!(mon.event_deltas.is_some() && mon.schedstat_deltas.is_some());
+        assert!(s.stats.cgroup("free").unwrap().wake_measured);
+        assert_eq!(s.stats.worst_p99_wake_latency_us(), Some(30.0));
+        let report = ktstr_sidecar::conformance::check_value(&s);
+        assert!(report.accepted(), "{report}");
+        assert!(report.unexpected().is_empty(), "{report}");
+    }
+
     #[test]
     fn worker_errors_are_noted_without_failing() {
         let req = request(scenario(), 0);

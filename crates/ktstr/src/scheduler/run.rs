@@ -249,6 +249,32 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_scheduler_is_written_once_by_finalize() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = Missing {
+            name: "scx_nope".into(),
+            message: "scx_nope was not found; build it or set KTSTR_SCHEDULER".into(),
+            skip: false,
+        };
+        let mut out = missing_outcome(
+            SidecarResult::new_run("t", "1n1l2c1t", "scx_nope"),
+            Some(dir.path().to_path_buf()),
+            missing,
+            Instant::now(),
+        );
+        assert_eq!(out.sidecar_path, None, "not written before finalize");
+        crate::runner::finalize::finalize(&mut out, Vec::new()).unwrap();
+        let path = out.sidecar_path.clone().unwrap();
+        let back = ktstr_sidecar::read_sidecar(&path).unwrap();
+        assert!(back.is_fail());
+        assert_eq!(back.resolve_source, Some(ResolveSource::NotFound));
+        assert!(back.stats.verdict_details[0].contains("scx_nope was not found"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let report = ktstr_sidecar::conformance::check_text(&text).unwrap();
+        assert!(report.unexpected().is_empty(), "{report}");
+    }
+
+    #[test]
     fn record_fills_verifier_stats_and_keeps_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let data = Collected {
