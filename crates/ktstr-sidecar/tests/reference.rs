@@ -225,3 +225,18 @@ fn old_files_as_written_are_what_the_reference_rejects() {
         .iter()
         .any(|f| f.difference == Difference::NullNotOmitted && f.is_allowed_difference()));
 }
+
+#[test]
+fn the_readme_lists_every_extra_key() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .expect("README.md");
+    assert!(readme.contains("ktstr **0.29.0**"));
+    for x in EXTRA_KEYS {
+        assert!(
+            readme.contains(&format!("| `{}` |", x.path)),
+            "README's sidecar section lacks the extra key {}",
+            x.path
+        );
+    }
+}
