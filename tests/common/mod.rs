@@ -96,6 +96,13 @@ pub fn run(req: &RunRequest) -> Ran {
     drop(guard);
     let path = out.sidecar_path.clone().expect("a sidecar was written");
     let sidecar = read_sidecar(&path).expect("the sidecar reads back");
+    let text = std::fs::read_to_string(&path).expect("the sidecar");
+    let report = ktstr_sidecar::conformance::check_text(&text).expect("json");
+    assert!(
+        report.unexpected().is_empty(),
+        "{}: the reference's reader would not read it as written:\n{report}",
+        path.display()
+    );
     eprintln!(
         "{}: {} in {} ms (ready after {:?} ms); {} checks",
         req.test_name,

@@ -88,6 +88,10 @@ fn only_sidecar(dir: &Path) -> (PathBuf, SidecarResult) {
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     let s = read_sidecar(&files[0]).unwrap();
+    // Refused, panicked, skipped: every sidecar is read by the reference's reader too.
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let report = ktstr_sidecar::conformance::check_text(&text).unwrap();
+    assert!(report.unexpected().is_empty(), "{report}");
     (files[0].clone(), s)
 }
 

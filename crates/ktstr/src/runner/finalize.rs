@@ -317,6 +317,41 @@ mod tests {
     }
 
     #[test]
+    fn checks_see_the_sidecar_as_written_and_only_a_readable_one() {
+        let mut out = not_booted(
+            SidecarResult::new_run("t", "1n1l2c1t", "eevdf"),
+            Outcome::Pass,
+            vec![],
+            Checks::default(),
+            None,
+            Instant::now(),
+        );
+        assert_eq!(out.sidecar_as_written().unwrap(), out.sidecar);
+        // A histogram the reference cannot hold (it needs all 4864 buckets).
+        let mut phase = ktstr_sidecar::PhaseBucket::default();
+        let bad = ktstr_sidecar::PlatStats {
+            plat: vec![1, 2, 3],
+            ..Default::default()
+        };
+        phase.per_cgroup.insert(
+            "cg0".into(),
+            ktstr_sidecar::PhaseCgroupStats {
+                schbench: Some(ktstr_sidecar::SchbenchPhaseStats {
+                    wakeup: bad,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        out.sidecar.stats.phases.push(phase);
+        let err = out.sidecar_as_written().unwrap_err().to_string();
+        assert!(
+            err.contains("stats.phases[0].per_cgroup.cg0.schbench.wakeup.plat"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_write_error_names_the_directory() {
         let dir = tempfile::tempdir().unwrap();
         let blocker = dir.path().join("file");

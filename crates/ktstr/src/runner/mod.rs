@@ -158,10 +158,31 @@ pub fn spec_with_payloads(req: &RunRequest) -> anyhow::Result<GuestSpec> {
 
 impl RunOutcome {
     /// The sidecar as [`finalize::finalize`] writes it, read back through the reader:
-    /// what a test's host-side checks should look at (they run before the write).
+    /// what a test's host-side checks should look at (they run before the write). An
+    /// error also when the reference's reader would reject it (every sidecar must read
+    /// there too; see `ktstr_sidecar::conformance`), naming the first rejected key.
     pub fn sidecar_as_written(&self) -> ktstr_sidecar::Result<SidecarResult> {
         let text = self.sidecar.to_json_pretty()?;
-        ktstr_sidecar::parse_sidecar(text.as_bytes(), Path::new(&self.sidecar.file_name()))
+        let name = self.sidecar.file_name();
+        let back = ktstr_sidecar::parse_sidecar(text.as_bytes(), Path::new(&name))?;
+        let report = ktstr_sidecar::conformance::check_text(&text).map_err(|e| {
+            ktstr_sidecar::SidecarError::NotJson {
+                path: name.clone().into(),
+                detail: e.to_string(),
+            }
+        })?;
+        if let Some(f) = report.rejections().next() {
+            return Err(ktstr_sidecar::SidecarError::WrongType {
+                path: name.into(),
+                key: f.path.clone(),
+                detail: format!(
+                    "{}'s reader rejects it: {}",
+                    ktstr_sidecar::conformance::REFERENCE_VERSION,
+                    f.detail
+                ),
+            });
+        }
+        Ok(back)
     }
 }
 
