@@ -468,6 +468,35 @@ mod tests {
         assert_eq!((min.monitor, min.host), (None, None));
     }
 
+    /// The reference leaves out a None of the monitor's deltas and of every host field
+    /// (and an empty cpufreq map); those read as None / empty.
+    #[test]
+    fn keys_the_reference_omits_read_as_none() {
+        let text = include_str!("../tests/data/reference-full.ktstr.json");
+        let mut v: Value = serde_json::from_str(text).unwrap();
+        let m = v["monitor"].as_object_mut().unwrap();
+        for k in [
+            "event_deltas",
+            "schedstat_deltas",
+            "sched_domain_lb",
+            "prog_stats_deltas",
+            "bpf_map_fields",
+        ] {
+            m.remove(k);
+        }
+        v["host"] = json!({"arch": "x86_64"});
+        let s = parse(&v).expect("reads");
+        let m = s.monitor.expect("monitor");
+        assert_eq!((m.event_deltas, m.schedstat_deltas), (None, None));
+        assert_eq!(
+            (m.sched_domain_lb, m.prog_stats_deltas, m.bpf_map_fields),
+            (None, None, None)
+        );
+        let h = s.host.expect("host");
+        assert_eq!(h.arch.as_deref(), Some("x86_64"));
+        assert!(h.cpufreq_governor.is_empty() && h.cpu_model.is_none() && h.heap_state.is_none());
+    }
+
     /// Sidecars ktstr wrote before its nested types followed the reference still read:
     /// the hand-written minimal one and one the old writer produced.
     #[test]
