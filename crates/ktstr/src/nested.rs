@@ -381,7 +381,9 @@ fn relay_console(child: &mut Child, verbose: bool) -> Relayed {
         }
         let Ok(line) = line else { break };
         let text = String::from_utf8_lossy(&line);
+        // A line redrawn with carriage returns: keep what it finally said.
         let text = text.trim_end_matches('\r');
+        let text = text.rsplit('\r').next().unwrap_or(text);
         if let Some(code) = parse_exit_marker(text) {
             return match error.take() {
                 Some(e) => Relayed::Error(e),
