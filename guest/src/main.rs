@@ -15,6 +15,7 @@ mod devmem;
 mod exec;
 mod monitor;
 mod mounts;
+mod nested;
 mod payload;
 mod procfs;
 mod report;
@@ -35,6 +36,10 @@ use ktstr_wire::spec::{GuestSpec, SPEC_PATH};
 use report::{log_error, log_info, log_warn};
 
 fn main() {
+    let nested = Path::new(ktstr_wire::nested::NESTED_SPEC_PATH);
+    if is_pid1() && nested.exists() {
+        nested::run(nested);
+    }
     report::mark_start();
     install_panic_hook();
     let code = match run() {

@@ -30,6 +30,10 @@ enum Command {
     Shell(cmd::shell::ShellArgs),
     /// Fetch, list and locate the kernels tests boot.
     Kernel(cmd::kernel::KernelArgs),
+    /// Run a command in an L1 guest with hardware-style KVM (nested SVM under qemu TCG),
+    /// the host's files at the same paths: tests the kvm engine on hosts without
+    /// hardware virtualisation.
+    Nested(cmd::nested::NestedArgs),
 }
 
 fn main() {
@@ -46,6 +50,7 @@ fn main() {
         Command::PerfDelta(a) => cmd::perf_delta::run(*a),
         Command::Shell(a) => cmd::shell::run(a),
         Command::Kernel(a) => cmd::kernel::run(a),
+        Command::Nested(a) => cmd::nested::run(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -22,6 +22,7 @@ mod error;
 mod frame;
 mod layout;
 pub mod msg;
+pub mod nested;
 mod reader;
 pub mod scenario;
 pub mod sched;

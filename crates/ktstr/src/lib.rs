@@ -6,6 +6,7 @@ pub mod engine;
 pub mod initramfs;
 pub mod interrupt;
 pub mod kernel;
+pub mod nested;
 pub mod payload;
 pub mod prelude;
 pub mod runner;

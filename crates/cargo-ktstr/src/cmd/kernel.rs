@@ -22,6 +22,11 @@ enum KernelCommand {
         /// Download again and replace the cached entry.
         #[arg(long)]
         force: bool,
+        /// Also fetch the kernel's modules package and keep its KVM modules (kvm,
+        /// kvm-amd, kvm-intel, irqbypass) beside the kernel: `cargo ktstr nested` loads
+        /// them in its L1 guest.
+        #[arg(long)]
+        modules: bool,
     },
     /// List cached kernels; `*` marks the one tests boot when KTSTR_KERNEL is unset.
     List {
@@ -39,7 +44,11 @@ enum KernelCommand {
 
 pub fn run(args: KernelArgs) -> anyhow::Result<i32> {
     match args.command {
-        KernelCommand::Fetch { spec, force } => fetch(spec.as_deref(), force),
+        KernelCommand::Fetch {
+            spec,
+            force,
+            modules,
+        } => fetch(spec.as_deref(), force, modules),
         KernelCommand::List { json } => list(json),
         KernelCommand::Path { id } => {
             let k = kernel::resolve(id.as_deref())?;
@@ -49,10 +58,11 @@ pub fn run(args: KernelArgs) -> anyhow::Result<i32> {
     }
 }
 
-fn fetch(spec: Option<&str>, force: bool) -> anyhow::Result<i32> {
+fn fetch(spec: Option<&str>, force: bool, modules: bool) -> anyhow::Result<i32> {
     let which = DebianKernel::parse(spec)?;
     let cache = KernelCache::from_env()?;
-    let outcome = kernel::fetch(&cache, &which, force, &Progress::auto())?;
+    let progress = Progress::auto();
+    let outcome = kernel::fetch(&cache, &which, force, &progress)?;
     let e = outcome.entry();
     match &outcome {
         FetchOutcome::Fetched(_) => println!(
@@ -67,6 +77,19 @@ fn fetch(spec: Option<&str>, force: bool) -> anyhow::Result<i32> {
             e.key,
             e.dir.display()
         ),
+    }
+    if modules {
+        let files =
+            kernel::fetch::fetch_kvm_modules(&cache, &e.dir, &e.metadata.release, &progress)?;
+        println!(
+            "KVM modules of {}: {}",
+            e.key,
+            files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
     }
     Ok(0)
 }

@@ -2,6 +2,7 @@
 //! returning the process exit code.
 
 pub mod kernel;
+pub mod nested;
 pub mod perf_delta;
 pub mod selftest;
 pub mod shell;

@@ -177,6 +177,13 @@ fn soak(
         let code = nextest(Some(&root))?;
         let summary = suite::read_manifest(manifest);
         tally.add_round(round, &summary, code == 0);
+        if let Some(sig) = ktstr::interrupt::received() {
+            eprintln!(
+                "ktstr: soak stopped by {} after round {round}",
+                ktstr::interrupt::name(sig)
+            );
+            break;
+        }
         eprintln!(
             "ktstr: round {round}/{rounds} took {:.0} s: {}",
             started.elapsed().as_secs_f64(),

@@ -253,6 +253,113 @@ pub fn fetch(
     Ok(FetchOutcome::Fetched(entry))
 }
 
+/// The KVM modules `cargo ktstr nested` loads in its L1 guest, in load order (each
+/// after its dependencies), by their path under `kernel/` in the modules package.
+pub const KVM_MODULES: &[&str] = &[
+    "virt/lib/irqbypass",
+    "arch/x86/kvm/kvm",
+    "arch/x86/kvm/kvm-amd",
+    "arch/x86/kvm/kvm-intel",
+];
+
+/// Where a cache entry keeps the KVM modules (decompressed, `<name>.ko`).
+pub fn modules_dir(entry_dir: &Path) -> PathBuf {
+    entry_dir.join("modules")
+}
+
+/// Fetch `linux-modules-<release>` and keep the KVM modules of it ([`KVM_MODULES`]) in
+/// the entry's `modules/` directory, decompressed. A no-op when they are there. Returns
+/// the module files in load order.
+pub fn fetch_kvm_modules(
+    cache: &KernelCache,
+    entry_dir: &Path,
+    release: &str,
+    progress: &Progress,
+) -> Result<Vec<PathBuf>, KernelError> {
+    let dir = modules_dir(entry_dir);
+    let wanted: Vec<PathBuf> = KVM_MODULES
+        .iter()
+        .map(|m| dir.join(format!("{}.ko", m.rsplit('/').next().unwrap_or(m))))
+        .collect();
+    if wanted.iter().all(|p| p.is_file()) {
+        return Ok(wanted);
+    }
+    let apt = Apt::prepare(cache)?;
+    let _lock = apt.lock()?;
+    let package = format!("linux-modules-{release}");
+    let stage = progress.stage(format!(
+        "Updating Debian sid package lists ({})",
+        apt.mirror
+    ));
+    apt.run(&["update"], "apt-get", "check network access to the mirror")?;
+    stage.done("done");
+    let pkg = apt
+        .show(&package)?
+        .ok_or_else(|| KernelError::PackageUnavailable {
+            package: package.clone(),
+        })?;
+    let work = cache.stage()?;
+    let debs = work.path().join("debs");
+    let root = work.path().join("root");
+    mkdir(&debs)?;
+    mkdir(&root)?;
+    let stage = progress.stage(format!("Downloading {package} ({})", human_bytes(pkg.size)));
+    run_tool(
+        apt.command("apt-get", &["download", &package])
+            .current_dir(&debs),
+        "apt-get",
+        "check network access to the mirror",
+    )?;
+    stage.done(&human_bytes(dir_bytes(&debs)));
+    let stage = progress.stage("Extracting the KVM modules".to_string());
+    for deb in fs::read_dir(&debs)
+        .map_err(|source| io("reading", &debs, source))?
+        .flatten()
+    {
+        run_tool(
+            Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(deb.path())
+                .arg(&root),
+            "dpkg-deb",
+            "",
+        )?;
+    }
+    let staged = work.path().join("modules");
+    mkdir(&staged)?;
+    for (m, dst) in KVM_MODULES.iter().zip(&wanted) {
+        let base = ["usr/lib/modules", "lib/modules"]
+            .iter()
+            .map(|d| root.join(d).join(release).join("kernel").join(m))
+            .find(|b| b.with_extension("ko.xz").is_file() || b.with_extension("ko").is_file())
+            .ok_or_else(|| KernelError::PackageLayout {
+                packages: vec![package.clone()],
+                what: format!("{m}.ko(.xz)"),
+            })?;
+        let out = staged.join(dst.file_name().unwrap_or_default());
+        let xz = base.with_extension("ko.xz");
+        if xz.is_file() {
+            let f = fs::File::create(&out).map_err(|source| io("creating", &out, source))?;
+            run_tool(
+                Command::new("xz").arg("-dc").arg(&xz).stdout(f),
+                "xz",
+                "install xz-utils",
+            )?;
+        } else {
+            fs::copy(base.with_extension("ko"), &out)
+                .map_err(|source| io("copying", &out, source))?;
+        }
+    }
+    // Into place in one step: a killed fetch leaves the entry without modules, never with
+    // some of them.
+    if dir.exists() {
+        fs::remove_dir_all(&dir).map_err(|source| io("removing", &dir, source))?;
+    }
+    rename(&staged, &dir)?;
+    stage.done(&dir.display().to_string());
+    Ok(wanted)
+}
+
 /// A package to download.
 #[derive(Debug, Clone)]
 struct Package {

@@ -1,0 +1,43 @@
+//! `cargo ktstr nested -- CMD`: run CMD in an L1 guest with hardware-style KVM (nested
+//! SVM under qemu TCG), the host's files at the same paths. The work is in
+//! `ktstr::nested`.
+
+use clap::Args;
+use ktstr::kernel::Progress;
+use ktstr::nested::{self, NestedOptions, DEFAULT_MEMORY_MIB};
+
+#[derive(Args, Debug)]
+pub struct NestedArgs {
+    /// L1 vCPUs (default: the host CPUs available, at least 2).
+    #[arg(long)]
+    vcpus: Option<u32>,
+    /// L1 memory in MiB (qemu backs only what L1 touches).
+    #[arg(long, default_value_t = DEFAULT_MEMORY_MIB)]
+    memory_mib: u64,
+    /// L1 kernel: a kernel cache key or version (default: the default cached kernel);
+    /// its KVM modules are fetched beside it when missing.
+    #[arg(long)]
+    kernel: Option<String>,
+    /// Another host directory to share writable (repeatable). The working directory,
+    /// CARGO_TARGET_DIR, cargo's and rustup's homes, ktstr's caches and run roots always are.
+    #[arg(long, value_name = "DIR")]
+    share: Vec<std::path::PathBuf>,
+    /// Show L1's kernel console too, not only the command's output.
+    #[arg(long, short)]
+    verbose: bool,
+    /// The command to run in L1, after `--` (e.g. `-- cargo ktstr test --engine kvm`).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+pub fn run(args: NestedArgs) -> anyhow::Result<i32> {
+    let opts = NestedOptions {
+        argv: args.command,
+        vcpus: args.vcpus,
+        memory_mib: args.memory_mib,
+        kernel: args.kernel,
+        share: args.share,
+        verbose: args.verbose,
+    };
+    nested::run(&opts, &Progress::auto())
+}

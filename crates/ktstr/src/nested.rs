@@ -1,0 +1,472 @@
+//! `cargo ktstr nested -- CMD`: hardware-style KVM on a host without it. qemu TCG emulates
+//! AMD SVM with nested paging, so an L1 Linux guest under `-cpu max` loads `kvm_amd` and
+//! has a real `/dev/kvm`; CMD runs in L1 with the host's root file system shared over
+//! virtio-fs (read-only, with the working directory, the cargo and ktstr directories
+//! writable at the same paths), so binaries, sidecars and logs are where a host run
+//! would have them. The guest runtime is L1's PID 1 (`ktstr_wire::nested`).
+//! `reference/nested-kvm.md` has the recipe and its measurements.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ktstr_wire::nested::{
+    parse_exit_marker, NestedSpec, ERROR_MARKER, HOST_FS_TAG, NESTED_SPEC_PATH,
+};
+
+use crate::initramfs::InitramfsBuilder;
+use crate::kernel::{self, KernelCache, Progress};
+use crate::scratch::ScratchDir;
+
+/// L1's CPU: qemu's `max` with SVM, minus what breaks L2's FPU set-up in this nesting
+/// (the AVX family: XSAVE size mismatch in L2; PKU, MPX).
+pub const L1_CPU: &str = "max,-avx,-avx2,-fma,-f16c,-vaes,-vpclmulqdq,-pku,-mpx";
+/// L1 kernel arguments: quiet, and no reboot loop.
+const L1_KARGS: &str = "console=ttyS0 panic=-1 reboot=k quiet loglevel=3 nokaslr";
+
+/// What to run and on what L1.
+#[derive(Debug, Clone)]
+pub struct NestedOptions {
+    /// Program and arguments run in L1.
+    pub argv: Vec<String>,
+    /// L1 vCPUs (default: the host CPUs this process may use, at least 2).
+    pub vcpus: Option<u32>,
+    /// L1 memory in MiB.
+    pub memory_mib: u64,
+    /// L1 kernel: a kernel cache key or version (default: the default cached kernel).
+    pub kernel: Option<String>,
+    /// More host directories to share writable.
+    pub share: Vec<PathBuf>,
+    /// Print L1's boot console too (not only the command's output).
+    pub verbose: bool,
+}
+
+/// Default L1 memory: room for cargo, nextest and an L2 guest of a few GiB; qemu only
+/// backs what L1 touches.
+pub const DEFAULT_MEMORY_MIB: u64 = 6144;
+
+/// The virtio-fs daemon: `KTSTR_VIRTIOFSD`, `virtiofsd` on PATH, or where Debian puts it
+/// (`/usr/libexec/virtiofsd` from the virtiofsd package, `/usr/lib/qemu/virtiofsd` from
+/// qemu-system-common up to qemu 7.2).
+pub fn find_virtiofsd() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("KTSTR_VIRTIOFSD").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    crate::which::which("virtiofsd").or_else(|| {
+        ["/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+    })
+}
+
+/// Directories the command needs to write, from the environment: the working directory,
+/// the cargo target dir, cargo's and rustup's homes, ktstr's caches and run roots, and
+/// `extra`. Nested ones are dropped (the outer share covers them); missing ones are
+/// created on the host first.
+pub fn writable_dirs(cwd: &Path, env: &[(String, String)], extra: &[PathBuf]) -> Vec<PathBuf> {
+    let get = |k: &str| {
+        env.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty())
+    };
+    let home = get("HOME").map(PathBuf::from);
+    let mut dirs: Vec<PathBuf> = vec![cwd.to_path_buf()];
+    for var in [
+        "CARGO_TARGET_DIR",
+        "KTSTR_CACHE_DIR",
+        "KTSTR_SCHEDULER_CACHE",
+        "KTSTR_RUNS_ROOT",
+        "KTSTR_SIDECAR_DIR",
+    ] {
+        dirs.extend(get(var).map(PathBuf::from));
+    }
+    let cargo_home = get("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| home.as_ref().map(|h| h.join(".cargo")));
+    let rustup_home = get("RUSTUP_HOME")
+        .map(PathBuf::from)
+        .or_else(|| home.as_ref().map(|h| h.join(".rustup")));
+    let ktstr_cache = get("XDG_CACHE_HOME")
+        .map(|x| PathBuf::from(x).join("ktstr"))
+        .or_else(|| home.as_ref().map(|h| h.join(".cache/ktstr")));
+    dirs.extend(cargo_home);
+    dirs.extend(rustup_home);
+    dirs.extend(ktstr_cache);
+    dirs.extend(extra.iter().cloned());
+    let mut dirs: Vec<PathBuf> = dirs
+        .into_iter()
+        .filter(|d| d.is_absolute() && d != Path::new("/"))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    let mut kept: Vec<PathBuf> = Vec::new();
+    for d in dirs {
+        if !kept.iter().any(|k| d.starts_with(k)) {
+            kept.push(d);
+        }
+    }
+    kept
+}
+
+/// Boot L1 and run `opts.argv` in it; returns the command's exit status.
+pub fn run(opts: &NestedOptions, progress: &Progress) -> Result<i32> {
+    let (prog, _) = opts
+        .argv
+        .split_first()
+        .context("nothing to run: give a command after `--`")?;
+    let qemu =
+        crate::engine::qemu::find_binary().ok_or(crate::engine::qemu::QemuError::NotFound)?;
+    let virtiofsd = find_virtiofsd().context(
+        "virtiofsd not found (KTSTR_VIRTIOFSD, PATH, /usr/libexec, /usr/lib/qemu): install it (Debian 12: qemu-system-common ships /usr/lib/qemu/virtiofsd; later: apt-get install virtiofsd)",
+    )?;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("`cargo ktstr nested` needs root: virtiofsd shares the host's root file system from a private mount namespace");
+    }
+
+    // The L1 kernel and its KVM modules (fetched beside it when missing).
+    let k = kernel::resolve(opts.kernel.as_deref())?;
+    if k.cache_key.is_none() {
+        bail!(
+            "the L1 kernel must come from the kernel cache (its KVM modules are kept beside it): {} is not a cache entry; use `--kernel <cache key>` or `cargo ktstr kernel fetch`",
+            k.image.display()
+        );
+    }
+    let entry_dir = k.image.parent().context("kernel image has no directory")?;
+    let cache = KernelCache::from_env()?;
+    let modules = kernel::fetch::fetch_kvm_modules(&cache, entry_dir, &k.release, progress)
+        .context("the L1 guest needs the kernel's KVM modules (package linux-modules-<release>)")?;
+
+    let cwd = std::env::current_dir().context("cannot read the working directory")?;
+    let mut env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| !matches!(k.as_str(), "TMPDIR" | "KTSTR_TMPDIR"))
+        .collect();
+    env.push(("TMPDIR".into(), "/tmp".into()));
+    env.push(("KTSTR_NESTED".into(), "1".into()));
+    let writable = writable_dirs(&cwd, &env, &opts.share);
+    for d in &writable {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+
+    let work = ScratchDir::create(&std::env::temp_dir(), "ktstr-nested-")
+        .context("cannot create a private directory for the L1 guest")?;
+    let spec = NestedSpec {
+        argv: opts.argv.clone(),
+        cwd: cwd.display().to_string(),
+        env,
+        writable: writable.iter().map(|d| d.display().to_string()).collect(),
+        modules: Vec::new(),
+    };
+    let initrd = work.path().join("l1-initramfs.cpio");
+    build_initramfs(spec, &modules, &initrd)?;
+
+    let socket = work.path().join("virtiofs.sock");
+    let mut vfs = VirtiofsdGuard(Some(start_virtiofsd(&virtiofsd, &socket, work.path())?));
+    wait_for_socket(&socket, vfs.0.as_mut().expect("just started"))?;
+
+    let vcpus = opts
+        .vcpus
+        .unwrap_or_else(|| crate::engine::available_host_cpus().len().max(2) as u32);
+    let args = qemu_args(&k.image, &initrd, &socket, vcpus, opts.memory_mib);
+    let mut cmd = Command::new(&qemu);
+    let (_stderr_path, stderr) = work.create_file("qemu.stderr")?;
+    cmd.args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr);
+    // SAFETY: only prctl between fork and exec: qemu dies with us.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    crate::interrupt::catch();
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", qemu.display()))?;
+    let outcome = relay_console(&mut child, opts.verbose);
+    let _ = child.kill();
+    let status = child.wait().context("cannot wait for qemu")?;
+    if let Some(c) = vfs.0.take() {
+        stop(c);
+    }
+    let stderr = std::fs::read_to_string(work.path().join("qemu.stderr")).unwrap_or_default();
+    match outcome {
+        Relayed::Exit(code) => {
+            eprintln!(
+                "ktstr nested: `{prog}` exited with {code} in L1 after {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            Ok(code)
+        }
+        Relayed::Error(why) => bail!("the L1 guest could not run `{prog}`: {why}"),
+        Relayed::Ended(tail) => bail!(
+            "the L1 guest ended ({status}) without running `{prog}` to its end{}{}",
+            if tail.is_empty() {
+                String::new()
+            } else {
+                format!("; its console ended with:\n{tail}")
+            },
+            if stderr.trim().is_empty() {
+                String::new()
+            } else {
+                format!("\nqemu: {}", stderr.trim())
+            }
+        ),
+    }
+}
+
+/// The L1 initramfs: the guest runtime as `/init` (with its libraries), the modules and
+/// the spec.
+fn build_initramfs(mut spec: NestedSpec, modules: &[PathBuf], out: &Path) -> Result<()> {
+    let guest = crate::runner::guest_binary()?;
+    let mut b = InitramfsBuilder::new();
+    for d in [
+        "/dev", "/proc", "/sys", "/tmp", "/run", "/modules", "/ktstr",
+    ] {
+        b.add_dir(d, 0o755)?;
+    }
+    b.add_char_dev("/dev/console", 5, 1, 0o600)?;
+    b.add_char_dev("/dev/null", 1, 3, 0o666)?;
+    b.add_elf_with_closure("/init", &guest)?;
+    for (i, m) in modules.iter().enumerate() {
+        let name = m.file_name().unwrap_or_default().to_string_lossy();
+        let guest_path = format!("/modules/{i}-{name}");
+        b.add_file(&guest_path, m, 0o644)?;
+        // kvm-intel only loads on Intel, kvm-amd only on AMD: the guest skips the other.
+        spec.modules.push(guest_path);
+    }
+    b.add_bytes(NESTED_SPEC_PATH, spec.to_json(), 0o644)?;
+    let f = crate::scratch::create_new_file(out, 0o600)
+        .with_context(|| format!("cannot create {}", out.display()))?;
+    let mut w = std::io::BufWriter::new(f);
+    w.write_all(&b.to_bytes())
+        .and_then(|_| w.flush())
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(())
+}
+
+fn start_virtiofsd(bin: &Path, socket: &Path, work: &Path) -> Result<Child> {
+    let log = crate::scratch::create_new_file(&work.join("virtiofsd.log"), 0o600)
+        .context("cannot create the virtiofsd log")?;
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!("--socket-path={}", socket.display()))
+        // chroot, not a pivot_root into the source: the source is / itself.
+        .args(["-o", "source=/", "-o", "cache=auto", "-o", "sandbox=chroot"])
+        .args(["-o", "announce_submounts"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    // SAFETY: only prctl between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))
+}
+
+fn wait_for_socket(socket: &Path, vfs: &mut Child) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        if let Some(st) = vfs.try_wait()? {
+            let log =
+                std::fs::read_to_string(socket.with_file_name("virtiofsd.log")).unwrap_or_default();
+            bail!("virtiofsd exited ({st}) before it listened: {}", log.trim());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "virtiofsd did not create its socket {} within 10 s",
+                socket.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+struct VirtiofsdGuard(Option<Child>);
+
+impl Drop for VirtiofsdGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            stop(c);
+        }
+    }
+}
+
+fn stop(mut c: Child) {
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+/// qemu's arguments for L1 (pure, tested).
+pub fn qemu_args(
+    kernel: &Path,
+    initrd: &Path,
+    socket: &Path,
+    vcpus: u32,
+    memory_mib: u64,
+) -> Vec<String> {
+    let threading = match std::env::var("KTSTR_NESTED_TCG_THREAD").as_deref() {
+        Ok("single") => "single",
+        _ => "multi",
+    };
+    vec![
+        "-accel".into(),
+        format!("tcg,thread={threading}"),
+        "-cpu".into(),
+        L1_CPU.into(),
+        "-smp".into(),
+        vcpus.to_string(),
+        "-m".into(),
+        format!("{memory_mib}M"),
+        // vhost-user needs guest RAM qemu can share with virtiofsd.
+        "-object".into(),
+        format!("memory-backend-memfd,id=mem,size={memory_mib}M,share=on"),
+        "-M".into(),
+        "q35,memory-backend=mem".into(),
+        "-chardev".into(),
+        format!("socket,id=vfs,path={}", socket.display()),
+        "-device".into(),
+        format!("vhost-user-fs-pci,queue-size=1024,chardev=vfs,tag={HOST_FS_TAG}"),
+        "-display".into(),
+        "none".into(),
+        "-no-reboot".into(),
+        "-nodefaults".into(),
+        "-no-user-config".into(),
+        "-monitor".into(),
+        "none".into(),
+        "-serial".into(),
+        "stdio".into(),
+        "-kernel".into(),
+        kernel.display().to_string(),
+        "-initrd".into(),
+        initrd.display().to_string(),
+        "-append".into(),
+        L1_KARGS.into(),
+    ]
+}
+
+/// How L1's console ended.
+enum Relayed {
+    Exit(i32),
+    Error(String),
+    /// No marker: the last console lines.
+    Ended(String),
+}
+
+/// Copy L1's console to our stdout (after the guest runtime starts the command; all of it
+/// with `verbose`), watch for the exit and error markers, stop on SIGINT/SIGTERM.
+fn relay_console(child: &mut Child, verbose: bool) -> Relayed {
+    let Some(out) = child.stdout.take() else {
+        return Relayed::Ended(String::new());
+    };
+    let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    let mut error = None;
+    let stdout = std::io::stdout();
+    for line in BufReader::new(out).split(b'\n') {
+        if let Some(sig) = crate::interrupt::received() {
+            let _ = child.kill();
+            return Relayed::Error(format!("interrupted by {}", crate::interrupt::name(sig)));
+        }
+        let Ok(line) = line else { break };
+        let text = String::from_utf8_lossy(&line);
+        // A line redrawn with carriage returns: keep what it finally said.
+        let text = text.trim_end_matches('\r');
+        let text = text.rsplit('\r').next().unwrap_or(text);
+        if let Some(code) = parse_exit_marker(text) {
+            return match error.take() {
+                Some(e) => Relayed::Error(e),
+                None => Relayed::Exit(code),
+            };
+        }
+        if let Some(e) = text.strip_prefix(ERROR_MARKER) {
+            error = Some(e.trim().to_string());
+            continue;
+        }
+        // Kernel messages start with a timestamp; the command's output does not.
+        if verbose || !text.starts_with('[') {
+            let mut o = stdout.lock();
+            let _ = o
+                .write_all(text.as_bytes())
+                .and_then(|_| o.write_all(b"\n"));
+            let _ = o.flush();
+        }
+        tail.push_back(text.to_string());
+        if tail.len() > 30 {
+            tail.pop_front();
+        }
+    }
+    match error {
+        Some(e) => Relayed::Error(e),
+        None => Relayed::Ended(tail.into_iter().collect::<Vec<_>>().join("\n")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn writable_dirs_cover_cwd_cargo_rustup_and_ktstr_without_nesting() {
+        let dirs = writable_dirs(
+            Path::new("/work/p"),
+            &env(&[
+                ("HOME", "/root"),
+                ("CARGO_TARGET_DIR", "/work/p/target"),
+                ("KTSTR_RUNS_ROOT", "/srv/runs"),
+            ]),
+            &[PathBuf::from("/data"), PathBuf::from("relative")],
+        );
+        let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        assert_eq!(
+            dirs,
+            [
+                "/data",
+                "/root/.cache/ktstr",
+                "/root/.cargo",
+                "/root/.rustup",
+                "/srv/runs",
+                "/work/p"
+            ]
+        );
+    }
+
+    #[test]
+    fn l1_has_svm_shared_memory_and_the_host_fs() {
+        let a = qemu_args(
+            Path::new("/k/bzImage"),
+            Path::new("/w/i.cpio"),
+            Path::new("/w/vfs.sock"),
+            2,
+            6144,
+        )
+        .join(" ");
+        assert!(a.contains("-cpu max,-avx,"), "{a}");
+        assert!(
+            a.contains("memory-backend-memfd,id=mem,size=6144M,share=on"),
+            "{a}"
+        );
+        assert!(a.contains("-M q35,memory-backend=mem"), "{a}");
+        assert!(a.contains("tag=ktstr-host"), "{a}");
+        assert!(a.contains("socket,id=vfs,path=/w/vfs.sock"), "{a}");
+        assert!(a.contains("-serial stdio"), "{a}");
+    }
+}
