@@ -44,6 +44,38 @@ pub struct NestedOptions {
     pub verbose: bool,
 }
 
+/// Set in L1's environment: how the emulator one level down runs L1's vCPUs
+/// (`single`/`multi`), so runs in L1 know their "hardware" is TCG.
+pub const OUTER_TCG_ENV: &str = "KTSTR_NESTED_TCG";
+
+/// Inside `cargo ktstr nested`: the TCG threading of the emulator L1 runs on.
+pub fn outer_tcg_threading() -> Option<crate::engine::qemu::TcgThreading> {
+    use crate::engine::qemu::TcgThreading;
+    match std::env::var(OUTER_TCG_ENV).as_deref() {
+        Ok("multi") => Some(TcgThreading::Multi),
+        Ok("single") => Some(TcgThreading::Single),
+        _ => None,
+    }
+}
+
+/// L1's TCG threading: `KTSTR_NESTED_TCG_THREAD=single|multi`, default multi. One thread
+/// is immune to the stale-translation `Oops: int3` but far too slow here: L2 guests did
+/// not reach ready within 90 s (measured), so multi it is, with the runner's narrow retry.
+fn l1_threading() -> &'static str {
+    match std::env::var("KTSTR_NESTED_TCG_THREAD").as_deref() {
+        Ok("single") => "single",
+        _ => "multi",
+    }
+}
+
+/// Exit status of `nested` when the L1 kernel itself crashed (an oops or panic in L1, the
+/// emulated machine, not in the command or its VMs).
+pub const L1_CRASHED_EXIT: i32 = 3;
+
+fn l1_crashed(console_tail: &str) -> bool {
+    console_tail.contains("Kernel panic") || console_tail.contains("Oops:")
+}
+
 /// Default L1 memory: room for cargo, nextest and an L2 guest of a few GiB; qemu only
 /// backs what L1 touches.
 pub const DEFAULT_MEMORY_MIB: u64 = 6144;
@@ -148,6 +180,8 @@ pub fn run(opts: &NestedOptions, progress: &Progress) -> Result<i32> {
         .collect();
     env.push(("TMPDIR".into(), "/tmp".into()));
     env.push(("KTSTR_NESTED".into(), "1".into()));
+    env.retain(|(k, _)| k != OUTER_TCG_ENV);
+    env.push((OUTER_TCG_ENV.into(), l1_threading().into()));
     let writable = writable_dirs(&cwd, &env, &opts.share);
     for d in &writable {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
@@ -207,6 +241,12 @@ pub fn run(opts: &NestedOptions, progress: &Progress) -> Result<i32> {
             Ok(code)
         }
         Relayed::Error(why) => bail!("the L1 guest could not run `{prog}`: {why}"),
+        Relayed::Ended(tail) if l1_crashed(&tail) => {
+            eprintln!(
+                "ktstr nested: the L1 kernel crashed before `{prog}` finished (exit {L1_CRASHED_EXIT}); its console ended with:\n{tail}"
+            );
+            Ok(L1_CRASHED_EXIT)
+        }
         Relayed::Ended(tail) => bail!(
             "the L1 guest ended ({status}) without running `{prog}` to its end{}{}",
             if tail.is_empty() {
@@ -317,10 +357,7 @@ pub fn qemu_args(
     vcpus: u32,
     memory_mib: u64,
 ) -> Vec<String> {
-    let threading = match std::env::var("KTSTR_NESTED_TCG_THREAD").as_deref() {
-        Ok("single") => "single",
-        _ => "multi",
-    };
+    let threading = l1_threading();
     vec![
         "-accel".into(),
         format!("tcg,thread={threading}"),

@@ -288,7 +288,12 @@ pub fn run_to_verdict(req: &RunRequest) -> anyhow::Result<RunOutcome> {
     } else {
         OutputMode::Capture
     };
-    let threading = (req.engine == EngineKind::QemuTcg).then(engine::qemu::tcg_threading);
+    let threading = match req.engine {
+        EngineKind::QemuTcg => Some(engine::qemu::tcg_threading()),
+        // Our VMM inside `cargo ktstr nested`: the "hardware" is qemu's multi-threaded TCG
+        // one level down, with the same stale-translation artifact.
+        EngineKind::Kvm => crate::nested::outer_tcg_threading(),
+    };
     let mut attempt = 1;
     let mut retried: Option<String> = None;
     let (mut sidecar, verdict, data, engine_report) = loop {
