@@ -13,6 +13,9 @@ use std::process::Command;
 
 use ktstr_sidecar::{load_pool, RunSource};
 
+mod common;
+use common::can_boot;
+
 const TESTS: &str = r#"
 use ktstr::prelude::*;
 
@@ -34,19 +37,6 @@ fn workspace_root() -> PathBuf {
         .nth(2)
         .unwrap()
         .to_path_buf()
-}
-
-/// Whether a VM can boot here; otherwise skip (or fail under KTSTR_NO_SKIP).
-fn can_boot() -> bool {
-    let why = match (ktstr::kernel::resolve(None), ktstr::engine::choose(None)) {
-        (Ok(_), Ok(_)) => return true,
-        (Err(e), _) => e.to_string(),
-        (_, Err(e)) => e.to_string(),
-    };
-    let no_skip = std::env::var_os("KTSTR_NO_SKIP").is_some_and(|v| !v.is_empty());
-    assert!(!no_skip, "cannot boot a VM: {why}");
-    eprintln!("SKIP: cannot boot a VM: {why}");
-    false
 }
 
 fn write(path: &Path, text: &str) {

@@ -2,6 +2,7 @@
 //! the runner that boots a test and turns guest reports into a sidecar.
 
 pub mod assert;
+pub mod child;
 pub mod engine;
 pub mod initramfs;
 pub mod interrupt;

@@ -7,7 +7,6 @@
 //! `reference/nested-kvm.md` has the recipe and its measurements.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -213,13 +212,7 @@ pub fn run(opts: &NestedOptions, progress: &Progress) -> Result<i32> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr);
-    // SAFETY: only prctl between fork and exec: qemu dies with us.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    crate::child::die_with_parent(&mut cmd, libc::SIGKILL);
     crate::interrupt::catch();
     let started = Instant::now();
     let mut child = cmd
@@ -304,13 +297,7 @@ fn start_virtiofsd(bin: &Path, socket: &Path, work: &Path) -> Result<Child> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
-    // SAFETY: only prctl between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    crate::child::die_with_parent(&mut cmd, libc::SIGKILL);
     cmd.spawn()
         .with_context(|| format!("cannot start {}", bin.display()))
 }

@@ -53,6 +53,9 @@ pub fn run(args: ShellArgs) -> anyhow::Result<i32> {
     }
     let mut spec = GuestSpec::new("shell", args.timeout_s * 1000);
     match &args.exec {
+        Some(line) if line.trim().is_empty() => {
+            anyhow::bail!("--exec needs a command, e.g. --exec 'cat /proc/cpuinfo' (with --include /bin/cat)")
+        }
         Some(line) => {
             let argv = shlex::split(line)
                 .filter(|v| !v.is_empty())
@@ -98,6 +101,14 @@ pub fn run(args: ShellArgs) -> anyhow::Result<i32> {
         console_on_terminal: interactive,
         write_sidecar: false,
     };
+    let widest = ktstr::test_support::execute::QEMU_TCG_MAX_VCPUS;
+    if req.engine == ktstr::engine::EngineKind::QemuTcg && req.topology.vcpus() > widest {
+        anyhow::bail!(
+            "{} has {} vCPUs; the qemu-tcg engine runs at most {widest} (wider Debian guests oops while the kernel patches its text, or never reach /init): pick a smaller topology, or run on hardware KVM / inside `cargo ktstr nested` with --engine kvm",
+            req.topology,
+            req.topology.vcpus()
+        );
+    }
     eprintln!(
         "ktstr: booting {} ({} vCPUs) on {} with kernel {}",
         req.topology,

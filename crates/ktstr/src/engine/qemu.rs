@@ -332,16 +332,13 @@ impl QemuGuest {
         }
         let pin = host_cpus.clone();
         // SAFETY: between fork and exec the closure only makes async-signal-safe calls
-        // (sched_setaffinity over a captured slice, prctl; no allocation): it pins qemu,
-        // and so every vCPU thread it creates, to the budget.
+        // (sched_setaffinity over a captured slice; no allocation): it pins qemu, and so
+        // every vCPU thread it creates, to the budget.
         unsafe {
-            cmd.pre_exec(move || {
-                ktstr_vmm::host::set_affinity(&pin)?;
-                // Die with the test process rather than linger.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
+            cmd.pre_exec(move || ktstr_vmm::host::set_affinity(&pin));
         }
+        // Die with the test process rather than linger.
+        crate::child::die_with_parent(&mut cmd, libc::SIGKILL);
         let child = cmd.spawn().map_err(|source| QemuError::Spawn {
             binary: binary.clone(),
             source,

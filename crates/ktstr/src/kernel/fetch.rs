@@ -659,6 +659,8 @@ fn pick_mirror(deb822: &[String], lists: &[String]) -> Option<String> {
 
 fn run_tool(cmd: &mut Command, tool: &str, hint: &str) -> Result<String, KernelError> {
     let command = describe_command(cmd);
+    // A killed fetch must not leave apt-get or dpkg-deb running on its own.
+    crate::child::die_with_parent(cmd, libc::SIGTERM);
     let out = cmd
         .stdin(Stdio::null())
         .output()

@@ -16,6 +16,8 @@ use super::KernelError;
 const HDRS_OFFSET: usize = 0x202;
 const HDRS_MAGIC: &[u8; 4] = b"HdrS";
 const PROTOCOL_OFFSET: usize = 0x206;
+const SETUP_SECTS_OFFSET: usize = 0x1F1;
+const SYSSIZE_OFFSET: usize = 0x1F4;
 const KERNEL_VERSION_PTR_OFFSET: usize = 0x20E;
 /// The banner is short; anything longer than this is not a banner.
 const MAX_BANNER: usize = 512;
@@ -58,6 +60,27 @@ pub fn read_boot_header(path: &Path) -> Result<BootHeader, KernelError> {
             .map(|b| u16::from_le_bytes([b[0], b[1]]))
     };
     let protocol = u16_at(PROTOCOL_OFFSET).ok_or_else(not_kernel)?;
+    // The image must hold its setup sectors and the protected-mode part the header
+    // announces (`setup_sects` at 0x1F1, `syssize` in 16-byte units at 0x1F4): a cut-off
+    // download passes the magic check but never boots.
+    let setup_sects = match head.get(SETUP_SECTS_OFFSET) {
+        Some(0) => 4,
+        Some(&n) => usize::from(n),
+        None => return Err(not_kernel()),
+    };
+    let syssize = head
+        .get(SYSSIZE_OFFSET..SYSSIZE_OFFSET + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or_else(not_kernel)?;
+    let expected = (setup_sects as u64 + 1) * 512 + u64::from(syssize) * 16;
+    let actual = f.metadata().map_err(io_err)?.len();
+    if actual < expected {
+        return Err(KernelError::TruncatedImage {
+            path: path.to_path_buf(),
+            actual,
+            expected,
+        });
+    }
     let ptr = u16_at(KERNEL_VERSION_PTR_OFFSET).ok_or_else(not_kernel)?;
     // kernel_version exists since protocol 2.00; a zero pointer means "not provided".
     if protocol < 0x200 || ptr == 0 {
@@ -132,6 +155,22 @@ mod tests {
         assert_eq!(h.protocol, 0x020f);
         assert_eq!(h.release(), "7.2.13+deb14-cloud-amd64");
         assert!(h.banner.ends_with("#1 SMP"));
+    }
+
+    #[test]
+    fn a_cut_off_image_is_named_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bzImage");
+        let mut img = fake_bzimage("7.2.13 #1");
+        // The header promises 1 MiB of protected-mode code; the file has 4 KiB.
+        img[SYSSIZE_OFFSET..SYSSIZE_OFFSET + 4].copy_from_slice(&(0x10000u32).to_le_bytes());
+        std::fs::write(&p, &img).unwrap();
+        let e = read_boot_header(&p).unwrap_err().to_string();
+        assert!(e.contains("cut short (4096 bytes"), "{e}");
+        // The same header on a file of the promised size reads.
+        img.resize(5 * 512 + 0x10000 * 16, 0);
+        std::fs::write(&p, &img).unwrap();
+        assert_eq!(read_boot_header(&p).unwrap().release(), "7.2.13");
     }
 
     #[test]

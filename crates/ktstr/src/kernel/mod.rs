@@ -94,6 +94,23 @@ pub enum KernelError {
     SourceTreeNotBuilt { tree: PathBuf },
 
     #[error(
+        "{}: the kernel image is cut short ({actual} bytes, its boot header announces {expected}): a broken download or copy; fetch or build it again",
+        path.display()
+    )]
+    TruncatedImage {
+        path: PathBuf,
+        actual: u64,
+        expected: u64,
+    },
+
+    #[error(
+        "{}: not a kernel image but a {kind}: KTSTR_KERNEL / --kernel takes a bzImage, a kernel source tree, a cache key or a version",
+        path.display()
+    )]
+    NotAFileOrDir { path: PathBuf, kind: &'static str },
+
+
+    #[error(
         "{}: directory is neither a kernel source tree (no arch/x86/boot/bzImage, no \
          Makefile+Kconfig) nor a kernel cache entry (no metadata.json)",
         path.display()

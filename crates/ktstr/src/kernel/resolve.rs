@@ -47,6 +47,23 @@ pub struct ResolvedKernel {
     pub origin: KernelOrigin,
 }
 
+#[cfg(test)]
+impl ResolvedKernel {
+    /// A kernel that is never booted: for tests of what happens before or without a boot.
+    pub(crate) fn unbootable(release: &str) -> Self {
+        ResolvedKernel {
+            image: "/nonexistent/bzImage".into(),
+            release: release.into(),
+            config: None,
+            system_map: None,
+            source_tree: None,
+            cache_key: None,
+            metadata: None,
+            origin: KernelOrigin::Explicit,
+        }
+    }
+}
+
 /// Resolves `spec`, else `KTSTR_KERNEL`, else the default cached kernel, in the cache the
 /// environment names.
 pub fn resolve(spec: Option<&str>) -> Result<ResolvedKernel, KernelError> {
@@ -158,6 +175,28 @@ fn resolve_path(path: &Path) -> Result<ResolvedKernel, KernelError> {
     if !path.exists() {
         return Err(KernelError::PathMissing {
             path: path.to_path_buf(),
+        });
+    }
+    let meta = std::fs::metadata(path).map_err(|source| KernelError::Io {
+        what: "reading",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_file() && !meta.is_dir() {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        let kind = if t.is_char_device() {
+            "character device"
+        } else if t.is_block_device() {
+            "block device"
+        } else if t.is_fifo() {
+            "FIFO"
+        } else {
+            "special file"
+        };
+        return Err(KernelError::NotAFileOrDir {
+            path: path.to_path_buf(),
+            kind,
         });
     }
     if path.is_file() {
@@ -355,5 +394,11 @@ mod tests {
         assert!(!release_matches("7.2.13+deb14-cloud-amd64", "7.2."));
         assert!(!release_matches("7.2.13", "8"));
         assert!(!release_matches("7.2.13+deb14-cloud-amd64", "7.2.13+de"));
+    }
+
+    #[test]
+    fn a_device_as_kernel_says_what_it_is() {
+        let e = resolve_path(Path::new("/dev/null")).unwrap_err().to_string();
+        assert!(e.contains("not a kernel image but a character device"), "{e}");
     }
 }

@@ -601,7 +601,7 @@ mod tests {
     use super::*;
     use crate::assert::workers::tests::report;
     use crate::engine::EngineKind;
-    use crate::kernel::{KernelOrigin, ResolvedKernel};
+    use crate::kernel::ResolvedKernel;
     use crate::runner::collect::{Done, Ready};
     use crate::scenario::{CgroupDef, CpusetSpec, Hold, Scenario, Step};
     use ktstr_wire::msg::{CpuSample, ScenarioEnd, SeenCpu, SeenTopology, Snapshot};
@@ -630,16 +630,7 @@ mod tests {
             topology: TOPO.parse().unwrap(),
             memory_mib: 512,
             cpu_budget: None,
-            kernel: ResolvedKernel {
-                image: "/nonexistent/bzImage".into(),
-                release: "7.2.13".into(),
-                config: None,
-                system_map: None,
-                source_tree: None,
-                cache_key: None,
-                metadata: None,
-                origin: KernelOrigin::Explicit,
-            },
+            kernel: ResolvedKernel::unbootable("7.2.13"),
             engine: EngineKind::QemuTcg,
             spec,
             scheduler: "eevdf".into(),

@@ -150,20 +150,10 @@ pub fn finalize(out: &mut RunOutcome, check_failures: Vec<String>) -> anyhow::Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::KernelOrigin;
     use ktstr_sidecar::conformance;
 
     fn kernel() -> ResolvedKernel {
-        ResolvedKernel {
-            image: "/nonexistent/bzImage".into(),
-            release: "7.2.13".into(),
-            config: None,
-            system_map: None,
-            source_tree: None,
-            cache_key: None,
-            metadata: None,
-            origin: KernelOrigin::Explicit,
-        }
+        ResolvedKernel::unbootable("7.2.13")
     }
 
     fn gates() -> Vec<PerfDeltaAssertionRecord> {

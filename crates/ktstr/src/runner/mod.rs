@@ -4,6 +4,7 @@
 //! [`finalize`](finalize::finalize): settle the verdict and write the sidecar, once.
 
 pub mod collect;
+pub mod guest;
 pub mod evaluate;
 pub mod finalize;
 
@@ -22,6 +23,7 @@ use crate::initramfs::{self, BaseParts};
 use crate::kernel::ResolvedKernel;
 use crate::scratch::ScratchDir;
 use collect::{Collected, Collector, OutputMode};
+pub use guest::guest_binary;
 
 /// Default size of the shared-memory region.
 pub const DEFAULT_SHM_SIZE: u64 = 8 << 20;
@@ -110,30 +112,6 @@ pub struct RunOutcome {
     pub checks: Checks,
     pub boot_to_ready_ms: Option<u64>,
     pub wall_ms: u64,
-}
-
-/// The guest runtime binary: `KTSTR_GUEST`, else `ktstr-guest` beside this executable
-/// (cargo puts test binaries in `target/<profile>/deps/`, binaries one level up).
-pub fn guest_binary() -> anyhow::Result<PathBuf> {
-    if let Some(p) = std::env::var_os("KTSTR_GUEST").filter(|p| !p.is_empty()) {
-        let p = PathBuf::from(p);
-        anyhow::ensure!(p.is_file(), "KTSTR_GUEST={} is not a file", p.display());
-        return Ok(p);
-    }
-    let exe = std::env::current_exe().context("cannot find the current executable")?;
-    let mut dir = exe.parent().map(Path::to_path_buf);
-    for _ in 0..3 {
-        let Some(d) = dir else { break };
-        let cand = d.join("ktstr-guest");
-        if cand.is_file() {
-            return Ok(cand);
-        }
-        dir = d.parent().map(Path::to_path_buf);
-    }
-    anyhow::bail!(
-        "the guest runtime `ktstr-guest` was not found beside {}: build it with `cargo build -p ktstr-guest` or set KTSTR_GUEST=/path/to/ktstr-guest",
-        exe.display()
-    )
 }
 
 /// `req.spec` with its `payloads` filled from `req.payloads`, after checking the payloads

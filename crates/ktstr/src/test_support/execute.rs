@@ -392,16 +392,7 @@ mod tests {
         assert_eq!(s.resolve_source, None);
         assert_eq!(s.perf_delta_assertions, spec.perf_delta_assertions);
         // The runner builds the same identity from its request.
-        let kernel = crate::kernel::ResolvedKernel {
-            image: "/nonexistent/bzImage".into(),
-            release: "7.2.13".into(),
-            config: None,
-            system_map: None,
-            source_tree: None,
-            cache_key: None,
-            metadata: None,
-            origin: crate::kernel::KernelOrigin::Explicit,
-        };
+        let kernel = crate::kernel::ResolvedKernel::unbootable("7.2.13");
         let req = run_request(&spec, kernel, EngineKind::QemuTcg);
         let r = finalize::identity(&req.identity());
         assert_eq!(r.file_name(), s.file_name());
