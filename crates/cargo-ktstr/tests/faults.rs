@@ -58,7 +58,10 @@ fn long_shell() -> Child {
 fn wait_running(before: &BTreeSet<PathBuf>) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        if scratch().difference(before).any(|p| p.to_string_lossy().contains("ktstr-ram-")) {
+        if scratch()
+            .difference(before)
+            .any(|p| p.to_string_lossy().contains("ktstr-ram-"))
+        {
             // Give the guest time to boot into the command.
             std::thread::sleep(Duration::from_secs(8));
             return;
@@ -97,7 +100,10 @@ fn interrupted_run_tears_down_and_leaves_nothing(sig: i32, name: &str) {
         "teardown after {name} took {:?}",
         started.elapsed()
     );
-    assert!(!status.success(), "an interrupted run is not a success: {err}");
+    assert!(
+        !status.success(),
+        "an interrupted run is not a success: {err}"
+    );
     assert!(err.contains(&format!("interrupted by {name}")), "{err}");
     let left: Vec<_> = scratch().difference(&before).cloned().collect();
     assert!(left.is_empty(), "left behind after {name}: {left:?}");
@@ -126,7 +132,10 @@ fn a_killed_runs_leftovers_are_swept_by_the_next_run() {
     shell.wait().unwrap();
     let leftovers: Vec<PathBuf> = scratch().difference(&before).cloned().collect();
     // kill -9 runs no handler: whatever the run had open stays until someone sweeps it.
-    assert!(!leftovers.is_empty(), "kill -9 should have left the run's scratch behind");
+    assert!(
+        !leftovers.is_empty(),
+        "kill -9 should have left the run's scratch behind"
+    );
     // qemu dies with its parent (PDEATHSIG), releasing the RAM files.
     std::thread::sleep(Duration::from_secs(2));
     let out = Command::new(env!("CARGO_BIN_EXE_cargo-ktstr"))
@@ -164,7 +173,10 @@ fn a_planted_symlink_at_a_console_log_is_not_followed() {
     std::fs::write(&victim, b"precious").unwrap();
     let runs = dir.path().join("runs");
     std::fs::create_dir(&runs).unwrap();
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).unwrap();
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap();
     let boot_smoke = || {
         Command::new(env!("CARGO"))
             .current_dir(ws)

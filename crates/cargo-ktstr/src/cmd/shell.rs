@@ -54,7 +54,9 @@ pub fn run(args: ShellArgs) -> anyhow::Result<i32> {
     let mut spec = GuestSpec::new("shell", args.timeout_s * 1000);
     match &args.exec {
         Some(line) if line.trim().is_empty() => {
-            anyhow::bail!("--exec needs a command, e.g. --exec 'cat /proc/cpuinfo' (with --include /bin/cat)")
+            anyhow::bail!(
+                "--exec needs a command, e.g. --exec 'cat /proc/cpuinfo' (with --include /bin/cat)"
+            )
         }
         Some(line) => {
             let argv = shlex::split(line)

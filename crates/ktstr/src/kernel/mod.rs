@@ -109,7 +109,6 @@ pub enum KernelError {
     )]
     NotAFileOrDir { path: PathBuf, kind: &'static str },
 
-
     #[error(
         "{}: directory is neither a kernel source tree (no arch/x86/boot/bzImage, no \
          Makefile+Kconfig) nor a kernel cache entry (no metadata.json)",

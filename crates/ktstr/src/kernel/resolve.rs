@@ -398,7 +398,12 @@ mod tests {
 
     #[test]
     fn a_device_as_kernel_says_what_it_is() {
-        let e = resolve_path(Path::new("/dev/null")).unwrap_err().to_string();
-        assert!(e.contains("not a kernel image but a character device"), "{e}");
+        let e = resolve_path(Path::new("/dev/null"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not a kernel image but a character device"),
+            "{e}"
+        );
     }
 }

@@ -52,7 +52,14 @@ fn build_from_checkout(manifest: &Path) -> anyhow::Result<PathBuf> {
     let bin = cache.join("release/ktstr-guest");
     let cargo = crate::test_support::suite::cargo_bin();
     let status = Command::new(&cargo)
-        .args(["build", "--release", "--quiet", "-p", "ktstr-guest", "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "ktstr-guest",
+            "--manifest-path",
+        ])
         .arg(manifest)
         .arg("--target-dir")
         .arg(&cache)

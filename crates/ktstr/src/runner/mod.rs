@@ -4,9 +4,9 @@
 //! [`finalize`](finalize::finalize): settle the verdict and write the sidecar, once.
 
 pub mod collect;
-pub mod guest;
 pub mod evaluate;
 pub mod finalize;
+pub mod guest;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
