@@ -167,11 +167,6 @@ fn mount_host(spec: &NestedSpec) -> Result<()> {
         None::<&str>,
     )
     .context("making the host's root read-only")?;
-    for w in &spec.writable {
-        let rel = w.trim_start_matches('/');
-        bind(&format!("/host/{rel}"), &format!("/newroot/{rel}"))
-            .with_context(|| format!("sharing {w} writable"))?;
-    }
     let fresh: [(&str, &str, MsFlags); 5] = [
         (
             "proc",
@@ -213,6 +208,17 @@ fn mount_host(spec: &NestedSpec) -> Result<()> {
         std::os::unix::fs::PermissionsExt::from_mode(0o1777),
     )
     .context("chmod /tmp")?;
+    // The writable directories last, so a fresh /tmp or /run does not hide one that lives
+    // there (a checkout in /tmp): their mount points are made in the fresh file systems.
+    for w in &spec.writable {
+        let rel = w.trim_start_matches('/');
+        let target = format!("/newroot/{rel}");
+        if !Path::new(&target).is_dir() {
+            std::fs::create_dir_all(&target)
+                .with_context(|| format!("making the mount point {w} in L1"))?;
+        }
+        bind(&format!("/host/{rel}"), &target).with_context(|| format!("sharing {w} writable"))?;
+    }
     Ok(())
 }
 

@@ -100,6 +100,7 @@ fn every_work_type_and_op_in_a_vm() {
         stream_output: false,
         console_on_terminal: false,
         write_sidecar: true,
+        deadline_override: None,
     };
     let out = runner::run(&req).expect("the run");
     let c = &out.collected;

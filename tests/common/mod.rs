@@ -66,6 +66,7 @@ pub fn request(
         stream_output: false,
         console_on_terminal: false,
         write_sidecar: true,
+        deadline_override: None,
     }
 }
 

@@ -381,6 +381,21 @@ pub fn qemu_args(
     ]
 }
 
+/// A kernel log line on the console: `[    1.234567] ...` (the command's output is
+/// relayed; L1's kernel chatter only with `--verbose`).
+fn is_kernel_line(line: &str) -> bool {
+    let Some(rest) = line.strip_prefix('[') else {
+        return false;
+    };
+    let Some((stamp, _)) = rest.split_once("] ") else {
+        return false;
+    };
+    let stamp = stamp.trim_start();
+    !stamp.is_empty()
+        && stamp.contains('.')
+        && stamp.chars().all(|c| c.is_ascii_digit() || c == '.')
+}
+
 /// How L1's console ended.
 enum Relayed {
     Exit(i32),
@@ -418,8 +433,7 @@ fn relay_console(child: &mut Child, verbose: bool) -> Relayed {
             error = Some(e.trim().to_string());
             continue;
         }
-        // Kernel messages start with a timestamp; the command's output does not.
-        if verbose || !text.starts_with('[') {
+        if verbose || !is_kernel_line(text) {
             let mut o = stdout.lock();
             let _ = o
                 .write_all(text.as_bytes())
@@ -471,6 +485,18 @@ mod tests {
                 "/work/p"
             ]
         );
+    }
+
+    #[test]
+    fn only_kernel_lines_are_held_back() {
+        assert!(is_kernel_line(
+            "[    9.163086] BUG: TASK stack guard page was hit"
+        ));
+        assert!(is_kernel_line("[12345.000001] kvm_amd: SVM enabled"));
+        assert!(!is_kernel_line("[ 00:00:03] Listing 3/21 binaries"));
+        assert!(!is_kernel_line("        PASS [   7.756s] ktstr/boot_smoke"));
+        assert!(!is_kernel_line("[x] a checklist"));
+        assert!(!is_kernel_line("0-3"));
     }
 
     #[test]

@@ -33,7 +33,8 @@ pub struct ShellArgs {
     /// Host CPUs for the vCPUs (default: min(vCPUs, host CPUs)).
     #[arg(long)]
     cpu_budget: Option<u32>,
-    /// Give up after this many seconds of guest run time.
+    /// Give up after this many seconds: the guest is killed when the whole run (boot
+    /// included) takes longer.
     #[arg(long, default_value_t = 600)]
     timeout_s: u64,
     /// Extra kernel command-line argument; repeatable.
@@ -102,6 +103,7 @@ pub fn run(args: ShellArgs) -> anyhow::Result<i32> {
         stream_output: true,
         console_on_terminal: interactive,
         write_sidecar: false,
+        deadline_override: Some(std::time::Duration::from_secs(args.timeout_s)),
     };
     let widest = ktstr::test_support::execute::QEMU_TCG_MAX_VCPUS;
     if req.engine == ktstr::engine::EngineKind::QemuTcg && req.topology.vcpus() > widest {

@@ -395,6 +395,16 @@ fn phase(
     }
 }
 
+/// The guest runtime's own last error line (it logs why it gives up before it exits).
+fn last_guest_error(data: &Collected) -> Option<&str> {
+    data.logs
+        .iter()
+        .rev()
+        .find(|(level, _)| *level == ktstr_wire::msg::LogLevel::Error)
+        .map(|(_, text)| text.lines().next().unwrap_or(text).trim())
+        .filter(|t| !t.is_empty())
+}
+
 /// The last lines of the console log that explain a dead guest (panic, oops).
 pub fn console_excerpt(console_log: &Path) -> Option<String> {
     let text = std::fs::read(console_log).ok()?;
@@ -490,7 +500,13 @@ pub fn evaluate(
         Some(d) if d.exit_code != 0 => c.fail(
             Gate::Run,
             "guest",
-            format!("the guest runtime ended with exit code {}", d.exit_code),
+            format!(
+                "the guest runtime ended with exit code {}{}",
+                d.exit_code,
+                last_guest_error(data)
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ),
         ),
         Some(_) => {}
     }
@@ -644,6 +660,7 @@ mod tests {
             stream_output: false,
             console_on_terminal: false,
             write_sidecar: false,
+            deadline_override: None,
         }
     }
 
@@ -972,6 +989,27 @@ mod tests {
             m.stats.cgroups.len(),
             2,
             "declared cgroups are listed, empty"
+        );
+    }
+
+    #[test]
+    fn a_failed_guest_runtime_is_quoted() {
+        let req = request(scenario(), 0);
+        let mut data = clean_run();
+        data.done = Some(Done {
+            exit_code: 1,
+            elapsed_ms: 10,
+        });
+        data.logs.push((
+            ktstr_wire::msg::LogLevel::Error,
+            "starting `cat` (is it in the initramfs?): No such file or directory".into(),
+        ));
+        let (_, v) = judge(&req, &data);
+        assert!(
+            v.reasons.iter().any(|r| r
+                .contains("exit code 1: starting `cat` (is it in the initramfs?): No such file")),
+            "{:#?}",
+            v.reasons
         );
     }
 

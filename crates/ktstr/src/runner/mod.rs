@@ -66,12 +66,17 @@ pub struct RunRequest {
     pub console_on_terminal: bool,
     /// Write a sidecar (tests do; `shell` does not).
     pub write_sidecar: bool,
+    /// Bound on the whole run, boot included (`shell --timeout-s`); `None`: boot budget
+    /// + the spec's duration + grace.
+    pub deadline_override: Option<Duration>,
 }
 
 impl RunRequest {
     /// Wall-clock deadline of the whole run.
     pub fn deadline(&self) -> Duration {
-        BOOT_BUDGET + Duration::from_millis(self.spec.duration_ms) + EXIT_GRACE
+        self.deadline_override.unwrap_or_else(|| {
+            BOOT_BUDGET + Duration::from_millis(self.spec.duration_ms) + EXIT_GRACE
+        })
     }
 
     /// What defines this run (see [`finalize::identity`]).

@@ -189,6 +189,7 @@ pub fn run_request(spec: &TestSpec, kernel: ResolvedKernel, engine: EngineKind) 
         stream_output: false,
         console_on_terminal: false,
         write_sidecar: true,
+        deadline_override: None,
     }
 }
 
