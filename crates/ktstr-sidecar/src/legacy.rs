@@ -197,29 +197,12 @@ fn upgrade_cgroup(cg: &mut Map<String, Value>) -> bool {
         cg.insert("num_cpus".into(), json!(used));
     }
     drop_null_entries(cg, "ext_metrics");
-    let groups: [(&str, &[&str]); 3] = [
-        (
-            "wake_measured",
-            &[
-                "median_wake_latency_us",
-                "p99_wake_latency_us",
-                "wake_latency_cv",
-            ],
-        ),
-        (
-            "timer_measured",
-            &[
-                "median_timer_latency_us",
-                "p99_timer_latency_us",
-                "worst_timer_latency_us",
-            ],
-        ),
-        (
-            "run_delay_measured",
-            &["mean_run_delay_us", "worst_run_delay_us"],
-        ),
-    ];
-    for (flag, keys) in groups {
+    // The reference's `*_measured` flags and the numbers each one covers (the NUMA pair
+    // has no flag of its own).
+    let groups = crate::explain::CGROUP_MEASURED
+        .iter()
+        .filter(|(flag, _)| flag.ends_with("_measured"));
+    for &(flag, keys) in groups {
         if !cg.contains_key(flag) {
             let measured = keys.iter().any(|k| is_number(cg, k));
             cg.insert(flag.into(), json!(measured));

@@ -354,22 +354,32 @@ pub fn extract_with(s: &SidecarResult, phases: bool) -> Vec<MetricValue> {
     out.values
 }
 
-/// A phase's per-cgroup numbers: its rate, and its derived metrics under the cgroup
-/// template of the same leaf (`cgroup[*].ext.*` for a leaf without one).
-fn phase_cgroup_metrics(out: &mut Out, name: &str, cg: &PhaseCgroupStats, secs: Option<f64>) {
-    let n = |leaf: &str| intern(format_args!("cgroup[{name}].{leaf}"));
+/// A cgroup's work per second when the duration is known, else its work units.
+fn work_rate_or_units(
+    out: &mut Out,
+    n: &dyn Fn(&str) -> Arc<str>,
+    total_iterations: u64,
+    secs: Option<f64>,
+) {
     match secs {
         Some(secs) => out.push(
             "cgroup[*].work_rate",
             n("work_rate"),
-            cg.total_iterations as f64 / secs,
+            total_iterations as f64 / secs,
         ),
         None => out.push(
             "cgroup[*].work_units",
             n("work_units"),
-            cg.total_iterations as f64,
+            total_iterations as f64,
         ),
     }
+}
+
+/// A phase's per-cgroup numbers: its rate, and its derived metrics under the cgroup
+/// template of the same leaf (`cgroup[*].ext.*` for a leaf without one).
+fn phase_cgroup_metrics(out: &mut Out, name: &str, cg: &PhaseCgroupStats, secs: Option<f64>) {
+    let n = |leaf: &str| intern(format_args!("cgroup[{name}].{leaf}"));
+    work_rate_or_units(out, &n, cg.total_iterations, secs);
     for (k, v) in &cg.metrics {
         let template = format!("cgroup[*].{k}");
         match lookup(&template) {
@@ -387,18 +397,7 @@ fn phase_cgroup_metrics(out: &mut Out, name: &str, cg: &PhaseCgroupStats, secs: 
 
 fn cgroup_metrics(out: &mut Out, cg: &CgroupStats, secs: Option<f64>) {
     let n = |leaf: &str| intern(format_args!("cgroup[{}].{leaf}", cg.cgroup_name));
-    match secs {
-        Some(secs) => out.push(
-            "cgroup[*].work_rate",
-            n("work_rate"),
-            cg.total_iterations as f64 / secs,
-        ),
-        None => out.push(
-            "cgroup[*].work_units",
-            n("work_units"),
-            cg.total_iterations as f64,
-        ),
-    }
+    work_rate_or_units(out, &n, cg.total_iterations, secs);
     out.opt("cgroup[*].spread", n("spread"), cg.spread);
     out.opt(
         "cgroup[*].avg_off_cpu_pct",
