@@ -118,8 +118,8 @@ pub fn not_booted(
 /// outcome): any one fails the run, an expected failure included (it failed for the
 /// wrong reason). Then the sidecar goes to `out.sidecar_dir` atomically (none: a shell,
 /// nothing is written) and `out.sidecar_path` says where; the console log is kept only
-/// when the run did not pass cleanly (or nothing is written). On a write error the
-/// verdict stays as settled and the error says where it failed.
+/// when the run did not pass cleanly, nothing is written, or the write failed. On a
+/// write error the verdict stays as settled and the error says where it failed.
 pub fn finalize(out: &mut RunOutcome, check_failures: Vec<String>) -> anyhow::Result<()> {
     if !check_failures.is_empty() {
         out.sidecar.set_outcome(Outcome::Fail);
@@ -130,19 +130,25 @@ pub fn finalize(out: &mut RunOutcome, check_failures: Vec<String>) -> anyhow::Re
             .extend(check_failures.iter().cloned());
         out.reasons.extend(check_failures);
     }
+    if let Some(dir) = &out.sidecar_dir {
+        // On a write error the console log stays: it is then all that is left of the run.
+        let path = out.sidecar.write_to_dir(dir).with_context(|| {
+            format!(
+                "the run's verdict was {} but its sidecar could not be written into {} (free space there, or point {} / {} at a writable directory); the console log is kept",
+                out.sidecar.outcome().as_str(),
+                dir.display(),
+                ktstr_sidecar::paths::RUNS_ROOT_ENV,
+                ktstr_sidecar::paths::SIDECAR_DIR_ENV,
+            )
+        })?;
+        out.sidecar_path = Some(path);
+    }
     let keep_console =
         out.sidecar_dir.is_none() || !out.sidecar.is_pass() || out.sidecar.expected_failure;
     if !keep_console {
         if let Some(console) = out.console_log.take() {
             let _ = std::fs::remove_file(console);
         }
-    }
-    if let Some(dir) = &out.sidecar_dir {
-        let path = out
-            .sidecar
-            .write_to_dir(dir)
-            .with_context(|| format!("cannot write the sidecar into {}", dir.display()))?;
-        out.sidecar_path = Some(path);
     }
     Ok(())
 }

@@ -204,6 +204,7 @@ pub fn run_to_verdict(req: &RunRequest) -> anyhow::Result<RunOutcome> {
         let d = ktstr_sidecar::paths::run_dir_for(&sidecar);
         std::fs::create_dir_all(&d)
             .with_context(|| format!("cannot create run directory {}", d.display()))?;
+        check_writable(&d)?;
         d
     } else {
         // A shell's console outlives it (the user reads it): a private directory of its
@@ -377,6 +378,23 @@ impl Judged {
 
 /// Write a discarded attempt's sidecar as `{stem}.attempt1.json` and move its console
 /// log to `{stem}.attempt1.console.log`; say where they are (or why not).
+/// Fails before boot when the run directory takes no new file (a read-only mount, no
+/// free inode, not writable by us): an error now beats a result lost after a whole run.
+fn check_writable(dir: &Path) -> anyhow::Result<()> {
+    match tempfile::Builder::new()
+        .prefix(".ktstr-write-check.")
+        .tempfile_in(dir)
+    {
+        Ok(_removed_on_drop) => Ok(()),
+        Err(e) => anyhow::bail!(
+            "cannot write into the run directory {}: {e}; make it writable, or point {} (the runs root) or {} (this run's directory) at a writable directory",
+            dir.display(),
+            ktstr_sidecar::paths::RUNS_ROOT_ENV,
+            ktstr_sidecar::paths::SIDECAR_DIR_ENV,
+        ),
+    }
+}
+
 fn keep_discarded_attempt(
     sidecar: &SidecarResult,
     out_dir: &Path,
