@@ -13,16 +13,16 @@ use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::arch::x86_64::layout::{
-    RamLayout, ACPI_END, ACPI_START, BOOT_STACK_ADDR, KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR,
-    ZERO_PAGE_ADDR,
+    LayoutError, RamLayout, ACPI_END, ACPI_START, BOOT_STACK_ADDR, KVM_IDENTITY_MAP_ADDR,
+    KVM_TSS_ADDR, ZERO_PAGE_ADDR,
 };
 use crate::arch::x86_64::{acpi, boot, cpuid, regs};
 use crate::devices::serial::{ConsoleTail, SerialConsole, COM1_IRQ};
 use crate::host;
 use crate::memory::{GuestRam, ShmRegion};
 use crate::stats::StatsFd;
-use crate::topology::Topology;
 use crate::vcpu::{self, EntryState, ExitReason, Kicker, RunState, VcpuContext};
+use ktstr_topology::Topology;
 
 /// What runs in the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -54,8 +54,8 @@ pub struct VmConfig {
     pub cpu_budget: Option<usize>,
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
-    /// Kernel command line; the caller adds `ktstr.shm=<base>,<size>` (see
-    /// [`Vm::shm_cmdline_arg`]) for Linux guests; the self-test passes it too.
+    /// Kernel command line; the caller adds [`VmConfig::memory_kargs`] for Linux guests;
+    /// the self-test passes `ktstr.shm=<base>,<size>` too.
     pub cmdline: String,
     /// Size of the SHM region at the top of low RAM (multiple of 4 KiB).
     pub shm_size: u64,
@@ -88,6 +88,14 @@ impl VmConfig {
             cpuid_clear: Vec::new(),
         }
     }
+
+    /// The kernel arguments that tell a Linux guest about its memory: where the SHM
+    /// region is (`ktstr.shm=<base>,<size>`). Add them to [`VmConfig::cmdline`] once
+    /// `memory_mib` and `shm_size` are set.
+    pub fn memory_kargs(&self) -> Result<Vec<String>, LayoutError> {
+        let layout = RamLayout::new(self.memory_mib << 20, self.shm_size)?;
+        Ok(vec![Vm::shm_cmdline_arg(&layout)])
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +112,7 @@ pub enum VmError {
     #[error("the topology has {want} vCPUs but KVM allows at most {max}; use a smaller topology")]
     TooManyVcpus { want: u32, max: usize },
     #[error("guest memory layout: {0}")]
-    Layout(#[from] crate::arch::x86_64::layout::LayoutError),
+    Layout(#[from] LayoutError),
     #[error("guest memory: {0}")]
     Memory(#[from] crate::memory::MemoryError),
     #[error("reading {what} {path}: {source}")]
@@ -452,7 +460,7 @@ impl Vm {
     /// clock.
     pub fn start(self) -> Result<RunningVm, VmError> {
         vcpu::install_kick_handler().map_err(VmError::Signal)?;
-        let allowed = host::affinity(0).map_err(VmError::Affinity)?;
+        let allowed = ktstr_topology::host::affinity(0).map_err(VmError::Affinity)?;
         let nvcpus = self.vcpus.len();
         let budget = self.cfg.cpu_budget.unwrap_or(nvcpus.min(allowed.len()));
         if budget == 0 || budget > allowed.len() {
@@ -492,12 +500,12 @@ impl Vm {
                 .name(format!("vcpu{i}"))
                 .spawn(move || {
                     // Pinning failure leaves the thread unpinned; the report shows it.
-                    let _ = host::set_affinity(&pin);
+                    let _ = ktstr_topology::host::set_affinity(&pin);
                     let _ = tx.send(VcpuThread {
                         vcpu: i,
                         apic_id,
                         tid: host::gettid(),
-                        affinity: host::affinity(0).unwrap_or_default(),
+                        affinity: ktstr_topology::host::affinity(0).unwrap_or_default(),
                     });
                     drop(tx);
                     vcpu::run_loop(fd, ctx);
