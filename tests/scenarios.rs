@@ -17,7 +17,7 @@ const SNAPSHOTS: u32 = 2;
 /// The canned scenario `name` on this variant's topology, with a host-side check of its
 /// sidecar (read back from disk) that ends with `more`, the scenario's own checks.
 fn canned(ctx: &TestCtx, name: &'static str, more: fn(&SidecarResult)) -> TestSpec {
-    let (_, scenario) = Scenario::canned(ctx.topo_size(), DURATION_MS)
+    let (_, scenario) = Scenario::canned(ctx.topo_size())
         .into_iter()
         .find(|(n, _)| *n == name)
         .expect("a canned scenario of that name");

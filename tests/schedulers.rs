@@ -21,9 +21,9 @@ use ktstr::test_support::execute::run_variant;
 use ktstr::test_support::{TestAttrs, TestEntry, TestId, VariantResult};
 use ktstr_sidecar::ResolveSource;
 
-/// The canned scenario `name` for this variant, `duration_ms` long.
-fn canned(ctx: &TestCtx, name: &str, duration_ms: u64) -> Scenario {
-    Scenario::canned(ctx.topo_size(), duration_ms)
+/// The canned scenario `name` for this variant.
+fn canned(ctx: &TestCtx, name: &str) -> Scenario {
+    Scenario::canned(ctx.topo_size())
         .into_iter()
         .find(|(n, _)| *n == name)
         .map(|(_, s)| s)
@@ -40,7 +40,7 @@ fn sidecar_of(out: &RunOutcome) -> SidecarResult {
 fn bpfland(ctx: &TestCtx, scenario: &'static str) -> TestSpec {
     ctx.spec()
         .with_scheduler(|s| s.sysctl("kernel.sched_autogroup_enabled", "0"))
-        .scenario(canned(ctx, scenario, 3000))
+        .scenario(canned(ctx, scenario))
         .check(move |out: &RunOutcome| {
             let s = sidecar_of(out);
             assert!(s.is_pass(), "{:#?}", s.stats.verdict_details);
@@ -142,7 +142,7 @@ fn stall_expected(ctx: &TestCtx) -> TestSpec {
     ctx.spec()
         .scheduler_args(["--stall-after-s", "2"])
         .watchdog_timeout(Duration::from_millis(3000))
-        .scenario(canned(ctx, "steady", 8000))
+        .scenario(canned(ctx, "steady"))
         .check(|out: &RunOutcome| {
             // The run itself failed, naming the stall first.
             assert_eq!(out.checks.outcome(), Outcome::Fail, "{:#?}", out.reasons);
@@ -200,7 +200,7 @@ fn stall_expected(ctx: &TestCtx) -> TestSpec {
 fn bpfland_bad_arg(ctx: &TestCtx) -> TestSpec {
     ctx.spec()
         .scheduler_args(["--no-such-option"])
-        .scenario(canned(ctx, "steady", 3000))
+        .scenario(canned(ctx, "steady"))
         .check(|out: &RunOutcome| {
             assert_eq!(out.checks.outcome(), Outcome::Fail, "{:#?}", out.reasons);
             let s = sidecar_of(out);
@@ -243,7 +243,7 @@ static MISSING_SCHEDULER: TestEntry = TestEntry {
     module_path: module_path!(),
     file: file!(),
     line: line!(),
-    func: |ctx| Ok(ctx.spec().scenario(canned(ctx, "steady", 3000))),
+    func: |ctx| Ok(ctx.spec().scenario(canned(ctx, "steady"))),
     attrs: MISSING,
 };
 
@@ -256,7 +256,7 @@ static MISSING_SCHEDULER_SKIP: TestEntry = TestEntry {
         Ok(ctx
             .spec()
             .skip_if_scheduler_missing()
-            .scenario(canned(ctx, "steady", 3000)))
+            .scenario(canned(ctx, "steady")))
     },
     attrs: MISSING,
 };

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use ktstr_wire::msg::{GuestMsg, ScenarioEnd, SeenTopology, StepPhase, Stimulus};
-use ktstr_wire::scenario::{CgroupDef, Op, Scenario, TopoSize, WorkSpec};
+use ktstr_wire::scenario::{CgroupDef, Op, Scenario, WorkSpec};
 use ktstr_wire::spec::GuestSpec;
 use nix::sched::{sched_setaffinity, CpuSet};
 use nix::sys::signal::{kill, Signal};
@@ -80,8 +80,7 @@ fn end_before_start(reason: String) -> i32 {
 
 /// Runs the scenario; returns the exit code (1 when setup, an op or a worker failed).
 pub fn run(spec: &GuestSpec, scenario: &Scenario, topo: &SeenTopology) -> i32 {
-    let size = TopoSize::new(topo.cpu_count, topo.llcs, topo.numa_nodes);
-    if let Err(e) = spec.validate(size) {
+    if let Err(e) = spec.validate(topo.size()) {
         log_error!(
             "the scenario does not fit the topology the guest sees ({}): {e}",
             topo.label()

@@ -30,11 +30,10 @@ fn main() {
         }
     }
     let mut cmdline = words.join(" ");
-    let layout =
-        ktstr_vmm::arch::x86_64::layout::RamLayout::new(cfg.memory_mib << 20, cfg.shm_size)
-            .expect("layout");
-    cmdline.push(' ');
-    cmdline.push_str(&Vm::shm_cmdline_arg(&layout));
+    for karg in cfg.memory_kargs().expect("layout") {
+        cmdline.push(' ');
+        cmdline.push_str(&karg);
+    }
     cfg.cmdline = cmdline;
     let vm = match Vm::create(cfg) {
         Ok(vm) => vm,

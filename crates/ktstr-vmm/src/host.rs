@@ -1,5 +1,6 @@
-//! Facts about the host the VMM runs on: which CPUs this process may use, thread affinity,
-//! and whether `/dev/kvm` is KVM-PVM (software-assisted, emulates guest kernel code).
+//! Facts about the host the VMM runs on: whether `/dev/kvm` is KVM-PVM (software-assisted,
+//! emulates guest kernel code) and thread ids. CPU affinity lives in
+//! [`ktstr_topology::host`], shared with the engines.
 
 use std::path::Path;
 
@@ -21,38 +22,6 @@ pub fn cpuinfo_has_hw_virt(cpuinfo: &str) -> bool {
         .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
 }
 
-/// CPUs in the affinity mask of thread `tid` (0 = the calling thread).
-pub fn affinity(tid: i32) -> std::io::Result<Vec<usize>> {
-    // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid cpu_set_t of the size we pass.
-    let r =
-        unsafe { libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok((0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `i` is below CPU_SETSIZE.
-        .filter(|i| unsafe { libc::CPU_ISSET(*i, &set) })
-        .collect())
-}
-
-/// Pins the calling thread to `cpus`.
-pub fn set_affinity(cpus: &[usize]) -> std::io::Result<()> {
-    // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    for c in cpus.iter().filter(|c| **c < libc::CPU_SETSIZE as usize) {
-        // SAFETY: the index is checked against CPU_SETSIZE above.
-        unsafe { libc::CPU_SET(*c, &mut set) };
-    }
-    // SAFETY: `set` is a valid cpu_set_t of the size we pass.
-    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// The calling thread's kernel thread id.
 pub fn gettid() -> i32 {
     // SAFETY: gettid has no preconditions.
@@ -70,11 +39,5 @@ mod tests {
         ));
         assert!(!cpuinfo_has_hw_virt("flags\t\t: fpu vme sse svm_lock\n"));
         assert!(!cpuinfo_has_hw_virt("model name: vmx svm\n"));
-    }
-
-    #[test]
-    fn own_affinity_is_not_empty() {
-        let cpus = affinity(0).unwrap();
-        assert!(!cpus.is_empty());
     }
 }

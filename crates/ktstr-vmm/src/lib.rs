@@ -21,12 +21,11 @@ pub mod host;
 pub mod memory;
 pub mod selftest;
 pub mod stats;
-pub mod topology;
 pub mod vcpu;
 pub mod vm;
 
+pub use ktstr_topology::{Topology, TopologyError};
 pub use memory::ShmRegion;
-pub use topology::{Topology, TopologyError};
 pub use vcpu::{ExitReason, VcpuFault};
 pub use vm::{
     BzImageEntry, GuestKind, RunningVm, SetupTimings, VcpuThread, Vm, VmConfig, VmError, VmKicker,

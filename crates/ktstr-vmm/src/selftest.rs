@@ -14,9 +14,9 @@ use serde_json::Value;
 use crate::arch::x86_64::cpuid;
 use crate::arch::x86_64::layout::RamLayout;
 use crate::stats;
-use crate::topology::Topology;
 use crate::vcpu::ExitReason;
 use crate::vm::{BzImageEntry, GuestKind, Vm, VmConfig, VmError, VmReport};
+use ktstr_topology::Topology;
 
 /// The self-test guest ELF, built by build.rs.
 pub const SELFTEST_GUEST_ELF: &[u8] =

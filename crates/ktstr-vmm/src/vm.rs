@@ -3,7 +3,7 @@
 //! timed teardown that yields a [`VmReport`].
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -13,16 +13,16 @@ use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::arch::x86_64::layout::{
-    RamLayout, ACPI_END, ACPI_START, BOOT_STACK_ADDR, KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR,
-    ZERO_PAGE_ADDR,
+    LayoutError, RamLayout, ACPI_END, ACPI_START, BOOT_STACK_ADDR, KVM_IDENTITY_MAP_ADDR,
+    KVM_TSS_ADDR, ZERO_PAGE_ADDR,
 };
 use crate::arch::x86_64::{acpi, boot, cpuid, regs};
 use crate::devices::serial::{ConsoleTail, SerialConsole, COM1_IRQ};
 use crate::host;
 use crate::memory::{GuestRam, ShmRegion};
 use crate::stats::StatsFd;
-use crate::topology::Topology;
 use crate::vcpu::{self, EntryState, ExitReason, Kicker, RunState, VcpuContext};
+use ktstr_topology::Topology;
 
 /// What runs in the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -54,8 +54,8 @@ pub struct VmConfig {
     pub cpu_budget: Option<usize>,
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
-    /// Kernel command line; the caller adds `ktstr.shm=<base>,<size>` (see
-    /// [`Vm::shm_cmdline_arg`]) for Linux guests; the self-test passes it too.
+    /// Kernel command line; the caller adds [`VmConfig::memory_kargs`] for Linux guests;
+    /// the self-test passes `ktstr.shm=<base>,<size>` too.
     pub cmdline: String,
     /// Size of the SHM region at the top of low RAM (multiple of 4 KiB).
     pub shm_size: u64,
@@ -88,6 +88,14 @@ impl VmConfig {
             cpuid_clear: Vec::new(),
         }
     }
+
+    /// The kernel arguments that tell a Linux guest about its memory: where the SHM
+    /// region is (`ktstr.shm=<base>,<size>`). Add them to [`VmConfig::cmdline`] once
+    /// `memory_mib` and `shm_size` are set.
+    pub fn memory_kargs(&self) -> Result<Vec<String>, LayoutError> {
+        let layout = RamLayout::new(self.memory_mib << 20, self.shm_size)?;
+        Ok(vec![Vm::shm_cmdline_arg(&layout)])
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +112,7 @@ pub enum VmError {
     #[error("the topology has {want} vCPUs but KVM allows at most {max}; use a smaller topology")]
     TooManyVcpus { want: u32, max: usize },
     #[error("guest memory layout: {0}")]
-    Layout(#[from] crate::arch::x86_64::layout::LayoutError),
+    Layout(#[from] LayoutError),
     #[error("guest memory: {0}")]
     Memory(#[from] crate::memory::MemoryError),
     #[error("reading {what} {path}: {source}")]
@@ -228,177 +236,37 @@ impl Vm {
     pub fn create(cfg: VmConfig) -> Result<Self, VmError> {
         let t0 = Instant::now();
         let mut timings = SetupTimings::default();
-        let topo = cfg.topology;
         let host_is_pvm = host::kvm_is_pvm();
 
         let t = Instant::now();
-        let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
-        for (cap, name) in [
-            (Cap::Irqchip, "KVM_CAP_IRQCHIP"),
-            (Cap::Pit2, "KVM_CAP_PIT2"),
-            (Cap::ImmediateExit, "KVM_CAP_IMMEDIATE_EXIT"),
-        ] {
-            if !kvm.check_extension(cap) {
-                return Err(VmError::MissingCap(name));
-            }
-        }
-        let max = kvm.get_max_vcpus();
-        if topo.vcpus() as usize > max {
-            return Err(VmError::TooManyVcpus {
-                want: topo.vcpus(),
-                max,
-            });
-        }
-        let kv = |what| move |source| VmError::Kvm { what, source };
-        let vm_fd = kvm.create_vm().map_err(kv("KVM_CREATE_VM"))?;
-        vm_fd
-            .set_tss_address(KVM_TSS_ADDR as usize)
-            .map_err(kv("KVM_SET_TSS_ADDR"))?;
-        vm_fd
-            .set_identity_map_address(KVM_IDENTITY_MAP_ADDR)
-            .map_err(kv("KVM_SET_IDENTITY_MAP_ADDR"))?;
-        vm_fd.create_irq_chip().map_err(kv("KVM_CREATE_IRQCHIP"))?;
-        vm_fd
-            .create_pit2(kvm_pit_config {
-                flags: KVM_PIT_SPEAKER_DUMMY,
-                ..Default::default()
-            })
-            .map_err(kv("KVM_CREATE_PIT2"))?;
+        let kvm = open_kvm(&cfg.topology)?;
+        let vm_fd = create_vm_with_irqchip(&kvm)?;
         timings.kvm_vm_ms = ms(t);
 
         let t = Instant::now();
-        let layout = RamLayout::new(cfg.memory_mib << 20, cfg.shm_size)?;
-        let ram = GuestRam::new(layout)?;
+        let ram = GuestRam::new(RamLayout::new(cfg.memory_mib << 20, cfg.shm_size)?)?;
         ram.register(&vm_fd)?;
         timings.memory_ms = ms(t);
 
-        // Kernel.
-        let image = std::fs::read(&cfg.kernel).map_err(|source| VmError::ReadFile {
-            what: "kernel",
-            path: cfg.kernel.clone(),
-            source,
-        })?;
-        let boot_err = |source| VmError::Boot {
-            path: cfg.kernel.clone(),
-            source,
-        };
-        let format = boot::detect(&image).map_err(boot_err)?;
-        if cfg.guest == GuestKind::BareMetal && format != boot::ImageFormat::Elf {
-            return Err(VmError::BareMetalNotElf(cfg.kernel.clone()));
-        }
-        let image = if format == boot::ImageFormat::BzImage
-            && cfg.bzimage_entry == BzImageEntry::HostDecompressed
-        {
-            let td = Instant::now();
-            let elf = boot::extract_vmlinux(&image).map_err(boot_err)?;
-            timings.decompress_ms = Some(ms(td));
-            elf
-        } else {
-            image
-        };
-        let tl = Instant::now();
-        let kernel = boot::load_kernel(&ram.mem, &image).map_err(boot_err)?;
-        drop(image);
-        timings.kernel_load_ms = ms(tl);
+        let kernel = load_kernel(&cfg, &ram, &mut timings)?;
 
         let t = Instant::now();
-        boot::write_cmdline(&ram.mem, &cfg.cmdline).map_err(boot_err)?;
-        let initrd = match &cfg.initrd {
-            Some(p) => {
-                let bytes = std::fs::read(p).map_err(|source| VmError::ReadFile {
-                    what: "initrd",
-                    path: p.clone(),
-                    source,
-                })?;
-                let max = kernel.setup_header.map(|h| u64::from(h.initrd_addr_max));
-                let addr = boot::initrd_addr(&layout, bytes.len() as u64, kernel.end, max)
-                    .map_err(boot_err)?;
-                ram.mem
-                    .write_slice(&bytes, GuestAddress(addr))
-                    .map_err(|source| VmError::Write {
-                        what: "initrd",
-                        addr,
-                        source,
-                    })?;
-                Some((addr, bytes.len() as u64))
-            }
-            None => None,
-        };
+        boot::write_cmdline(&ram.mem, &cfg.cmdline).map_err(boot_error(&cfg.kernel))?;
+        let initrd = load_initrd(&cfg, &ram, &kernel)?;
         timings.initrd_ms = ms(t);
 
         let t = Instant::now();
-        let tables = acpi::build(
-            &topo,
-            &layout.node_ranges(topo.numa_nodes()),
-            ACPI_START,
-            (ACPI_END - ACPI_START) as usize,
-        )?;
-        ram.mem
-            .write_slice(&tables.bytes, GuestAddress(ACPI_START))
-            .map_err(|source| VmError::Write {
-                what: "ACPI tables",
-                addr: ACPI_START,
-                source,
-            })?;
-        let zp = boot::zero_page(
-            &kernel,
-            &layout,
-            cfg.cmdline.len(),
-            initrd,
-            tables.rsdp_addr(),
-        );
-        boot::write_zero_page(&ram.mem, &zp).map_err(boot_err)?;
-        regs::write_boot_tables(&ram.mem)?;
+        write_boot_tables(&cfg, &ram, &kernel, initrd)?;
         timings.tables_ms = ms(t);
 
         let serial = SerialConsole::new(&cfg.serial_log)?;
         vm_fd
             .register_irqfd(serial.irq_evt(), COM1_IRQ)
-            .map_err(kv("KVM_IRQFD (COM1)"))?;
+            .map_err(kvm_error("KVM_IRQFD (COM1)"))?;
         let tail = serial.tail_handle();
 
         let t = Instant::now();
-        let supported = kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(kv("KVM_GET_SUPPORTED_CPUID"))?;
-        let mut vcpus = Vec::with_capacity(topo.vcpus() as usize);
-        let mut stats = Vec::with_capacity(topo.vcpus() as usize);
-        for i in 0..topo.vcpus() {
-            let apic = topo.apic_id(i);
-            let fd =
-                vm_fd
-                    .create_vcpu(u64::from(apic))
-                    .map_err(|source| vcpu::VcpuError::Create {
-                        vcpu: i,
-                        apic,
-                        source,
-                    })?;
-            let mut entries = cpuid::for_vcpu(supported.as_slice(), &topo, i)
-                .map_err(|source| vcpu::VcpuError::Cpuid { vcpu: i, source })?;
-            cpuid::apply_clears(&mut entries, &cfg.cpuid_clear);
-            let cpuid = CpuId::from_entries(&entries).map_err(|_| vcpu::VcpuError::Cpuid {
-                vcpu: i,
-                source: cpuid::CpuidError::NoLeaf0,
-            })?;
-            let entry = match cfg.guest {
-                GuestKind::Linux if i == 0 => Some(EntryState {
-                    rip: kernel.entry,
-                    rsp: BOOT_STACK_ADDR,
-                    rdi: 0,
-                    rsi: ZERO_PAGE_ADDR,
-                }),
-                GuestKind::Linux => None,
-                GuestKind::BareMetal => Some(EntryState {
-                    rip: kernel.entry,
-                    rsp: 0,
-                    rdi: u64::from(i),
-                    rsi: ZERO_PAGE_ADDR,
-                }),
-            };
-            vcpu::configure(&fd, i, &cpuid, entry)?;
-            stats.push(StatsFd::open(&fd, &format!("vCPU {i}"))?);
-            vcpus.push(fd);
-        }
+        let (vcpus, stats) = create_vcpus(&kvm, &vm_fd, &cfg, kernel.entry)?;
         let vm_stats = StatsFd::open(&vm_fd, "VM").ok();
         timings.vcpus_ms = ms(t);
 
@@ -452,7 +320,7 @@ impl Vm {
     /// clock.
     pub fn start(self) -> Result<RunningVm, VmError> {
         vcpu::install_kick_handler().map_err(VmError::Signal)?;
-        let allowed = host::affinity(0).map_err(VmError::Affinity)?;
+        let allowed = ktstr_topology::host::affinity(0).map_err(VmError::Affinity)?;
         let nvcpus = self.vcpus.len();
         let budget = self.cfg.cpu_budget.unwrap_or(nvcpus.min(allowed.len()));
         if budget == 0 || budget > allowed.len() {
@@ -492,12 +360,12 @@ impl Vm {
                 .name(format!("vcpu{i}"))
                 .spawn(move || {
                     // Pinning failure leaves the thread unpinned; the report shows it.
-                    let _ = host::set_affinity(&pin);
+                    let _ = ktstr_topology::host::set_affinity(&pin);
                     let _ = tx.send(VcpuThread {
                         vcpu: i,
                         apic_id,
                         tid: host::gettid(),
-                        affinity: host::affinity(0).unwrap_or_default(),
+                        affinity: ktstr_topology::host::affinity(0).unwrap_or_default(),
                     });
                     drop(tx);
                     vcpu::run_loop(fd, ctx);
@@ -534,6 +402,217 @@ impl Vm {
             _ram: self.ram,
             _created: self.created,
         })
+    }
+}
+
+/// Maps a failed KVM ioctl to [`VmError::Kvm`], naming it.
+fn kvm_error(what: &'static str) -> impl Fn(kvm_ioctls::Error) -> VmError {
+    move |source| VmError::Kvm { what, source }
+}
+
+/// Maps a failure to load the kernel at `path` to [`VmError::Boot`].
+fn boot_error(path: &Path) -> impl Fn(boot::BootError) -> VmError + '_ {
+    move |source| VmError::Boot {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Opens `/dev/kvm` and checks it has what the VMM needs: an in-kernel irqchip, PIT2,
+/// immediate exit, and room for the topology's vCPUs.
+fn open_kvm(topo: &Topology) -> Result<Kvm, VmError> {
+    let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
+    for (cap, name) in [
+        (Cap::Irqchip, "KVM_CAP_IRQCHIP"),
+        (Cap::Pit2, "KVM_CAP_PIT2"),
+        (Cap::ImmediateExit, "KVM_CAP_IMMEDIATE_EXIT"),
+    ] {
+        if !kvm.check_extension(cap) {
+            return Err(VmError::MissingCap(name));
+        }
+    }
+    let max = kvm.get_max_vcpus();
+    if topo.vcpus() as usize > max {
+        return Err(VmError::TooManyVcpus {
+            want: topo.vcpus(),
+            max,
+        });
+    }
+    Ok(kvm)
+}
+
+/// Creates the KVM VM with its TSS and identity-map pages, the in-kernel irqchip and
+/// the PIT.
+fn create_vm_with_irqchip(kvm: &Kvm) -> Result<VmFd, VmError> {
+    let vm_fd = kvm.create_vm().map_err(kvm_error("KVM_CREATE_VM"))?;
+    vm_fd
+        .set_tss_address(KVM_TSS_ADDR as usize)
+        .map_err(kvm_error("KVM_SET_TSS_ADDR"))?;
+    vm_fd
+        .set_identity_map_address(KVM_IDENTITY_MAP_ADDR)
+        .map_err(kvm_error("KVM_SET_IDENTITY_MAP_ADDR"))?;
+    vm_fd
+        .create_irq_chip()
+        .map_err(kvm_error("KVM_CREATE_IRQCHIP"))?;
+    vm_fd
+        .create_pit2(kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        })
+        .map_err(kvm_error("KVM_CREATE_PIT2"))?;
+    Ok(vm_fd)
+}
+
+/// Reads the kernel (or bare-metal ELF), decompresses a bzImage on the host when asked,
+/// and loads it into guest RAM; records `decompress_ms` and `kernel_load_ms`.
+fn load_kernel(
+    cfg: &VmConfig,
+    ram: &GuestRam,
+    timings: &mut SetupTimings,
+) -> Result<boot::LoadedKernel, VmError> {
+    let image = std::fs::read(&cfg.kernel).map_err(|source| VmError::ReadFile {
+        what: "kernel",
+        path: cfg.kernel.clone(),
+        source,
+    })?;
+    let boot_err = boot_error(&cfg.kernel);
+    let format = boot::detect(&image).map_err(&boot_err)?;
+    if cfg.guest == GuestKind::BareMetal && format != boot::ImageFormat::Elf {
+        return Err(VmError::BareMetalNotElf(cfg.kernel.clone()));
+    }
+    let image = if format == boot::ImageFormat::BzImage
+        && cfg.bzimage_entry == BzImageEntry::HostDecompressed
+    {
+        let td = Instant::now();
+        let elf = boot::extract_vmlinux(&image).map_err(&boot_err)?;
+        timings.decompress_ms = Some(ms(td));
+        elf
+    } else {
+        image
+    };
+    let tl = Instant::now();
+    let kernel = boot::load_kernel(&ram.mem, &image).map_err(&boot_err)?;
+    drop(image);
+    timings.kernel_load_ms = ms(tl);
+    Ok(kernel)
+}
+
+/// Copies the initrd, if any, into guest RAM where the kernel accepts it; returns its
+/// address and size for the zero page.
+fn load_initrd(
+    cfg: &VmConfig,
+    ram: &GuestRam,
+    kernel: &boot::LoadedKernel,
+) -> Result<Option<(u64, u64)>, VmError> {
+    let Some(p) = &cfg.initrd else {
+        return Ok(None);
+    };
+    let bytes = std::fs::read(p).map_err(|source| VmError::ReadFile {
+        what: "initrd",
+        path: p.clone(),
+        source,
+    })?;
+    let max = kernel.setup_header.map(|h| u64::from(h.initrd_addr_max));
+    let addr = boot::initrd_addr(&ram.layout, bytes.len() as u64, kernel.end, max)
+        .map_err(boot_error(&cfg.kernel))?;
+    ram.mem
+        .write_slice(&bytes, GuestAddress(addr))
+        .map_err(|source| VmError::Write {
+            what: "initrd",
+            addr,
+            source,
+        })?;
+    Ok(Some((addr, bytes.len() as u64)))
+}
+
+/// Writes what the guest reads at boot: the ACPI tables (MADT, SRAT, SLIT for the
+/// topology), the zero page, and the boot GDT and page tables.
+fn write_boot_tables(
+    cfg: &VmConfig,
+    ram: &GuestRam,
+    kernel: &boot::LoadedKernel,
+    initrd: Option<(u64, u64)>,
+) -> Result<(), VmError> {
+    let topo = &cfg.topology;
+    let tables = acpi::build(
+        topo,
+        &ram.layout.node_ranges(topo.numa_nodes()),
+        ACPI_START,
+        (ACPI_END - ACPI_START) as usize,
+    )?;
+    ram.mem
+        .write_slice(&tables.bytes, GuestAddress(ACPI_START))
+        .map_err(|source| VmError::Write {
+            what: "ACPI tables",
+            addr: ACPI_START,
+            source,
+        })?;
+    let zp = boot::zero_page(
+        kernel,
+        &ram.layout,
+        cfg.cmdline.len(),
+        initrd,
+        tables.rsdp_addr(),
+    );
+    boot::write_zero_page(&ram.mem, &zp).map_err(boot_error(&cfg.kernel))?;
+    regs::write_boot_tables(&ram.mem)?;
+    Ok(())
+}
+
+/// Creates every vCPU with its x2APIC id, its CPUID for the topology (minus the
+/// configured clears) and its entry state, and opens its stats.
+fn create_vcpus(
+    kvm: &Kvm,
+    vm_fd: &VmFd,
+    cfg: &VmConfig,
+    kernel_entry: u64,
+) -> Result<(Vec<VcpuFd>, Vec<StatsFd>), VmError> {
+    let topo = &cfg.topology;
+    let supported = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm_error("KVM_GET_SUPPORTED_CPUID"))?;
+    let mut vcpus = Vec::with_capacity(topo.vcpus() as usize);
+    let mut stats = Vec::with_capacity(topo.vcpus() as usize);
+    for i in 0..topo.vcpus() {
+        let apic = topo.apic_id(i);
+        let fd = vm_fd
+            .create_vcpu(u64::from(apic))
+            .map_err(|source| vcpu::VcpuError::Create {
+                vcpu: i,
+                apic,
+                source,
+            })?;
+        let mut entries = cpuid::for_vcpu(supported.as_slice(), topo, i)
+            .map_err(|source| vcpu::VcpuError::Cpuid { vcpu: i, source })?;
+        cpuid::apply_clears(&mut entries, &cfg.cpuid_clear);
+        let cpuid = CpuId::from_entries(&entries).map_err(|_| vcpu::VcpuError::Cpuid {
+            vcpu: i,
+            source: cpuid::CpuidError::NoLeaf0,
+        })?;
+        vcpu::configure(&fd, i, &cpuid, entry_state(cfg.guest, i, kernel_entry))?;
+        stats.push(StatsFd::open(&fd, &format!("vCPU {i}"))?);
+        vcpus.push(fd);
+    }
+    Ok((vcpus, stats))
+}
+
+/// Where vCPU `i` starts: a Linux guest's boot CPU at the kernel entry (the others wait
+/// for INIT/SIPI), every vCPU of a bare-metal guest at its entry with its index in `rdi`.
+fn entry_state(guest: GuestKind, i: u32, kernel_entry: u64) -> Option<EntryState> {
+    match guest {
+        GuestKind::Linux if i == 0 => Some(EntryState {
+            rip: kernel_entry,
+            rsp: BOOT_STACK_ADDR,
+            rdi: 0,
+            rsi: ZERO_PAGE_ADDR,
+        }),
+        GuestKind::Linux => None,
+        GuestKind::BareMetal => Some(EntryState {
+            rip: kernel_entry,
+            rsp: 0,
+            rdi: u64::from(i),
+            rsi: ZERO_PAGE_ADDR,
+        }),
     }
 }
 

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use ktstr_topology::Topology;
 use ktstr_vmm::selftest::{self, SelftestOptions};
-use ktstr_vmm::Topology;
 
 fn run(label: &str, budget: Option<usize>) {
     if !Path::new("/dev/kvm").exists() {
@@ -54,7 +54,9 @@ fn one_cpu() {
 
 #[test]
 fn two_nodes_smt_overcommitted_on_two_host_cpus() {
-    let host_cpus = ktstr_vmm::host::affinity(0).map(|c| c.len()).unwrap_or(1);
+    let host_cpus = ktstr_topology::host::affinity(0)
+        .map(|c| c.len())
+        .unwrap_or(1);
     let budget = host_cpus.min(2);
     run("2n4l2c2t", Some(budget));
 }

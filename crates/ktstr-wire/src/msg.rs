@@ -460,6 +460,11 @@ impl SeenTopology {
         }
     }
 
+    /// The size a scenario is checked against in the guest: CPUs, LLCs and nodes seen.
+    pub fn size(&self) -> ktstr_topology::TopoSize {
+        ktstr_topology::TopoSize::new(self.cpu_count, self.llcs, self.numa_nodes)
+    }
+
     /// `{n}n{l}l{c}c{t}t`, e.g. `1n2l2c1t`, comparable with a declared topology's label.
     pub fn label(&self) -> String {
         format!(

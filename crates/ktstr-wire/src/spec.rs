@@ -395,7 +395,7 @@ mod tests {
     #[test]
     fn round_trip_with_every_canned_scenario() {
         let topo = TopoSize::new(4, 2, 1);
-        for (name, sc) in Scenario::canned(topo, 3000) {
+        for (name, sc) in Scenario::canned(topo) {
             let mut s = GuestSpec::new(name, 3000);
             s.scenario = Some(sc);
             s.num_snapshots = 3;
@@ -430,7 +430,7 @@ mod tests {
     fn spec_level_checks_name_their_field() {
         let topo = TopoSize::new(2, 1, 1);
         let mut s = GuestSpec::new("t", 1000);
-        s.scenario = Some(Scenario::steady(topo, 1000));
+        s.scenario = Some(Scenario::steady(topo));
         s.num_snapshots = 65;
         assert_eq!(s.validate(topo).unwrap_err().field, "num_snapshots");
         s.num_snapshots = 2;

@@ -7,7 +7,7 @@ pub use crate::runner::RunOutcome;
 pub use crate::scheduler::Scheduler;
 pub use crate::test_support::{TestCtx, TestSpec, Variant};
 pub use ktstr_sidecar::{read_sidecar, Outcome, Polarity, SidecarResult};
-pub use ktstr_vmm::Topology;
+pub use ktstr_topology::Topology;
 pub use ktstr_wire::scenario::{
     CgroupDef, CpusetSpec, Hold, Op, Scenario, Step, WorkSpec, WorkType, WorkerCount,
 };

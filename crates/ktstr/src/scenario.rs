@@ -23,18 +23,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ktstr_vmm::Topology;
+use ktstr_topology::Topology;
 use ktstr_wire::msg::{SeenCpu, SeenTopology};
 use ktstr_wire::spec::GuestSpec;
 
 pub use ktstr_wire::scenario::*;
 
 use crate::assert::CgroupPlan;
-
-/// The size of a declared topology, as the model's validation takes it.
-pub fn topo_size(t: &Topology) -> TopoSize {
-    TopoSize::new(t.vcpus(), t.llcs(), t.numa_nodes())
-}
 
 /// The CPU table a guest booted with `t` should show, for resolving cpusets on the host.
 pub fn declared_cpus(t: &Topology) -> SeenTopology {
@@ -57,7 +52,7 @@ pub fn declared_cpus(t: &Topology) -> SeenTopology {
 /// Checks a guest spec against the topology before boot. The error names the field
 /// (`scenario.cgroups[1].cpuset: CPU 9 is outside the topology (4 CPUs, ...)`).
 pub fn validate_spec(spec: &GuestSpec, topology: &Topology) -> Result<(), SpecError> {
-    spec.validate(topo_size(topology))
+    spec.validate(topology.size())
 }
 
 /// What the scenario of `spec` declares per cgroup that holds workers, in creation
@@ -374,7 +369,7 @@ mod tests {
     fn canned_scenarios_validate_and_plan_on_small_topologies() {
         for label in ["1n1l2c1t", "1n2l1c1t", "1n2l2c1t", "2n4l1c1t"] {
             let t = topo(label);
-            for (name, s) in Scenario::canned(topo_size(&t), 3000) {
+            for (name, s) in Scenario::canned(t.size()) {
                 let spec = spec_of(s);
                 validate_spec(&spec, &t).unwrap_or_else(|e| panic!("{label} {name}: {e}"));
                 let plans = cgroup_plans(&spec, &t);
@@ -390,9 +385,9 @@ mod tests {
     #[test]
     fn percent_counts_follow_the_cpuset() {
         let t = topo("1n2l2c1t");
-        let plans = cgroup_plans(&spec_of(Scenario::oversubscribed(topo_size(&t), 3000)), &t);
+        let plans = cgroup_plans(&spec_of(Scenario::oversubscribed(t.size())), &t);
         assert_eq!(plans[0].workers, 8, "200 % of 4 CPUs");
-        let plans = cgroup_plans(&spec_of(Scenario::steady_llc(topo_size(&t), 3000)), &t);
+        let plans = cgroup_plans(&spec_of(Scenario::steady_llc(t.size())), &t);
         assert_eq!(plans.len(), 2);
         assert_eq!(plan(&plans, "llc1").workers, 2);
         assert_eq!(plan(&plans, "llc1").allowed_cpus, Some([2, 3].into()));
@@ -401,7 +396,7 @@ mod tests {
     #[test]
     fn cpuset_changes_widen_what_isolation_allows() {
         let t = topo("1n2l2c1t");
-        let plans = cgroup_plans(&spec_of(Scenario::cpuset_change(topo_size(&t), 3000)), &t);
+        let plans = cgroup_plans(&spec_of(Scenario::cpuset_change(t.size())), &t);
         // Starts without a cpuset, so all CPUs were allowed at some point.
         assert_eq!(plan(&plans, "cg0").allowed_cpus, None);
 

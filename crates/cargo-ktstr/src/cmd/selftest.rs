@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use ktstr_topology::Topology;
 use ktstr_vmm::selftest::{self, SelftestOptions, SelftestReport};
-use ktstr_vmm::Topology;
 
 #[derive(Args, Debug)]
 pub struct SelftestVmArgs {

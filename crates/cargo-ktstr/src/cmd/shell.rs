@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use ktstr::engine;
 use ktstr::runner::{self, RunRequest};
-use ktstr_vmm::Topology;
+use ktstr_topology::Topology;
 use ktstr_wire::spec::{ExecSpec, GuestSpec};
 
 #[derive(Args, Debug)]

@@ -37,10 +37,8 @@ impl KvmGuest {
         cfg.initrd = Some(spec.initrd.clone());
         cfg.shm_size = spec.shm_size;
         cfg.deadline = Some(spec.deadline);
-        let layout =
-            ktstr_vmm::arch::x86_64::layout::RamLayout::new(spec.memory_mib << 20, spec.shm_size)?;
         let mut kargs: Vec<String> = BASE_KARGS.iter().map(|s| s.to_string()).collect();
-        kargs.push(Vm::shm_cmdline_arg(&layout));
+        kargs.extend(cfg.memory_kargs()?);
         kargs.extend(spec.kargs.iter().cloned());
         cfg.cmdline = kargs.join(" ");
         let vm = Vm::create(cfg)?;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ktstr_sidecar::KvmBacking;
-use ktstr_vmm::Topology;
+use ktstr_topology::Topology;
 
 /// Which engine runs the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +169,7 @@ pub fn start(
 
 /// Host CPUs this process may run on.
 pub fn available_host_cpus() -> Vec<usize> {
-    ktstr_vmm::host::affinity(0).unwrap_or_else(|_| {
+    ktstr_topology::host::affinity(0).unwrap_or_else(|_| {
         let n = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);

@@ -335,7 +335,7 @@ impl QemuGuest {
         // (sched_setaffinity over a captured slice; no allocation): it pins qemu, and so
         // every vCPU thread it creates, to the budget.
         unsafe {
-            cmd.pre_exec(move || ktstr_vmm::host::set_affinity(&pin));
+            cmd.pre_exec(move || ktstr_topology::host::set_affinity(&pin));
         }
         // Die with the test process rather than linger.
         crate::child::die_with_parent(&mut cmd, libc::SIGKILL);

@@ -10,7 +10,7 @@ use ktstr_sidecar::monitor::MonitorSummary;
 use ktstr_sidecar::stats::{WORST_P99_WAKE_LATENCY_US, WORST_RUN_DELAY_US};
 use ktstr_sidecar::stimulus::StimulusEvent;
 use ktstr_sidecar::{CgroupStats, Outcome, PhaseBucket, PhaseCgroupStats, ScenarioStats};
-use ktstr_vmm::Topology;
+use ktstr_topology::Topology;
 use ktstr_wire::msg::{MonitorSample, ScenarioEnd, StepPhase, Stimulus, WorkerReport};
 use ktstr_wire::spec::GuestSpec;
 

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use ktstr_sidecar::{Outcome, PerfDeltaAssertionRecord, SidecarResult};
-use ktstr_vmm::Topology;
+use ktstr_topology::Topology;
 use ktstr_wire::spec::GuestSpec;
 
 use super::collect::Collected;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ktstr_sidecar::{PerfDeltaAssertionRecord, SidecarResult};
-use ktstr_vmm::Topology;
+use ktstr_topology::Topology;
 use ktstr_wire::spec::GuestSpec;
 use ktstr_wire::{init_header, Reader, SharedMem, StopReason};
 

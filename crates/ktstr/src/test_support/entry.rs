@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use ktstr_sidecar::{PerfDeltaAssertionRecord, Polarity};
-use ktstr_vmm::Topology;
+use ktstr_topology::Topology;
 
 use super::spec::{TestCtx, TestSpec};
 
@@ -92,7 +92,7 @@ impl TestAttrs {
 
     /// The declared (base) topology. The macro rejects impossible shapes at compile time,
     /// so this only fails for an entry written by hand.
-    pub fn topology(&self) -> Result<Topology, ktstr_vmm::topology::TopologyError> {
+    pub fn topology(&self) -> Result<Topology, ktstr_topology::TopologyError> {
         Topology::new(self.numa_nodes, self.llcs, self.cores, self.threads)
     }
 }

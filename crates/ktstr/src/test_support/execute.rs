@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use ktstr_sidecar::Outcome;
-use ktstr_vmm::Topology;
+use ktstr_topology::Topology;
 
 use super::entry::TestEntry;
 use super::names::TestId;

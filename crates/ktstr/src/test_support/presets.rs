@@ -27,7 +27,7 @@
 //! Under qemu TCG every vCPU is a host thread emulating a CPU, so on a small host the big
 //! presets take minutes to boot; that is why gauntlet variants are opt-in.
 
-use ktstr_vmm::Topology;
+use ktstr_topology::Topology;
 
 use super::entry::Constraints;
 

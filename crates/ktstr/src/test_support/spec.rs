@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ktstr_sidecar::PerfDeltaAssertionRecord;
-use ktstr_vmm::Topology;
+use ktstr_topology::Topology;
 use ktstr_wire::scenario::{Scenario, TopoSize};
 use ktstr_wire::spec::{GuestSpec, WorkKind, WorkerSpec};
 
@@ -69,13 +69,9 @@ impl TestCtx {
     }
 
     /// The topology's size, as the canned scenarios take it
-    /// (`Scenario::steady(ctx.topo_size(), ...)`).
+    /// (`Scenario::steady(ctx.topo_size())`).
     pub fn topo_size(&self) -> TopoSize {
-        TopoSize::new(
-            self.topology.vcpus(),
-            self.topology.llcs(),
-            self.topology.numa_nodes(),
-        )
+        self.topology.size()
     }
 
     /// The scheduler the `scheduler` attribute names (EEVDF by default), to configure
@@ -362,7 +358,7 @@ impl TestSpec {
         if guest.payloads.is_empty() {
             guest.payloads = self.payloads.iter().map(Payload::to_run).collect();
         }
-        if let Err(e) = guest.validate(TopoSize::new(t.vcpus(), t.llcs(), t.numa_nodes())) {
+        if let Err(e) = guest.validate(t.size()) {
             return Err(bad("guest", e.to_string()));
         }
         for p in &self.includes {

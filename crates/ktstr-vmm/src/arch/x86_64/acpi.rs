@@ -3,7 +3,7 @@
 //! memory affinity per NUMA node) and SLIT (10 local / 20 remote). Pure functions that
 //! return the bytes to copy at [`layout::ACPI_START`](super::layout::ACPI_START).
 
-use crate::topology::Topology;
+use ktstr_topology::Topology;
 
 use super::layout::{IOAPIC_ADDR, LAPIC_ADDR};
 

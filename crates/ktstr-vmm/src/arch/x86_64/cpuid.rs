@@ -7,7 +7,7 @@
 
 use kvm_bindings::{kvm_cpuid_entry2, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
 
-use crate::topology::Topology;
+use ktstr_topology::Topology;
 
 pub mod linux;
 

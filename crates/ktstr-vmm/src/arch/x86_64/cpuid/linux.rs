@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::topology::ceil_log2;
+use ktstr_topology::ceil_log2;
 
 /// Topology domains, in the kernel's order (`enum x86_topology_domains`).
 const SMT: usize = 0;

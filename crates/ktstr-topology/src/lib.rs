@@ -1,9 +1,24 @@
 //! The declared CPU topology `{n}n{l}l{c}c{t}t`: NUMA nodes, LLCs in total, cores per LLC,
-//! threads per core. Shared by every engine; CPU numbering is thread-fastest, then core,
-//! then LLC, and LLCs are spread evenly over NUMA nodes.
+//! threads per core. Shared by the VMM, both engines, the wire, the guest and test
+//! authors; CPU numbering is thread-fastest, then core, then LLC, and LLCs are spread
+//! evenly over NUMA nodes. [`TopoSize`] is the part of a topology a scenario is checked
+//! against (also what a guest sees). Pure code; host CPU affinity is in [`host`] behind
+//! the `host` feature.
+//!
+//! ```
+//! use ktstr_topology::{TopoSize, Topology};
+//!
+//! let t: Topology = "2n4l2c2t".parse().unwrap();
+//! assert_eq!(t.vcpus(), 16);
+//! assert_eq!(t.size(), TopoSize::new(16, 4, 2));
+//! assert_eq!(t.to_string(), "2n4l2c2t");
+//! ```
 
 use std::fmt;
 use std::str::FromStr;
+
+#[cfg(feature = "host")]
+pub mod host;
 
 /// A VM's CPU topology. Always valid once constructed (see [`Topology::new`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -152,6 +167,46 @@ impl Topology {
         let per_llc = self.cores_per_llc * self.threads_per_core;
         llc * per_llc..(llc + 1) * per_llc
     }
+
+    /// The topology's size: what a scenario is checked against.
+    pub fn size(&self) -> TopoSize {
+        TopoSize::new(self.vcpus(), self.llcs, self.numa_nodes)
+    }
+}
+
+/// The size of a topology, as numbers: enough to check a scenario without booting. A
+/// declared [`Topology`] has one ([`Topology::size`]); so has the topology a guest sees,
+/// which need not be uniform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopoSize {
+    /// Online CPUs (vCPUs).
+    pub vcpus: u32,
+    /// Last-level caches.
+    pub llcs: u32,
+    /// NUMA nodes.
+    pub nodes: u32,
+}
+
+impl TopoSize {
+    pub fn new(vcpus: u32, llcs: u32, nodes: u32) -> Self {
+        Self { vcpus, llcs, nodes }
+    }
+
+    /// CPUs in one LLC, assuming LLCs of equal size (what `ktstr` topologies declare).
+    pub fn cpus_per_llc(&self) -> u32 {
+        self.vcpus / self.llcs.max(1)
+    }
+
+    /// CPUs in one NUMA node, assuming nodes of equal size.
+    pub fn cpus_per_node(&self) -> u32 {
+        self.vcpus / self.nodes.max(1)
+    }
+}
+
+impl From<Topology> for TopoSize {
+    fn from(t: Topology) -> Self {
+        t.size()
+    }
 }
 
 /// `ceil(log2(n))` for n >= 1.
@@ -226,6 +281,16 @@ mod tests {
         assert_eq!(a.to_string(), "2n4l2c2t");
         assert_eq!(a.vcpus(), 16);
         assert_eq!(a.llcs_per_node(), 2);
+    }
+
+    #[test]
+    fn size_counts_cpus_llcs_and_nodes() {
+        let t: Topology = "2n4l2c2t".parse().unwrap();
+        let s = t.size();
+        assert_eq!(s, TopoSize::new(16, 4, 2));
+        assert_eq!((s.cpus_per_llc(), s.cpus_per_node()), (4, 8));
+        assert_eq!(TopoSize::from(t), s);
+        assert_eq!(TopoSize::new(0, 0, 0).cpus_per_llc(), 0);
     }
 
     #[test]

@@ -1,0 +1,630 @@
+//! The scenario's data: cgroups with their workers, steps with their operations and
+//! holds, and the CPU sets they name. Plain serde data that both sides read; the guest
+//! resolves CPU sets on the topology it sees ([`CpusetSpec::resolve`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::msg::{SeenCpu, SeenTopology};
+
+/// Everything a test runs in the guest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Scenario {
+    /// Cgroups created (and their workers started) before the first step; they live for
+    /// the whole run unless an op removes them.
+    #[serde(default)]
+    pub cgroups: Vec<CgroupDef>,
+    /// Milliseconds the workers run before step 1 starts (the baseline phase, step 0).
+    #[serde(default)]
+    pub settle_ms: u64,
+    /// Steps in order: each runs its ops, then holds.
+    pub steps: Vec<Step>,
+}
+
+/// A cgroup and the workers it holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CgroupDef {
+    /// One path component: letters, digits, `_` and `-`.
+    pub name: String,
+    /// CPUs the cgroup may use (`cpuset.cpus`); None leaves the parent's.
+    #[serde(default)]
+    pub cpuset: Option<CpusetSpec>,
+    /// `cpu.weight`, 1..=10000 (the kernel's default is 100).
+    #[serde(default)]
+    pub cpu_weight: Option<u32>,
+    /// `cpu.max`: bandwidth limit.
+    #[serde(default)]
+    pub cpu_max: Option<CpuMax>,
+    /// How many workers run in it. A cgroup with nested cgroups holds none (cgroup v2
+    /// lets only leaves hold processes when controllers are enabled): `Count(0)`.
+    pub workers: WorkerCount,
+    /// What its workers do.
+    pub work: WorkSpec,
+    /// Cgroups inside this one, named `<this>/<child>`.
+    #[serde(default)]
+    pub nested: Vec<CgroupDef>,
+}
+
+/// `cpu.max`: at most `quota_us` of CPU time per `period_us`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuMax {
+    pub quota_us: u64,
+    pub period_us: u64,
+}
+
+/// A set of CPUs, described against the topology.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CpusetSpec {
+    /// The CPUs of the `i`-th LLC (LLCs numbered by their lowest CPU, from 0).
+    Llc(u32),
+    /// The CPUs of NUMA node `i`.
+    Node(u32),
+    /// CPUs `start..end` (end excluded).
+    Range { start: u32, end: u32 },
+    /// Exactly these CPUs.
+    Cpus(Vec<u32>),
+}
+
+/// How many workers a cgroup gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerCount {
+    /// Exactly this many.
+    Count(u32),
+    /// This percentage of the CPUs the cgroup may use (its cpuset, else all CPUs), rounded
+    /// up, then up to a whole number of groups for grouped work types: `200` on 4 CPUs
+    /// is 8 workers.
+    PercentOfCpus(u32),
+}
+
+impl WorkerCount {
+    /// The worker count for a cgroup that may use `cpus` CPUs and runs work in groups of
+    /// `group`.
+    pub fn resolve(self, cpus: u32, group: u32) -> u32 {
+        match self {
+            Self::Count(n) => n,
+            Self::PercentOfCpus(p) => {
+                let n = (u64::from(p) * u64::from(cpus)).div_ceil(100);
+                let g = u64::from(group.max(1));
+                let n = n.div_ceil(g) * g;
+                u32::try_from(n).unwrap_or(u32::MAX)
+            }
+        }
+    }
+}
+
+/// What a worker does, with its parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WorkType {
+    /// Burn CPU in fixed-size units.
+    SpinWait,
+    /// A short spin, then `sched_yield`: one unit per yield.
+    YieldHeavy,
+    /// Spin, yield and a 1 ms sleep in turn (timer latency of the sleeps).
+    Mixed,
+    /// Write 4 KiB to a file under /tmp and `fdatasync` it: one unit per write. The
+    /// guest has no disk (/tmp is tmpfs), so the sync is a syscall, not a flush: this is
+    /// short system-call-heavy work, not I/O waiting.
+    IoSyncWrite,
+    /// Spin for `burst_ms`, sleep `sleep_ms` (timer latency of the sleeps).
+    Bursty { burst_ms: u32, sleep_ms: u32 },
+    /// Pairs pass a timestamp back and forth through two pipes: wake latency of each hop.
+    PipeIo,
+    /// Pairs take turns through a shared futex word: wake latency of each hand-over.
+    FutexPingPong,
+    /// Read-modify-write a `kib` KiB buffer with a cache-line stride.
+    CachePressure { kib: u32 },
+    /// Fork a child that exits at once and reap it: one unit per child.
+    ForkExit,
+    /// Spin while stepping its own nice value through -5..=19 and back.
+    NiceSweep,
+    /// Spin while moving itself to another allowed CPU every unit.
+    AffinityChurn,
+    /// Sleep `interval_us` with `clock_nanosleep` over and over: timer latency (overshoot).
+    TimerLatency { interval_us: u32 },
+}
+
+impl WorkType {
+    /// Every work type with default parameters, in declaration order.
+    pub fn all() -> Vec<WorkType> {
+        vec![
+            Self::SpinWait,
+            Self::YieldHeavy,
+            Self::Mixed,
+            Self::IoSyncWrite,
+            Self::Bursty {
+                burst_ms: 10,
+                sleep_ms: 10,
+            },
+            Self::PipeIo,
+            Self::FutexPingPong,
+            Self::CachePressure { kib: 1024 },
+            Self::ForkExit,
+            Self::NiceSweep,
+            Self::AffinityChurn,
+            Self::TimerLatency { interval_us: 1000 },
+        ]
+    }
+
+    /// The name the sidecar's `work_type` carries (`SpinWait`, `FutexPingPong`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::SpinWait => "SpinWait",
+            Self::YieldHeavy => "YieldHeavy",
+            Self::Mixed => "Mixed",
+            Self::IoSyncWrite => "IoSyncWrite",
+            Self::Bursty { .. } => "Bursty",
+            Self::PipeIo => "PipeIo",
+            Self::FutexPingPong => "FutexPingPong",
+            Self::CachePressure { .. } => "CachePressure",
+            Self::ForkExit => "ForkExit",
+            Self::NiceSweep => "NiceSweep",
+            Self::AffinityChurn => "AffinityChurn",
+            Self::TimerLatency { .. } => "TimerLatency",
+        }
+    }
+
+    /// Workers that work together: the count must be a multiple of this.
+    pub fn group_size(&self) -> u32 {
+        match self {
+            Self::PipeIo | Self::FutexPingPong => 2,
+            _ => 1,
+        }
+    }
+
+    /// Whether its workers record wake-up latency samples.
+    pub fn measures_wake_latency(&self) -> bool {
+        matches!(self, Self::PipeIo | Self::FutexPingPong)
+    }
+
+    /// Whether its workers record timer (sleep overshoot) latency samples.
+    pub fn measures_timer_latency(&self) -> bool {
+        matches!(
+            self,
+            Self::Mixed | Self::Bursty { .. } | Self::TimerLatency { .. }
+        )
+    }
+}
+
+/// A work type and how its workers are set up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkSpec {
+    pub work_type: WorkType,
+    /// Nice value the workers start with (-20..=19); None leaves 0.
+    #[serde(default)]
+    pub nice: Option<i32>,
+}
+
+impl WorkSpec {
+    pub fn new(work_type: WorkType) -> Self {
+        Self {
+            work_type,
+            nice: None,
+        }
+    }
+
+    pub fn nice(mut self, nice: i32) -> Self {
+        self.nice = Some(nice);
+        self
+    }
+
+    /// The sidecar `work_type` name.
+    pub fn name(&self) -> &'static str {
+        self.work_type.name()
+    }
+}
+
+impl From<WorkType> for WorkSpec {
+    fn from(w: WorkType) -> Self {
+        Self::new(w)
+    }
+}
+
+/// One step: its ops run, then the scenario holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// Short human label ("shrink cpuset").
+    #[serde(default)]
+    pub label: String,
+    #[serde(default)]
+    pub ops: Vec<Op>,
+    pub hold: Hold,
+}
+
+/// How long a step holds after its ops.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hold {
+    /// This fraction (0 < f <= 1) of the test's duration.
+    Fraction(f64),
+    /// A fixed number of milliseconds.
+    Millis(u64),
+}
+
+impl Hold {
+    /// The hold in milliseconds for a test of `duration_ms` (fractions round to nearest).
+    pub fn millis(self, duration_ms: u64) -> u64 {
+        match self {
+            Self::Millis(ms) => ms,
+            Self::Fraction(f) if f.is_finite() && f > 0.0 => {
+                (f * duration_ms as f64).round().min(u64::MAX as f64) as u64
+            }
+            Self::Fraction(_) => 0,
+        }
+    }
+}
+
+/// Something a step does to the running scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Create a cgroup (top-level, or nested when `name` has a parent path that exists)
+    /// and start its workers.
+    AddCgroup(CgroupDef),
+    /// Stop the cgroup's workers (their reports are kept) and remove it, nested ones too.
+    RemoveCgroup { cgroup: String },
+    /// Write `cpuset.cpus`.
+    SetCpuset { cgroup: String, cpuset: CpusetSpec },
+    /// Empty `cpuset.cpus`: back to the parent's CPUs.
+    ClearCpuset { cgroup: String },
+    /// Exchange the cpusets of two cgroups.
+    SwapCpusets { a: String, b: String },
+    /// `sched_setaffinity` of every worker in the cgroup.
+    SetAffinity { cgroup: String, cpus: CpusetSpec },
+    /// Move every worker of `from` into `to`.
+    MoveTasks { from: String, to: String },
+    /// `cgroup.freeze = 1`.
+    Freeze { cgroup: String },
+    /// `cgroup.freeze = 0`.
+    Unfreeze { cgroup: String },
+    /// Start `count` more workers in the cgroup.
+    SpawnWorkers {
+        cgroup: String,
+        count: u32,
+        work: WorkSpec,
+    },
+    /// Run the payload named `name` (one of [`GuestSpec::payloads`]) and wait until it
+    /// ends; its result is reported before the next op runs.
+    ///
+    /// [`GuestSpec::payloads`]: crate::spec::GuestSpec::payloads
+    RunPayload { name: String },
+    /// Start the payload in the background; a later `WaitPayload` or `KillPayload` ends
+    /// it, else the end of the scenario kills it.
+    StartPayload { name: String },
+    /// Wait until the payload started in the background ends.
+    WaitPayload { name: String },
+    /// Kill the payload started in the background (its whole process group, SIGKILL)
+    /// and report it.
+    KillPayload { name: String },
+}
+
+impl Op {
+    /// Short name of the op's kind (`set_cpuset`), as stimulus events list them.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::AddCgroup(_) => "add_cgroup",
+            Self::RemoveCgroup { .. } => "remove_cgroup",
+            Self::SetCpuset { .. } => "set_cpuset",
+            Self::ClearCpuset { .. } => "clear_cpuset",
+            Self::SwapCpusets { .. } => "swap_cpusets",
+            Self::SetAffinity { .. } => "set_affinity",
+            Self::MoveTasks { .. } => "move_tasks",
+            Self::Freeze { .. } => "freeze",
+            Self::Unfreeze { .. } => "unfreeze",
+            Self::SpawnWorkers { .. } => "spawn_workers",
+            Self::RunPayload { .. } => "run_payload",
+            Self::StartPayload { .. } => "start_payload",
+            Self::WaitPayload { .. } => "wait_payload",
+            Self::KillPayload { .. } => "kill_payload",
+        }
+    }
+
+    /// The payload the op starts (`RunPayload`, `StartPayload`), if it starts one.
+    pub fn starts_payload(&self) -> Option<&str> {
+        match self {
+            Self::RunPayload { name } | Self::StartPayload { name } => Some(name),
+            _ => None,
+        }
+    }
+}
+
+impl CpusetSpec {
+    /// The CPUs of the set on the topology the guest sees. LLCs and nodes are numbered
+    /// by their lowest CPU, from 0. Errors say what is missing.
+    pub fn resolve(&self, topo: &SeenTopology) -> Result<Vec<u32>, String> {
+        let nth_group = |key: fn(&SeenCpu) -> u32, i: u32, what: &str| {
+            let mut groups: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+            for c in &topo.cpus {
+                groups.entry(key(c)).or_default().push(c.cpu);
+            }
+            let mut by_first: Vec<Vec<u32>> = groups.into_values().collect();
+            for g in &mut by_first {
+                g.sort_unstable();
+            }
+            by_first.sort_by_key(|g| g.first().copied());
+            let n = by_first.len();
+            by_first
+                .into_iter()
+                .nth(i as usize)
+                .ok_or_else(|| format!("{what} {i} does not exist (the guest sees {n})"))
+        };
+        let online: BTreeSet<u32> = topo.cpus.iter().map(|c| c.cpu).collect();
+        let set: Vec<u32> = match self {
+            Self::Llc(i) => nth_group(|c| c.llc_id, *i, "LLC")?,
+            Self::Node(i) => nth_group(|c| c.node, *i, "NUMA node")?,
+            Self::Range { start, end } => (*start..*end).collect(),
+            Self::Cpus(list) => list.clone(),
+        };
+        let set: BTreeSet<u32> = set.into_iter().collect();
+        if let Some(off) = set.iter().find(|c| !online.contains(c)) {
+            return Err(format!("CPU {off} is not online in the guest"));
+        }
+        if set.is_empty() {
+            return Err("the CPU set is empty".into());
+        }
+        Ok(set.into_iter().collect())
+    }
+}
+
+/// Renders CPUs as a kernel CPU list (`0-3,6`), as `cpuset.cpus` takes it.
+pub fn render_cpulist(cpus: &[u32]) -> String {
+    let set: BTreeSet<u32> = cpus.iter().copied().collect();
+    let mut out = String::new();
+    let mut it = set.into_iter().peekable();
+    while let Some(start) = it.next() {
+        let mut end = start;
+        while it.peek() == Some(&(end + 1)) {
+            end += 1;
+            it.next();
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}-{end}"));
+        }
+    }
+    out
+}
+
+impl Scenario {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a cgroup created before the first step.
+    pub fn cgroup(mut self, def: CgroupDef) -> Self {
+        self.cgroups.push(def);
+        self
+    }
+
+    pub fn step(mut self, step: Step) -> Self {
+        self.steps.push(step);
+        self
+    }
+
+    pub fn settle_ms(mut self, ms: u64) -> Self {
+        self.settle_ms = ms;
+        self
+    }
+
+    /// Each step's hold in milliseconds for a test of `duration_ms`.
+    pub fn hold_plan_ms(&self, duration_ms: u64) -> Vec<u64> {
+        self.steps
+            .iter()
+            .map(|s| s.hold.millis(duration_ms))
+            .collect()
+    }
+
+    /// Planned length of the run: settle plus every hold (ops take extra, unplanned time).
+    pub fn planned_ms(&self, duration_ms: u64) -> u64 {
+        self.hold_plan_ms(duration_ms)
+            .into_iter()
+            .fold(self.settle_ms, u64::saturating_add)
+    }
+
+    /// The primary work type: that of the first cgroup (depth first) that holds workers
+    /// (an empty leaf, which only hosts payloads, has none).
+    pub fn primary_work_type(&self) -> Option<&WorkType> {
+        fn first(defs: &[CgroupDef]) -> Option<&WorkType> {
+            defs.iter().find_map(|d| {
+                if !d.nested.is_empty() {
+                    first(&d.nested)
+                } else if matches!(
+                    d.workers,
+                    WorkerCount::Count(0) | WorkerCount::PercentOfCpus(0)
+                ) {
+                    None
+                } else {
+                    Some(&d.work.work_type)
+                }
+            })
+        }
+        first(&self.cgroups).or_else(|| {
+            self.steps
+                .iter()
+                .flat_map(|s| &s.ops)
+                .find_map(|op| match op {
+                    Op::AddCgroup(d) => first(std::slice::from_ref(d)),
+                    Op::SpawnWorkers { work, .. } => Some(&work.work_type),
+                    _ => None,
+                })
+        })
+    }
+
+    /// Payloads in the order the scenario starts them (`RunPayload` and `StartPayload`
+    /// ops, step by step): the `n`-th entry is invocation `n`.
+    pub fn payload_invocations(&self) -> Vec<&str> {
+        self.steps
+            .iter()
+            .flat_map(|s| &s.ops)
+            .filter_map(Op::starts_payload)
+            .collect()
+    }
+}
+
+impl CgroupDef {
+    /// A cgroup with one `SpinWait` worker and no limits; adjust with the setters.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            cpuset: None,
+            cpu_weight: None,
+            cpu_max: None,
+            workers: WorkerCount::Count(1),
+            work: WorkSpec::new(WorkType::SpinWait),
+            nested: Vec::new(),
+        }
+    }
+
+    pub fn cpuset(mut self, c: CpusetSpec) -> Self {
+        self.cpuset = Some(c);
+        self
+    }
+
+    pub fn workers(mut self, n: u32) -> Self {
+        self.workers = WorkerCount::Count(n);
+        self
+    }
+
+    pub fn workers_pct(mut self, pct: u32) -> Self {
+        self.workers = WorkerCount::PercentOfCpus(pct);
+        self
+    }
+
+    pub fn work(mut self, w: impl Into<WorkSpec>) -> Self {
+        self.work = w.into();
+        self
+    }
+
+    pub fn cpu_weight(mut self, w: u32) -> Self {
+        self.cpu_weight = Some(w);
+        self
+    }
+
+    pub fn cpu_max(mut self, quota_us: u64, period_us: u64) -> Self {
+        self.cpu_max = Some(CpuMax {
+            quota_us,
+            period_us,
+        });
+        self
+    }
+
+    /// Adds a nested cgroup; this one then holds no workers itself.
+    pub fn nest(mut self, child: CgroupDef) -> Self {
+        self.nested.push(child);
+        self.workers = WorkerCount::Count(0);
+        self
+    }
+}
+
+impl Step {
+    pub fn new(label: impl Into<String>, hold: Hold) -> Self {
+        Self {
+            label: label.into(),
+            ops: Vec::new(),
+            hold,
+        }
+    }
+
+    pub fn op(mut self, op: Op) -> Self {
+        self.ops.push(op);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use ktstr_topology::TopoSize;
+
+    use super::*;
+
+    const T: TopoSize = TopoSize {
+        vcpus: 4,
+        llcs: 2,
+        nodes: 1,
+    };
+
+    #[test]
+    fn work_type_names_are_the_sidecar_names() {
+        let names: Vec<_> = WorkType::all().iter().map(WorkType::name).collect();
+        assert_eq!(names.len(), 12);
+        assert!(names.contains(&"FutexPingPong"));
+        let unique: BTreeSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), names.len());
+        for w in WorkType::all() {
+            let j = serde_json::to_value(&w).unwrap();
+            assert!(j["type"].is_string(), "{j}");
+            assert_eq!(serde_json::from_value::<WorkType>(j).unwrap(), w);
+        }
+    }
+
+    #[test]
+    fn json_shape_is_readable() {
+        let s = Scenario::cpuset_change(T);
+        let j = serde_json::to_value(&s).unwrap();
+        assert_eq!(j["steps"][0]["ops"][0]["op"], "set_cpuset");
+        assert_eq!(j["steps"][0]["ops"][0]["cpuset"]["range"]["end"], 2);
+        assert_eq!(j["cgroups"][0]["workers"]["percent_of_cpus"], 50);
+        assert_eq!(j["cgroups"][0]["work"]["work_type"]["type"], "spin_wait");
+        let back: Scenario = serde_json::from_value(j).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn hold_plan() {
+        let s = Scenario::cgroup_churn(T);
+        assert_eq!(s.hold_plan_ms(3000), [1000, 1000, 1000]);
+        assert_eq!(Hold::Fraction(0.25).millis(1000), 250);
+        assert_eq!(Hold::Millis(7).millis(1000), 7);
+        assert_eq!(Hold::Fraction(f64::INFINITY).millis(1000), 0);
+    }
+
+    #[test]
+    fn cpulists_render_as_ranges() {
+        assert_eq!(render_cpulist(&[0, 1, 2, 3]), "0-3");
+        assert_eq!(render_cpulist(&[5, 0, 2, 1]), "0-2,5");
+        assert_eq!(render_cpulist(&[7]), "7");
+        assert_eq!(render_cpulist(&[]), "");
+        assert_eq!(render_cpulist(&[1, 1, 3, 4, 6]), "1,3-4,6");
+    }
+
+    fn seen(cpus: &[(u32, u32, u32)]) -> SeenTopology {
+        SeenTopology::derive(
+            String::new(),
+            cpus.iter()
+                .map(|&(cpu, llc_id, node)| SeenCpu {
+                    cpu,
+                    core_id: cpu,
+                    package_id: node,
+                    llc_id,
+                    node,
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn cpusets_resolve_on_the_seen_topology() {
+        // LLC ids are first CPUs (0 and 4), numbered 0 and 1 by the spec.
+        let t = seen(&[(0, 0, 0), (1, 0, 0), (4, 4, 1), (5, 4, 1)]);
+        assert_eq!(CpusetSpec::Llc(1).resolve(&t).unwrap(), [4, 5]);
+        assert_eq!(CpusetSpec::Node(0).resolve(&t).unwrap(), [0, 1]);
+        assert_eq!(CpusetSpec::Cpus(vec![5, 0, 5]).resolve(&t).unwrap(), [0, 5]);
+        assert!(CpusetSpec::Llc(2)
+            .resolve(&t)
+            .unwrap_err()
+            .contains("sees 2"));
+        assert!(CpusetSpec::Range { start: 0, end: 3 }
+            .resolve(&t)
+            .unwrap_err()
+            .contains("CPU 2"));
+    }
+}
