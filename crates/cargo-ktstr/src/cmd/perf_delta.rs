@@ -12,10 +12,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use ktstr_sidecar::compare::{self, FailPolicy, Filter};
-use ktstr_sidecar::revs::{self, Rev};
-use ktstr_sidecar::scan::{self, Source};
 use ktstr_sidecar::{paths, provenance};
+use ktstr_stats::compare::{self, FailPolicy, Filter};
+use ktstr_stats::revs::{self, Rev};
+use ktstr_stats::scan::{self, Source};
 
 use super::stats::{self, FilterArgs, OutputArgs};
 

@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use ktstr_sidecar::compare::{self, Comparison, FailPolicy, Filter, GateOutcome, JudgeOptions};
-use ktstr_sidecar::detail::SidecarDetail;
-use ktstr_sidecar::report::{self, RenderOptions};
-use ktstr_sidecar::scan::{self, Listing, Source};
-use ktstr_sidecar::{explain, load_pool, metrics, paths, read_sidecar, summary, SidecarError};
+use ktstr_sidecar::{load_pool, paths, read_sidecar, SidecarError};
+use ktstr_stats::compare::{self, Comparison, FailPolicy, Filter, GateOutcome, JudgeOptions};
+use ktstr_stats::detail::SidecarDetail;
+use ktstr_stats::report::{self, RenderOptions};
+use ktstr_stats::scan::{self, Listing, Source};
+use ktstr_stats::{explain, metrics, summary};
 
 #[derive(Args, Debug)]
 pub struct StatsArgs {
