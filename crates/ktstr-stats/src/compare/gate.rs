@@ -64,3 +64,18 @@ impl FailPolicy {
         }
     }
 }
+
+impl GateOutcome {
+    /// The verdict line under the text report: why it failed, or that it passed below
+    /// a `--fail-threshold`; empty when there was no threshold and nothing failed.
+    pub fn render_text(&self) -> String {
+        match &self.reason {
+            Some(r) => format!("FAILED: {r}\n"),
+            None if self.fail_threshold > 0 => format!(
+                "passed: {} regression(s), below --fail-threshold {}\n",
+                self.regressions, self.fail_threshold
+            ),
+            None => String::new(),
+        }
+    }
+}

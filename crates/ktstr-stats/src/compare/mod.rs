@@ -12,6 +12,7 @@ mod filter;
 mod gate;
 mod judge;
 mod pairing;
+mod run;
 #[cfg(test)]
 mod tests;
 
@@ -24,6 +25,7 @@ pub use judge::{
 pub use pairing::{
     pair_listing, Columns, Excluded, PairAcc, PairKey, Pairing, Selected, SeriesKey, SideAcc,
 };
+pub use run::{run, Compared};
 
 /// Mask bit of side A in [`crate::scan::Source::mask`].
 pub const SIDE_A: u8 = 1;
