@@ -542,6 +542,39 @@ mod tests {
     }
 
     #[test]
+    fn hostile_pools_are_listed_once_without_hanging_or_growing() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let run = root.path().join("7.2.13-abc1234");
+        write(&run, "one", Outcome::Pass);
+        // Links to the run directory, and a link back up to the root.
+        for i in 0..6 {
+            std::os::unix::fs::symlink(&run, root.path().join(format!("again{i}"))).unwrap();
+        }
+        std::os::unix::fs::symlink(root.path(), run.join("loop")).unwrap();
+        // A FIFO and a link to /dev/zero named like sidecars.
+        let fifo = std::ffi::CString::new(run.join("fifo.ktstr.json").to_str().unwrap().as_bytes())
+            .unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        std::os::unix::fs::symlink("/dev/zero", run.join("zero.ktstr.json")).unwrap();
+
+        let listing = list(
+            &[Source {
+                root: root.path().to_path_buf(),
+                archive: false,
+                mask: 1,
+                prune: false,
+            }],
+            None,
+        );
+        // one.ktstr.json, fifo.ktstr.json and zero.ktstr.json, each once.
+        assert_eq!(listing.files.len(), 3);
+        let (runs, errors) = summarize_runs(&listing, 1);
+        assert_eq!(runs.iter().map(|r| r.count).sum::<usize>(), 1);
+        assert_eq!(errors.len(), 2);
+    }
+
+    #[test]
     fn run_summaries_match_the_in_memory_ones() {
         let root = tempfile::tempdir().expect("tempdir");
         let mut n = 0;

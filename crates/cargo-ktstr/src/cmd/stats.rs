@@ -362,5 +362,52 @@ mod tests {
         );
         assert_eq!(c.out.must_fail, ["work_rate", "cgroup[*].spread"]);
         assert_eq!(c.out.fail_threshold, None);
+        assert!(c.shared.dir.is_empty() && c.a.dir.is_empty() && c.b.dir.is_empty());
+    }
+
+    #[test]
+    fn each_side_has_its_own_pools_and_every_filter_flag() {
+        let cmd = StatsArgs::augment_args(Command::new("stats"));
+        let mut argv = vec![
+            "stats", "compare", "--a-dir", "/a1", "--a-dir", "/a2", "--b-dir", "/b",
+        ];
+        let flags = [
+            "test",
+            "kernel",
+            "scheduler",
+            "topology",
+            "work-type",
+            "project-commit",
+            "kernel-commit",
+            "run-source",
+        ];
+        let longs: Vec<String> = ["", "a-", "b-"]
+            .iter()
+            .flat_map(|p| flags.iter().map(move |f| format!("--{p}{f}")))
+            .collect();
+        for l in &longs {
+            argv.extend([l.as_str(), &l[2..]]);
+        }
+        let m = cmd.try_get_matches_from(argv).expect("parses");
+        let args = <StatsArgs as clap::FromArgMatches>::from_arg_matches(&m).expect("args");
+        let Some(StatsCommand::Compare(c)) = args.command else {
+            panic!("compare expected");
+        };
+        assert_eq!(c.a.dir, [PathBuf::from("/a1"), PathBuf::from("/a2")]);
+        assert_eq!(c.b.dir, [PathBuf::from("/b")]);
+        let v = |s: &str| vec![s.to_string()];
+        let expect = |p: &str| Filter {
+            test: v(&format!("{p}test")),
+            kernel: v(&format!("{p}kernel")),
+            scheduler: v(&format!("{p}scheduler")),
+            topology: v(&format!("{p}topology")),
+            work_type: v(&format!("{p}work-type")),
+            project_commit: v(&format!("{p}project-commit")),
+            kernel_commit: v(&format!("{p}kernel-commit")),
+            run_source: v(&format!("{p}run-source")),
+        };
+        assert_eq!(c.shared.filter(), expect(""));
+        assert_eq!(c.a.filter(), expect("a-"));
+        assert_eq!(c.b.filter(), expect("b-"));
     }
 }
