@@ -1,5 +1,5 @@
 //! `cargo ktstr`: the command-line front end. It parses arguments and calls into the
-//! `ktstr` and `ktstr-sidecar` libraries; logic lives there, not here.
+//! `ktstr`, `ktstr-sidecar` and `ktstr-stats` libraries; logic lives there, not here.
 
 mod cmd;
 
