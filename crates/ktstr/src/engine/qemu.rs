@@ -317,6 +317,16 @@ impl QemuGuest {
 
         let host_cpus = budget_cpus(spec.topology.vcpus(), spec.cpu_budget);
         let paths: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
+        // Direct entry: the host decompressed the kernel once; the guest skips its own
+        // decompressor (emulated, the slowest part of a boot under TCG).
+        let (kernel, pvh_note) = crate::kernel::vmlinux::qemu_boot_image(&spec.kernel);
+        if let Some(why) = pvh_note {
+            eprintln!("ktstr: booting the bzImage without direct (PVH) entry: {why}");
+        }
+        let spec = &BootSpec {
+            kernel,
+            ..spec.clone()
+        };
         let args = qemu_args(spec, &plan, &paths);
         let (stderr_path, stderr) = mem_dir
             .create_file("qemu.stderr")
