@@ -14,7 +14,6 @@ pub mod runner;
 pub mod scenario;
 pub mod scheduler;
 pub mod scratch;
-pub mod shm;
 pub mod test_support;
 pub mod which;
 
