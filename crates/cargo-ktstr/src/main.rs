@@ -43,6 +43,7 @@ fn main() {
         args.remove(1);
     }
     let cli = Cli::parse_from(args);
+    ktstr::logging::init();
     let result = match cli.command {
         Command::Test(a) => cmd::test::run(a),
         Command::SelftestVm(a) => cmd::selftest::run(a),

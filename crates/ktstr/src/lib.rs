@@ -7,6 +7,7 @@ pub mod engine;
 pub mod initramfs;
 pub mod interrupt;
 pub mod kernel;
+pub mod logging;
 pub mod nested;
 pub mod payload;
 pub mod prelude;
