@@ -323,7 +323,10 @@ impl Attrs {
             if !l.value.is_multiple_of(n.value) {
                 errs.at(
                     l.span,
-                    uneven_llcs(&format!("`llcs = {}`", l.value), n.value),
+                    uneven_llcs(
+                        &format!("`llcs = {}`", l.value),
+                        &format!("`numa_nodes = {}`", n.value),
+                    ),
                 );
             }
         }
@@ -342,10 +345,11 @@ impl Attrs {
     }
 }
 
-/// The error for `llcs` (described by `llcs`) not a multiple of `numa_nodes`.
-pub fn uneven_llcs(llcs: &str, numa_nodes: u32) -> String {
+/// The error for llcs not a multiple of numa_nodes; each is "`key = N`" or "the default
+/// `key`".
+pub fn uneven_llcs(llcs: &str, numa_nodes: &str) -> String {
     format!(
-        "{llcs} cannot be spread evenly over `numa_nodes = {numa_nodes}`: llcs must be a multiple of numa_nodes"
+        "{llcs} cannot be spread evenly over {numa_nodes}: llcs must be a multiple of numa_nodes"
     )
 }
 

@@ -249,26 +249,22 @@ fn attr_fields(a: &Attrs, p: &TokenStream) -> Vec<TokenStream> {
 /// are known good (a `ktstr` unit test checks them).
 fn topology_checks(a: &Attrs, attrs: &syn::Ident) -> Vec<TokenStream> {
     let mut out = Vec::new();
-    let given = |d: Option<At<u32>>, name: &str| d.map(|d| (format!("`{name} = {}`", d.value), d));
-    match (a.numa_nodes, a.llcs) {
-        (Some(_), Some(_)) | (None, None) => {}
-        (numa, llcs) => {
-            let (what, at) = given(llcs, "llcs").unwrap_or_else(|| {
-                (
-                    "the default `llcs`".to_string(),
-                    numa.expect("one is given"),
-                )
-            });
-            let msg = match numa {
-                Some(n) => uneven_llcs(&what, n.value),
-                None => format!(
-                    "{what} cannot be spread evenly over the default `numa_nodes`: llcs must be a multiple of numa_nodes"
-                ),
-            };
-            out.push(quote_spanned! {at.span=>
-                const _: () = ::core::assert!(#attrs.llcs.is_multiple_of(#attrs.numa_nodes), #msg);
-            });
-        }
+    let given = |key: &str, d: At<u32>| format!("`{key} = {}`", d.value);
+    let (msg, at) = match (a.numa_nodes, a.llcs) {
+        (Some(n), None) => (
+            uneven_llcs("the default `llcs`", &given("numa_nodes", n)),
+            Some(n),
+        ),
+        (None, Some(l)) => (
+            uneven_llcs(&given("llcs", l), "the default `numa_nodes`"),
+            Some(l),
+        ),
+        _ => (String::new(), None),
+    };
+    if let Some(at) = at {
+        out.push(quote_spanned! {at.span=>
+            const _: () = ::core::assert!(#attrs.llcs.is_multiple_of(#attrs.numa_nodes), #msg);
+        });
     }
     let dims = [a.llcs, a.cores, a.threads];
     let n_given = dims.iter().flatten().count();
