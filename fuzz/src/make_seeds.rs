@@ -5,16 +5,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use ktstr_wire::msg::{
-    CgroupSnapshot, CpuSample, CpuSchedstat, LogLevel, MonitorSample, PayloadResult, Psi, PsiLine,
-    ScenarioEnd, ScxSample, SeenCpu, SeenTopology, Snapshot, StepPhase, Stimulus, WorkerReport,
-};
 use ktstr_wire::scenario::{Scenario, TopoSize};
-use ktstr_wire::sched::{ProgInsns, SchedEvent, BPF_PROG_TYPE_STRUCT_OPS};
 use ktstr_wire::spec::{ExecSpec, GuestSpec, WorkKind, WorkerSpec};
 use ktstr_wire::{
-    decode_msg, encode_msg, init_header, Frame, GuestMsg, Kind, OutputStream, SharedMem, Writer,
-    HEADER_SIZE,
+    decode_msg, encode_msg, init_header, Frame, Kind, OutputStream, SharedMem, Writer, HEADER_SIZE,
 };
 
 /// Ring size the ring target uses (keep in step with fuzz_targets/ring.rs).
@@ -26,7 +20,7 @@ fn main() {
         eprintln!("usage: make-seeds <corpus dir> <sidecar examples dir>");
         std::process::exit(2);
     };
-    let msgs = messages();
+    let msgs = ktstr_wire::msg::examples();
     let encoded: Vec<Vec<u8>> = msgs.iter().map(encode_msg).collect();
     for (i, m) in encoded.iter().enumerate() {
         let f = Frame {
@@ -139,158 +133,6 @@ fn written_region(frames: &[(Kind, Vec<u8>)]) -> Vec<u8> {
     let mut out = vec![0u8; shm.len()];
     shm.read_bytes(0, &mut out);
     out
-}
-
-fn messages() -> Vec<GuestMsg> {
-    let cpus = (0..4)
-        .map(|cpu| SeenCpu {
-            cpu,
-            core_id: cpu / 2,
-            package_id: 0,
-            llc_id: cpu / 2 * 2,
-            node: 0,
-        })
-        .collect();
-    vec![
-        GuestMsg::Ready {
-            kernel_release: "7.2.13+deb14-cloud-amd64".into(),
-            uptime_ms: 1410,
-            topology: SeenTopology::derive("0-3".into(), cpus),
-        },
-        GuestMsg::Phase {
-            name: "workers".into(),
-            elapsed_ms: 5,
-        },
-        GuestMsg::Log {
-            level: LogLevel::Warn,
-            text: "cannot mount bpffs".into(),
-        },
-        GuestMsg::WorkerReport(WorkerReport {
-            group: "cg0".into(),
-            index: 1,
-            pid: 212,
-            cgroup: "cg0".into(),
-            work_type: "SpinWait".into(),
-            work_units: 123_456,
-            cpu_time_ns: 1_900_000_000,
-            wall_time_ns: 2_000_000_000,
-            cpus_used: vec![0, 1],
-            allowed_cpus: vec![0, 1, 2, 3],
-            max_gap_cpu: Some(1),
-            wake_latency_ns: vec![1500, 2500, 90_000],
-            ..Default::default()
-        }),
-        GuestMsg::Stimulus(Stimulus {
-            elapsed_ms: 10,
-            step_index: 1,
-            phase: StepPhase::End,
-            label: "swap".into(),
-            op_count: 1,
-            op_kinds: vec!["swap_cpusets".into()],
-            cgroups: 2,
-            workers: 4,
-            iterations_so_far: 77,
-            cgroup_iterations: [("cg0".to_string(), 70u64)].into_iter().collect(),
-            op_errors: vec!["set_cpuset cg1: EINVAL".into()],
-        }),
-        GuestMsg::MonitorSample(MonitorSample {
-            elapsed_ms: 100,
-            cpus: vec![CpuSample {
-                cpu: 0,
-                nr_running: Some(2),
-                rq_clock_ns: Some(5_000_000),
-                schedstat: Some(CpuSchedstat {
-                    run_delay_ns: 9,
-                    pcount: 3,
-                    ..Default::default()
-                }),
-            }],
-            scx: Some(ScxSample {
-                state: "enabled".into(),
-                ops: Some("bpfland".into()),
-                events: [("SCX_EV_SELECT_CPU_FALLBACK".to_string(), 4u64)]
-                    .into_iter()
-                    .collect(),
-            }),
-            psi_cpu: Some(Psi {
-                some: PsiLine {
-                    avg10: 1.25,
-                    avg60: 0.5,
-                    avg300: 0.0,
-                    total_us: 12345,
-                },
-                full: None,
-            }),
-            psi_irq: None,
-        }),
-        GuestMsg::Snapshot(Snapshot {
-            index: 0,
-            target: 2,
-            elapsed_ms: 700,
-            cgroups: vec![CgroupSnapshot {
-                name: "cg0".into(),
-                usage_usec: Some(1000),
-                user_usec: Some(900),
-                system_usec: Some(100),
-                nr_periods: Some(0),
-                nr_throttled: Some(0),
-                throttled_usec: Some(0),
-                populated: Some(true),
-                frozen: Some(false),
-                cpus_effective: Some("0-1".into()),
-                nr_procs: Some(2),
-            }],
-            cpus: vec![],
-            scx: None,
-        }),
-        GuestMsg::ScenarioEnd(ScenarioEnd {
-            elapsed_ms: 2000,
-            steps_completed: 1,
-            workers_started: 4,
-            workers_reported: 4,
-            monitor_samples: 20,
-            snapshots_taken: 2,
-            monitor_cpu_us: 4000,
-            aborted: None,
-        }),
-        GuestMsg::ExecExit { status: 137 },
-        GuestMsg::Panic {
-            message: "panicked at guest/src/main.rs".into(),
-        },
-        GuestMsg::Scheduler(SchedEvent::Ejected {
-            state: "disabled".into(),
-            kernel_reason: Some("runnable task stall".into()),
-            watchdog_timeout_ms: Some(3000),
-            elapsed_ms: 7,
-        }),
-        GuestMsg::Scheduler(SchedEvent::Attached {
-            ops: "bpfland".into(),
-            attach_ms: 120,
-            elapsed_ms: 130,
-        }),
-        GuestMsg::VerifierStats {
-            progs: vec![ProgInsns {
-                id: 9,
-                prog_type: BPF_PROG_TYPE_STRUCT_OPS,
-                name: "bpfland_enqueue".into(),
-                verified_insns: 4242,
-            }],
-        },
-        GuestMsg::PayloadResult(PayloadResult {
-            name: "hackbench".into(),
-            invocation: 2,
-            exit_code: -9,
-            stdout: "Time: 0.731\n".into(),
-            stdout_bytes: 12,
-            wall_ms: 800,
-            note: Some("killed by KillPayload".into()),
-            ..Default::default()
-        }),
-        GuestMsg::Done {
-            exit_code: 0,
-            elapsed_ms: 1000,
-        },
-    ]
 }
 
 fn specs() -> Vec<(String, GuestSpec)> {

@@ -501,6 +501,162 @@ pub fn decode_msg(frame: &Frame) -> Result<GuestMsg, WireError> {
     })
 }
 
+/// One message of every kind with realistic values: for tests, fuzz seeds and docs.
+pub fn examples() -> Vec<GuestMsg> {
+    let cpu = |cpu: u32, core_id: u32, llc_id: u32| SeenCpu {
+        cpu,
+        core_id,
+        package_id: 0,
+        llc_id,
+        node: 0,
+    };
+    let topo = SeenTopology::derive("0-1".into(), vec![cpu(0, 0, 0), cpu(1, 1, 0)]);
+    vec![
+        GuestMsg::Ready {
+            kernel_release: "7.2.13".into(),
+            uptime_ms: 2400,
+            topology: topo,
+        },
+        GuestMsg::Phase {
+            name: "workers".into(),
+            elapsed_ms: 5,
+        },
+        GuestMsg::Log {
+            level: LogLevel::Warn,
+            text: "no bpffs".into(),
+        },
+        GuestMsg::WorkerReport(WorkerReport {
+            group: "g".into(),
+            index: 1,
+            pid: 42,
+            cgroup: "g".into(),
+            work_type: "PipeIo".into(),
+            work_units: 1000,
+            cpu_time_ns: 1,
+            wall_time_ns: 2,
+            off_cpu_ns: 1,
+            run_delay_ns: 3,
+            run_count: 4,
+            migrations: 5,
+            cpus_used: vec![0, 3],
+            allowed_cpus: vec![0, 1, 2, 3],
+            max_gap_ns: 6,
+            max_gap_cpu: Some(3),
+            wake_latency_ns: vec![1500, 2500],
+            wake_samples_total: 9,
+            ..Default::default()
+        }),
+        GuestMsg::Stimulus(Stimulus {
+            elapsed_ms: 10,
+            step_index: 1,
+            phase: StepPhase::End,
+            label: "swap".into(),
+            op_count: 1,
+            op_kinds: vec!["swap_cpusets".into()],
+            cgroups: 2,
+            workers: 4,
+            iterations_so_far: 77,
+            cgroup_iterations: [("cg0".to_string(), 70u64), ("cg1".to_string(), 7)]
+                .into_iter()
+                .collect(),
+            op_errors: vec![],
+        }),
+        GuestMsg::MonitorSample(MonitorSample {
+            elapsed_ms: 100,
+            cpus: vec![CpuSample {
+                cpu: 0,
+                nr_running: Some(2),
+                rq_clock_ns: Some(5_000_000),
+                schedstat: Some(CpuSchedstat {
+                    run_delay_ns: 9,
+                    pcount: 3,
+                    ..Default::default()
+                }),
+            }],
+            scx: Some(ScxSample {
+                state: "enabled".into(),
+                ops: Some("simple".into()),
+                events: [("SCX_EV_SELECT_CPU_FALLBACK".to_string(), 4u64)]
+                    .into_iter()
+                    .collect(),
+            }),
+            psi_cpu: Some(Psi {
+                some: PsiLine {
+                    avg10: 1.25,
+                    avg60: 0.5,
+                    avg300: 0.0,
+                    total_us: 12345,
+                },
+                full: None,
+            }),
+            psi_irq: None,
+        }),
+        GuestMsg::Snapshot(Snapshot {
+            index: 0,
+            target: 2,
+            elapsed_ms: 700,
+            cgroups: vec![CgroupSnapshot {
+                name: "cg0".into(),
+                usage_usec: Some(1000),
+                user_usec: Some(900),
+                system_usec: Some(100),
+                nr_periods: Some(0),
+                nr_throttled: Some(0),
+                throttled_usec: Some(0),
+                populated: Some(true),
+                frozen: Some(false),
+                cpus_effective: Some("0-1".into()),
+                nr_procs: Some(2),
+            }],
+            cpus: vec![],
+            scx: None,
+        }),
+        GuestMsg::ScenarioEnd(ScenarioEnd {
+            elapsed_ms: 2000,
+            steps_completed: 1,
+            workers_started: 4,
+            workers_reported: 4,
+            monitor_samples: 20,
+            snapshots_taken: 2,
+            monitor_cpu_us: 4000,
+            aborted: None,
+        }),
+        GuestMsg::ExecExit { status: 137 },
+        GuestMsg::Panic {
+            message: "boom".into(),
+        },
+        GuestMsg::Scheduler(crate::sched::SchedEvent::Ejected {
+            state: "disabled".into(),
+            kernel_reason: Some("runnable task stall".into()),
+            watchdog_timeout_ms: Some(3000),
+            elapsed_ms: 7,
+        }),
+        GuestMsg::VerifierStats {
+            progs: vec![crate::sched::ProgInsns {
+                id: 9,
+                prog_type: crate::sched::BPF_PROG_TYPE_STRUCT_OPS,
+                name: "stall_enqueue".into(),
+                verified_insns: 42,
+            }],
+        },
+        GuestMsg::PayloadResult(PayloadResult {
+            name: "hackbench".into(),
+            invocation: 2,
+            exit_code: -9,
+            stdout: "Time: 0.731\n".into(),
+            stdout_bytes: 12,
+            stderr: String::new(),
+            wall_ms: 800,
+            note: Some("killed by KillPayload".into()),
+            ..Default::default()
+        }),
+        GuestMsg::Done {
+            exit_code: 0,
+            elapsed_ms: 1000,
+        },
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,152 +728,7 @@ mod tests {
 
     #[test]
     fn every_variant_round_trips() {
-        let topo = SeenTopology::derive("0".into(), vec![cpu(0, 0, 0, 0, 0)]);
-        let msgs = vec![
-            GuestMsg::Ready {
-                kernel_release: "7.2.13".into(),
-                uptime_ms: 2400,
-                topology: topo,
-            },
-            GuestMsg::Phase {
-                name: "workers".into(),
-                elapsed_ms: 5,
-            },
-            GuestMsg::Log {
-                level: LogLevel::Warn,
-                text: "no bpffs".into(),
-            },
-            GuestMsg::WorkerReport(WorkerReport {
-                group: "g".into(),
-                index: 1,
-                pid: 42,
-                cgroup: "g".into(),
-                work_type: "PipeIo".into(),
-                work_units: 1000,
-                cpu_time_ns: 1,
-                wall_time_ns: 2,
-                off_cpu_ns: 1,
-                run_delay_ns: 3,
-                run_count: 4,
-                migrations: 5,
-                cpus_used: vec![0, 3],
-                allowed_cpus: vec![0, 1, 2, 3],
-                max_gap_ns: 6,
-                max_gap_cpu: Some(3),
-                wake_latency_ns: vec![1500, 2500],
-                wake_samples_total: 9,
-                ..Default::default()
-            }),
-            GuestMsg::Stimulus(Stimulus {
-                elapsed_ms: 10,
-                step_index: 1,
-                phase: StepPhase::End,
-                label: "swap".into(),
-                op_count: 1,
-                op_kinds: vec!["swap_cpusets".into()],
-                cgroups: 2,
-                workers: 4,
-                iterations_so_far: 77,
-                cgroup_iterations: [("cg0".to_string(), 70u64), ("cg1".to_string(), 7)]
-                    .into_iter()
-                    .collect(),
-                op_errors: vec![],
-            }),
-            GuestMsg::MonitorSample(MonitorSample {
-                elapsed_ms: 100,
-                cpus: vec![CpuSample {
-                    cpu: 0,
-                    nr_running: Some(2),
-                    rq_clock_ns: Some(5_000_000),
-                    schedstat: Some(CpuSchedstat {
-                        run_delay_ns: 9,
-                        pcount: 3,
-                        ..Default::default()
-                    }),
-                }],
-                scx: Some(ScxSample {
-                    state: "enabled".into(),
-                    ops: Some("simple".into()),
-                    events: [("SCX_EV_SELECT_CPU_FALLBACK".to_string(), 4u64)]
-                        .into_iter()
-                        .collect(),
-                }),
-                psi_cpu: Some(Psi {
-                    some: PsiLine {
-                        avg10: 1.25,
-                        avg60: 0.5,
-                        avg300: 0.0,
-                        total_us: 12345,
-                    },
-                    full: None,
-                }),
-                psi_irq: None,
-            }),
-            GuestMsg::Snapshot(Snapshot {
-                index: 0,
-                target: 2,
-                elapsed_ms: 700,
-                cgroups: vec![CgroupSnapshot {
-                    name: "cg0".into(),
-                    usage_usec: Some(1000),
-                    user_usec: Some(900),
-                    system_usec: Some(100),
-                    nr_periods: Some(0),
-                    nr_throttled: Some(0),
-                    throttled_usec: Some(0),
-                    populated: Some(true),
-                    frozen: Some(false),
-                    cpus_effective: Some("0-1".into()),
-                    nr_procs: Some(2),
-                }],
-                cpus: vec![],
-                scx: None,
-            }),
-            GuestMsg::ScenarioEnd(ScenarioEnd {
-                elapsed_ms: 2000,
-                steps_completed: 1,
-                workers_started: 4,
-                workers_reported: 4,
-                monitor_samples: 20,
-                snapshots_taken: 2,
-                monitor_cpu_us: 4000,
-                aborted: None,
-            }),
-            GuestMsg::ExecExit { status: 137 },
-            GuestMsg::Panic {
-                message: "boom".into(),
-            },
-            GuestMsg::Scheduler(crate::sched::SchedEvent::Ejected {
-                state: "disabled".into(),
-                kernel_reason: Some("runnable task stall".into()),
-                watchdog_timeout_ms: Some(3000),
-                elapsed_ms: 7,
-            }),
-            GuestMsg::VerifierStats {
-                progs: vec![crate::sched::ProgInsns {
-                    id: 9,
-                    prog_type: crate::sched::BPF_PROG_TYPE_STRUCT_OPS,
-                    name: "stall_enqueue".into(),
-                    verified_insns: 42,
-                }],
-            },
-            GuestMsg::PayloadResult(PayloadResult {
-                name: "hackbench".into(),
-                invocation: 2,
-                exit_code: -9,
-                stdout: "Time: 0.731\n".into(),
-                stdout_bytes: 12,
-                stderr: String::new(),
-                wall_ms: 800,
-                note: Some("killed by KillPayload".into()),
-                ..Default::default()
-            }),
-            GuestMsg::Done {
-                exit_code: 0,
-                elapsed_ms: 1000,
-            },
-        ];
-        for m in msgs {
+        for m in examples() {
             let back = decode_msg(&frame(&encode_msg(&m))).unwrap();
             assert_eq!(back, m);
         }
