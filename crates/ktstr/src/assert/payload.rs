@@ -1,12 +1,15 @@
-//! A run's payload invocations judged on the host: each reported result becomes its
-//! `PayloadMetrics` (metrics extracted from its output, its exit code) and the checks of
-//! its payload; an invocation the scenario started that never reported fails.
+//! Payload checks (gate `payload`): a run's payload invocations judged on the host. Each
+//! reported result becomes its `PayloadMetrics` (metrics extracted from its output, its
+//! exit code) and the checks of its payload; an invocation the scenario started that
+//! never reported fails.
 
 use ktstr_sidecar::{Outcome, PayloadMetrics};
 use ktstr_wire::msg::PayloadResult;
+use ktstr_wire::spec::GuestSpec;
 
-use super::{evaluate_checks, extract_metrics, Payload};
-use crate::assert::{Check, Gate};
+use super::{Check, Gate};
+use crate::payload::{evaluate_checks, extract_metrics, Payload};
+use crate::runner::collect::Collected;
 
 /// Lines of stderr quoted when a payload exits with an unexpected code.
 const STDERR_LINES: usize = 4;
@@ -32,6 +35,25 @@ fn first_lines(text: &str, n: usize) -> String {
         .take(n)
         .collect::<Vec<_>>()
         .join(" | ")
+}
+
+/// The payload checks of a run and the sidecar's `metrics`. Invocations that never
+/// reported fail only when the scenario says it ran to its end (otherwise its own
+/// failure explains them).
+pub fn check_payloads(payloads: &[Payload], spec: &GuestSpec, data: &Collected) -> Judged {
+    if payloads.is_empty() && data.payload_results.is_empty() {
+        return Judged::default();
+    }
+    let ran_to_end = data
+        .scenario_end
+        .as_ref()
+        .is_some_and(|e| e.aborted.is_none());
+    let scenario = spec.effective_scenario();
+    let expected = match (&scenario, ran_to_end) {
+        (Some(s), true) => s.payload_invocations(),
+        _ => Vec::new(),
+    };
+    judge(payloads, &expected, &data.payload_results)
 }
 
 /// Judges the `results` the guest reported against the declared `payloads`;

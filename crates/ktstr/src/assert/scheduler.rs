@@ -1,20 +1,55 @@
-//! The scheduler's part of the verdict: the guest supervisor's events, turned into
-//! failure reasons a person can act on. A scheduler that never attached, died, or was
-//! ejected by the kernel (watchdog stall, BPF error) fails the run, and the reason names
-//! what the kernel said.
+//! Scheduler checks (gate `run`, subject `scheduler <name>`): the guest supervisor's
+//! events, turned into failure reasons a person can act on. A scheduler that never
+//! attached, died, or was ejected by the kernel (watchdog stall, BPF error) fails the
+//! run, and the reason names what the kernel said.
 
+use ktstr_sidecar::Outcome;
 use ktstr_wire::sched::{ProcExit, SchedEvent};
 
-use super::Prepared;
+use super::{Check, Gate};
 use crate::runner::collect::Collected;
+use crate::scheduler::Prepared;
+
+/// The scheduler's checks: a failure per problem ([`failures`]), or one pass saying it
+/// attached and detached. The runner puts them first in the verdict: they usually
+/// explain the rest (workers that never ran, a guest exit code).
+pub fn check_scheduler(prepared: &Prepared, data: &Collected) -> Vec<Check> {
+    let subject = format!("scheduler {}", prepared.name);
+    let mut checks: Vec<Check> = failures(prepared, data)
+        .into_iter()
+        .map(|r| Check::new(Gate::Run, subject.clone(), Outcome::Fail, r))
+        .collect();
+    if checks.is_empty() && prepared.guest.is_some() {
+        let attach = data.scheduler_events.iter().find_map(|e| match e {
+            SchedEvent::Attached { ops, attach_ms, .. } => Some((ops.clone(), *attach_ms)),
+            _ => None,
+        });
+        let detached = data
+            .scheduler_events
+            .iter()
+            .any(|e| matches!(e, SchedEvent::Detached { clean: true, .. }));
+        if let Some((ops, ms)) = attach {
+            checks.push(Check::new(
+                Gate::Run,
+                subject,
+                Outcome::Pass,
+                format!(
+                    "attached as `{ops}` after {ms} ms{}",
+                    if detached { ", detached cleanly" } else { "" }
+                ),
+            ));
+        }
+    }
+    checks
+}
 
 /// Failure reasons from the scheduler events of a run; empty when the scheduler did its
 /// job (or there was none and every sysctl applied).
-pub fn judge(prepared: &Prepared, data: &Collected) -> Vec<String> {
+pub fn failures(prepared: &Prepared, data: &Collected) -> Vec<String> {
     judge_events(prepared, &data.scheduler_events, data.done.is_some())
 }
 
-/// [`judge`] on the events alone. `finished`: the guest reported done, so a missing
+/// [`failures`] on the events alone. `finished`: the guest reported done, so a missing
 /// event means it never happened (not that the guest died first).
 pub fn judge_events(prepared: &Prepared, events: &[SchedEvent], finished: bool) -> Vec<String> {
     let name = &prepared.name;
@@ -154,6 +189,49 @@ fn output_part(tail: &str) -> String {
 mod tests {
     use super::*;
     use ktstr_wire::sched::SchedulerSpec;
+
+    #[test]
+    fn an_ejection_is_a_failed_check_naming_the_scheduler() {
+        let data = Collected {
+            scheduler_events: vec![
+                started(),
+                attached(),
+                SchedEvent::Ejected {
+                    state: "disabled".into(),
+                    kernel_reason: Some("runnable task stall".into()),
+                    watchdog_timeout_ms: None,
+                    elapsed_ms: 5000,
+                },
+            ],
+            ..Collected::default()
+        };
+        let checks = check_scheduler(&prepared(), &data);
+        assert_eq!(checks.len(), 1, "{checks:#?}");
+        let line = checks[0].line();
+        assert!(
+            line.starts_with("fail [run] scheduler ktstr-stall"),
+            "{line}"
+        );
+        assert!(line.contains("runnable task stall"), "{line}");
+    }
+
+    #[test]
+    fn attach_and_detach_is_a_passing_check() {
+        let data = Collected {
+            done: Some(crate::runner::collect::Done {
+                exit_code: 0,
+                elapsed_ms: 9,
+            }),
+            scheduler_events: vec![started(), attached(), clean_detach()],
+            ..Collected::default()
+        };
+        let checks = check_scheduler(&prepared(), &data);
+        assert_eq!(checks.len(), 1, "{checks:#?}");
+        assert_eq!(checks[0].outcome, Outcome::Pass);
+        let msg = &checks[0].message;
+        assert!(msg.contains("`ktstr_stall` after 900 ms"), "{msg}");
+        assert!(msg.contains("detached cleanly"), "{msg}");
+    }
 
     fn prepared() -> Prepared {
         Prepared {
