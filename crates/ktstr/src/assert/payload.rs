@@ -8,7 +8,7 @@ use ktstr_wire::msg::PayloadResult;
 use ktstr_wire::spec::GuestSpec;
 
 use super::{Check, Gate};
-use crate::payload::{evaluate_checks, extract_metrics, Payload};
+use crate::payload::{extract_metrics, Check as PayloadCheck, ExtractError, Payload};
 use crate::runner::collect::Collected;
 
 /// Lines of stderr quoted when a payload exits with an unexpected code.
@@ -35,6 +35,26 @@ fn first_lines(text: &str, n: usize) -> String {
         .take(n)
         .collect::<Vec<_>>()
         .join(" | ")
+}
+
+/// What a failed check of `r` adds to its message: the guest's note, stderr for a
+/// wrong exit code, and whether the output was cut when a metric could not be read.
+fn explain_failure(msg: &mut String, r: &PayloadResult, extract_failed: bool) {
+    if let Some(note) = &r.note {
+        msg.push_str(&format!(" ({note})"));
+    }
+    if msg.starts_with("exit code") {
+        let err = first_lines(&r.stderr, STDERR_LINES);
+        if !err.is_empty() {
+            msg.push_str(&format!("; stderr: {err}"));
+        }
+    }
+    if extract_failed && (r.stdout_truncated || r.stderr_truncated) {
+        msg.push_str(&format!(
+            "; its output was cut (stdout {} bytes, stderr {} bytes in all)",
+            r.stdout_bytes, r.stderr_bytes
+        ));
+    }
 }
 
 /// The payload checks of a run and the sidecar's `metrics`. Invocations that never
@@ -95,27 +115,11 @@ pub fn judge(payloads: &[Payload], expected: &[&str], results: &[PayloadResult])
             )));
         }
         let (pm, errors) = extract_metrics(p, r.invocation, r.exit_code, &r.stdout, &r.stderr);
-        for c in evaluate_checks(&p.checks, &pm, &errors).into_iter() {
-            let mut msg = c.reason;
+        for mut c in metric_checks(&who, &p.checks, &pm, &errors) {
             if c.outcome == Outcome::Fail {
-                if let Some(note) = &r.note {
-                    msg.push_str(&format!(" ({note})"));
-                }
-                if msg.starts_with("exit code") {
-                    let err = first_lines(&r.stderr, STDERR_LINES);
-                    if !err.is_empty() {
-                        msg.push_str(&format!("; stderr: {err}"));
-                    }
-                }
-                if !errors.is_empty() && (r.stdout_truncated || r.stderr_truncated) {
-                    msg.push_str(&format!(
-                        "; its output was cut (stdout {} bytes, stderr {} bytes in all)",
-                        r.stdout_bytes, r.stderr_bytes
-                    ));
-                }
+                explain_failure(&mut c.message, r, !errors.is_empty());
             }
-            out.checks
-                .push(Check::new(Gate::Payload, who.clone(), c.outcome, msg));
+            out.checks.push(c);
         }
         if p.checks.is_empty() {
             out.checks.push(Check::new(
@@ -146,10 +150,92 @@ pub fn judge(payloads: &[Payload], expected: &[&str], results: &[PayloadResult])
     out
 }
 
+/// Judge every declared check of one invocation, `subject` (`payload hackbench #0`);
+/// extraction errors fail the checks that needed the metric (and an output promise with
+/// no metric check fails on its own).
+pub fn metric_checks(
+    subject: &str,
+    checks: &[PayloadCheck],
+    m: &PayloadMetrics,
+    extract_errors: &[ExtractError],
+) -> Vec<Check> {
+    let pass = |msg: String| Check::new(Gate::Payload, subject, Outcome::Pass, msg);
+    let fail = |msg: String| Check::new(Gate::Payload, subject, Outcome::Fail, msg);
+    let mut out: Vec<Check> = checks
+        .iter()
+        .map(|c| {
+            let value = |name: &str| m.metric(name).map(|x| x.value);
+            let missing = |name: &str| {
+                // The error about this metric (a line pattern that matched nothing), else
+                // the one about the whole output (no JSON).
+                let why = extract_errors
+                    .iter()
+                    .find(|e| matches!(e, ExtractError::NoMatch { metric, .. } if metric == name))
+                    .or_else(|| {
+                        extract_errors
+                            .iter()
+                            .find(|e| matches!(e, ExtractError::NoJson { .. }))
+                    })
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| "it was not in the output".into());
+                fail(format!("metric `{name}` missing: {why}"))
+            };
+            match c {
+                PayloadCheck::ExitCode(want) if m.exit_code == *want => {
+                    pass(format!("exit code {want}"))
+                }
+                PayloadCheck::ExitCode(want) => {
+                    fail(format!("exit code {} (expected {want})", m.exit_code))
+                }
+                PayloadCheck::Exists { metric } => match value(metric) {
+                    Some(v) => pass(format!("`{metric}` = {v}")),
+                    None => missing(metric),
+                },
+                PayloadCheck::Min { metric, min } => match value(metric) {
+                    Some(v) if v >= *min => pass(format!("`{metric}` = {v} >= {min}")),
+                    Some(v) => fail(format!("`{metric}` = {v}, below the minimum {min}")),
+                    None => missing(metric),
+                },
+                PayloadCheck::Max { metric, max } => match value(metric) {
+                    Some(v) if v <= *max => pass(format!("`{metric}` = {v} <= {max}")),
+                    Some(v) => fail(format!("`{metric}` = {v}, above the maximum {max}")),
+                    None => missing(metric),
+                },
+                PayloadCheck::Range { metric, min, max } => match value(metric) {
+                    Some(v) if v >= *min && v <= *max => {
+                        pass(format!("`{metric}` = {v} in [{min}, {max}]"))
+                    }
+                    Some(v) => fail(format!("`{metric}` = {v}, outside [{min}, {max}]")),
+                    None => missing(metric),
+                },
+            }
+        })
+        .collect();
+    // Extraction errors no metric check reported fail on their own: the output did not
+    // keep its promise.
+    let reported = |e: &ExtractError| {
+        checks.iter().any(|c| match (c, e) {
+            (PayloadCheck::ExitCode(_), _) => false,
+            (_, ExtractError::NoJson { .. }) => true,
+            (
+                PayloadCheck::Exists { metric: m }
+                | PayloadCheck::Min { metric: m, .. }
+                | PayloadCheck::Max { metric: m, .. }
+                | PayloadCheck::Range { metric: m, .. },
+                ExtractError::NoMatch { metric, .. },
+            ) => m == metric,
+        })
+    };
+    for e in extract_errors.iter().filter(|e| !reported(e)) {
+        out.push(fail(e.to_string()));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payload::Check as PayloadCheck;
+    use ktstr_sidecar::Metric;
     use ktstr_sidecar::{MetricStream, Polarity};
 
     fn hackbench() -> Payload {
@@ -308,5 +394,117 @@ mod tests {
         assert_eq!(j.checks.len(), 1);
         assert_eq!(j.checks[0].outcome, Outcome::Skip);
         assert_eq!(j.metrics[0].exit_code, 3);
+    }
+
+    fn metrics(exit: i32, pairs: &[(&str, f64)]) -> PayloadMetrics {
+        PayloadMetrics {
+            payload_index: 0,
+            payload: "bench".into(),
+            metrics: pairs
+                .iter()
+                .map(|(n, v)| Metric {
+                    name: n.to_string(),
+                    value: *v,
+                    ..Metric::default()
+                })
+                .collect(),
+            exit_code: exit,
+        }
+    }
+
+    #[test]
+    fn bounds_pass_and_fail_with_the_value_in_the_reason() {
+        let m = metrics(0, &[("ops", 950.0)]);
+        let r = metric_checks(
+            "payload bench #0",
+            &[
+                PayloadCheck::Min {
+                    metric: "ops".into(),
+                    min: 1000.0,
+                },
+                PayloadCheck::Max {
+                    metric: "ops".into(),
+                    max: 2000.0,
+                },
+                PayloadCheck::Range {
+                    metric: "ops".into(),
+                    min: 900.0,
+                    max: 1000.0,
+                },
+            ],
+            &m,
+            &[],
+        );
+        assert_eq!(r[0].outcome, Outcome::Fail);
+        assert!(
+            r[0].message.contains("950") && r[0].message.contains("minimum 1000"),
+            "{}",
+            r[0].message
+        );
+        assert_eq!(r[1].outcome, Outcome::Pass);
+        assert_eq!(r[2].outcome, Outcome::Pass);
+    }
+
+    #[test]
+    fn exit_code_and_missing_metric() {
+        let m = metrics(3, &[]);
+        let r = metric_checks(
+            "payload bench #0",
+            &[
+                PayloadCheck::ExitCode(0),
+                PayloadCheck::Exists {
+                    metric: "lat".into(),
+                },
+            ],
+            &m,
+            &[],
+        );
+        assert!(r.iter().all(|x| x.outcome == Outcome::Fail));
+        assert!(r[0].message.contains("exit code 3 (expected 0)"));
+        assert!(r[1].message.contains("`lat` missing"));
+    }
+
+    #[test]
+    fn a_missing_metric_quotes_its_own_pattern_miss_and_unchecked_misses_fail_alone() {
+        let m = metrics(0, &[("a", 1.0)]);
+        let miss = |metric: &str| ExtractError::NoMatch {
+            payload: "bench".into(),
+            metric: metric.into(),
+            head: "A: 1".into(),
+        };
+        let r = metric_checks(
+            "payload bench #0",
+            &[
+                PayloadCheck::Exists { metric: "a".into() },
+                PayloadCheck::Min {
+                    metric: "b".into(),
+                    min: 1.0,
+                },
+            ],
+            &m,
+            &[miss("c"), miss("b")],
+        );
+        assert_eq!(r.len(), 3, "{r:#?}");
+        assert_eq!(r[0].outcome, Outcome::Pass);
+        assert!(
+            r[1].message.starts_with("metric `b` missing") && r[1].message.contains("for `b`"),
+            "{}",
+            r[1].message
+        );
+        assert_eq!(r[2].outcome, Outcome::Fail);
+        assert!(r[2].message.contains("for `c`"), "{}", r[2].message);
+    }
+
+    #[test]
+    fn extraction_errors_fail_even_without_metric_checks() {
+        let m = metrics(0, &[]);
+        let err = ExtractError::NoJson {
+            payload: "bench".into(),
+            head: "plain text".into(),
+        };
+        let r = metric_checks("payload bench #0", &[PayloadCheck::ExitCode(0)], &m, &[err]);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[1].outcome, Outcome::Fail);
+        assert!(r[1].message.contains("plain text"));
     }
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use ktstr_sidecar::Polarity;
 use serde::{Deserialize, Serialize};
 
-pub use check::{evaluate_checks, Check, CheckResult};
+pub use check::Check;
 pub use extract::{extract_metrics, ExtractError};
 
 /// How a payload reports its results.
