@@ -4,12 +4,11 @@
 //! never reported fails.
 
 use ktstr_sidecar::{Outcome, PayloadMetrics};
-use ktstr_wire::msg::PayloadResult;
+use ktstr_wire::msg::{PayloadResult, ScenarioEnd};
 use ktstr_wire::spec::GuestSpec;
 
 use super::{Check, Gate};
 use crate::payload::{extract_metrics, Check as PayloadCheck, ExtractError, Payload};
-use crate::runner::collect::Collected;
 
 /// Lines of stderr quoted when a payload exits with an unexpected code.
 const STDERR_LINES: usize = 4;
@@ -57,23 +56,25 @@ fn explain_failure(msg: &mut String, r: &PayloadResult, extract_failed: bool) {
     }
 }
 
-/// The payload checks of a run and the sidecar's `metrics`. Invocations that never
-/// reported fail only when the scenario says it ran to its end (otherwise its own
-/// failure explains them).
-pub fn check_payloads(payloads: &[Payload], spec: &GuestSpec, data: &Collected) -> Judged {
-    if payloads.is_empty() && data.payload_results.is_empty() {
+/// The payload checks of a run from the `results` the guest reported, and the
+/// sidecar's `metrics`. Invocations that never reported fail only when the scenario says
+/// it ran to its end (`scenario_end`; otherwise its own failure explains them).
+pub fn check_payloads(
+    payloads: &[Payload],
+    spec: &GuestSpec,
+    results: &[PayloadResult],
+    scenario_end: Option<&ScenarioEnd>,
+) -> Judged {
+    if payloads.is_empty() && results.is_empty() {
         return Judged::default();
     }
-    let ran_to_end = data
-        .scenario_end
-        .as_ref()
-        .is_some_and(|e| e.aborted.is_none());
+    let ran_to_end = scenario_end.is_some_and(|e| e.aborted.is_none());
     let scenario = spec.effective_scenario();
     let expected = match (&scenario, ran_to_end) {
         (Some(s), true) => s.payload_invocations(),
         _ => Vec::new(),
     };
-    judge(payloads, &expected, &data.payload_results)
+    judge(payloads, &expected, results)
 }
 
 /// Judges the `results` the guest reported against the declared `payloads`;

@@ -7,25 +7,25 @@ use ktstr_sidecar::Outcome;
 use ktstr_wire::sched::{ProcExit, SchedEvent};
 
 use super::{Check, Gate};
-use crate::runner::collect::Collected;
 use crate::scheduler::Prepared;
 
-/// The scheduler's checks: a failure per problem ([`failures`]), or one pass saying it
-/// attached and detached. The runner puts them first in the verdict: they usually
-/// explain the rest (workers that never ran, a guest exit code).
-pub fn check_scheduler(prepared: &Prepared, data: &Collected) -> Vec<Check> {
+/// The scheduler's checks from the guest's scheduler `events`: a failure per problem
+/// ([`failures`]), or one pass saying it attached and detached. `finished`: the guest
+/// reported done, so a missing event means it never happened (not that the guest died
+/// first). The runner puts them first in the verdict: they usually explain the rest
+/// (workers that never ran, a guest exit code).
+pub fn check_scheduler(prepared: &Prepared, events: &[SchedEvent], finished: bool) -> Vec<Check> {
     let subject = format!("scheduler {}", prepared.name);
-    let mut checks: Vec<Check> = failures(prepared, data)
+    let mut checks: Vec<Check> = failures(prepared, events, finished)
         .into_iter()
         .map(|r| Check::new(Gate::Run, subject.clone(), Outcome::Fail, r))
         .collect();
     if checks.is_empty() && prepared.guest.is_some() {
-        let attach = data.scheduler_events.iter().find_map(|e| match e {
+        let attach = events.iter().find_map(|e| match e {
             SchedEvent::Attached { ops, attach_ms, .. } => Some((ops.clone(), *attach_ms)),
             _ => None,
         });
-        let detached = data
-            .scheduler_events
+        let detached = events
             .iter()
             .any(|e| matches!(e, SchedEvent::Detached { clean: true, .. }));
         if let Some((ops, ms)) = attach {
@@ -43,15 +43,9 @@ pub fn check_scheduler(prepared: &Prepared, data: &Collected) -> Vec<Check> {
     checks
 }
 
-/// Failure reasons from the scheduler events of a run; empty when the scheduler did its
-/// job (or there was none and every sysctl applied).
-pub fn failures(prepared: &Prepared, data: &Collected) -> Vec<String> {
-    judge_events(prepared, &data.scheduler_events, data.done.is_some())
-}
-
-/// [`failures`] on the events alone. `finished`: the guest reported done, so a missing
-/// event means it never happened (not that the guest died first).
-pub fn judge_events(prepared: &Prepared, events: &[SchedEvent], finished: bool) -> Vec<String> {
+/// Failure reasons from the scheduler `events` of a run (see [`check_scheduler`]);
+/// empty when the scheduler did its job (or there was none and every sysctl applied).
+pub fn failures(prepared: &Prepared, events: &[SchedEvent], finished: bool) -> Vec<String> {
     let name = &prepared.name;
     let mut reasons = Vec::new();
     let mut attached = false;
@@ -192,20 +186,17 @@ mod tests {
 
     #[test]
     fn an_ejection_is_a_failed_check_naming_the_scheduler() {
-        let data = Collected {
-            scheduler_events: vec![
-                started(),
-                attached(),
-                SchedEvent::Ejected {
-                    state: "disabled".into(),
-                    kernel_reason: Some("runnable task stall".into()),
-                    watchdog_timeout_ms: None,
-                    elapsed_ms: 5000,
-                },
-            ],
-            ..Collected::default()
-        };
-        let checks = check_scheduler(&prepared(), &data);
+        let events = [
+            started(),
+            attached(),
+            SchedEvent::Ejected {
+                state: "disabled".into(),
+                kernel_reason: Some("runnable task stall".into()),
+                watchdog_timeout_ms: None,
+                elapsed_ms: 5000,
+            },
+        ];
+        let checks = check_scheduler(&prepared(), &events, true);
         assert_eq!(checks.len(), 1, "{checks:#?}");
         let line = checks[0].line();
         assert!(
@@ -217,15 +208,8 @@ mod tests {
 
     #[test]
     fn attach_and_detach_is_a_passing_check() {
-        let data = Collected {
-            done: Some(crate::runner::collect::Done {
-                exit_code: 0,
-                elapsed_ms: 9,
-            }),
-            scheduler_events: vec![started(), attached(), clean_detach()],
-            ..Collected::default()
-        };
-        let checks = check_scheduler(&prepared(), &data);
+        let events = [started(), attached(), clean_detach()];
+        let checks = check_scheduler(&prepared(), &events, true);
         assert_eq!(checks.len(), 1, "{checks:#?}");
         assert_eq!(checks[0].outcome, Outcome::Pass);
         let msg = &checks[0].message;
@@ -274,7 +258,7 @@ mod tests {
 
     #[test]
     fn attach_and_clean_detach_pass() {
-        let r = judge_events(&prepared(), &[started(), attached(), clean_detach()], true);
+        let r = failures(&prepared(), &[started(), attached(), clean_detach()], true);
         assert!(r.is_empty(), "{r:?}");
     }
 
@@ -290,7 +274,7 @@ mod tests {
             watchdog_timeout_ms: Some(3000),
             elapsed_ms: 7400,
         };
-        let r = judge_events(&prepared(), &[started(), attached(), ev], true);
+        let r = failures(&prepared(), &[started(), attached(), ev], true);
         assert_eq!(r.len(), 1, "{r:?}");
         for needle in [
             "stalled",
@@ -315,7 +299,7 @@ mod tests {
             output_tail: "Error: failed to load BPF program: Invalid argument".into(),
             elapsed_ms: 3000,
         };
-        let r = judge_events(&prepared(), &[started(), ev], true);
+        let r = failures(&prepared(), &[started(), ev], true);
         assert_eq!(r.len(), 1, "{r:?}");
         assert!(
             r[0].contains("exited before it attached (exit code 1)"),
@@ -338,7 +322,7 @@ mod tests {
             output_tail: String::new(),
             elapsed_ms: 5000,
         };
-        let r = judge_events(&prepared(), &[started(), attached(), died], true);
+        let r = failures(&prepared(), &[started(), attached(), died], true);
         assert_eq!(r.len(), 1);
         assert!(r[0].contains("died during the run"), "{}", r[0]);
         assert!(r[0].contains("killed by signal 11"), "{}", r[0]);
@@ -350,16 +334,16 @@ mod tests {
             detail: Some("did not exit within 10000 ms of SIGINT and was killed".into()),
             elapsed_ms: 9000,
         };
-        let r = judge_events(&prepared(), &[started(), attached(), unclean], true);
+        let r = failures(&prepared(), &[started(), attached(), unclean], true);
         assert_eq!(r.len(), 1);
         assert!(r[0].contains("did not detach cleanly"), "{}", r[0]);
     }
 
     #[test]
     fn missing_events_fail_only_when_the_guest_finished() {
-        assert_eq!(judge_events(&prepared(), &[], true).len(), 1);
-        assert!(judge_events(&prepared(), &[], false).is_empty());
-        let r = judge_events(&prepared(), &[started()], true);
+        assert_eq!(failures(&prepared(), &[], true).len(), 1);
+        assert!(failures(&prepared(), &[], false).is_empty());
+        let r = failures(&prepared(), &[started()], true);
         assert!(r[0].contains("never attached"), "{r:?}");
     }
 
@@ -367,7 +351,7 @@ mod tests {
     fn sysctl_failures_fail_even_under_eevdf() {
         let mut p = prepared();
         p.guest = None;
-        let r = judge_events(
+        let r = failures(
             &p,
             &[SchedEvent::Sysctl {
                 key: "kernel.nope".into(),

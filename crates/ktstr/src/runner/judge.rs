@@ -28,7 +28,11 @@ pub fn judge(run: &PreparedRun, attempt: &Attempt) -> Judged {
     measured.record(&mut sidecar, attempt);
 
     let mut checks = Checks::default();
-    checks.extend(scheduler::check_scheduler(&run.scheduler, data));
+    checks.extend(scheduler::check_scheduler(
+        &run.scheduler,
+        &data.scheduler_events,
+        data.done.is_some(),
+    ));
     checks.extend(
         check_run(&Evidence {
             spec: &req.spec,
@@ -41,7 +45,12 @@ pub fn judge(run: &PreparedRun, attempt: &Attempt) -> Judged {
         })
         .list,
     );
-    let payloads = payload::check_payloads(&req.payloads, &req.spec, data);
+    let payloads = payload::check_payloads(
+        &req.payloads,
+        &req.spec,
+        &data.payload_results,
+        data.scenario_end.as_ref(),
+    );
     checks.extend(payloads.checks);
 
     sidecar.metrics = payloads.metrics;
