@@ -1,7 +1,7 @@
 //! Step 2 of a run, boot: start the guest on its engine, drain the shared-memory ring
 //! into the [`Collector`] while it runs (step 3, collect), and tear it down when it is
 //! gone, killed by the watchdog or an interrupt. One known emulator artifact is worth a
-//! second boot ([`retry_reason`]); the discarded attempt is kept beside the run.
+//! second boot ([`should_retry`]); the discarded attempt is kept beside the run.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use ktstr_wire::{init_header, Reader, SharedMem, StopReason};
 use super::collect::{console_excerpt, Collected, Collector, OutputMode};
 use super::prepare::PreparedRun;
 use super::EXIT_GRACE;
-use crate::engine::{self, BootSpec, EngineKind, EngineReport};
+use crate::engine::{self, BootSpec, EngineKind, EngineReport, RunningGuest};
 
 /// What one boot left: the guest's reports, the engine's, and when teardown ended.
 #[derive(Debug)]
@@ -61,7 +61,31 @@ fn boot_and_drain(
     let mem =
         unsafe { SharedMem::from_raw(ptr, len) }.context("cannot use the shared-memory mapping")?;
     let mut reader = Reader::new(&mem, layout);
-    let deadline = Instant::now() + boot.deadline;
+    let ring_ok = drain_while_running(guest.as_mut(), &mut reader, collector, boot.deadline)?;
+    // Whatever the guest committed before it went away is still in memory.
+    if ring_ok {
+        // A protocol error is recorded in the collector; nothing more to read then.
+        let _ = drain(&mut reader, collector);
+    }
+    let mut report = guest.teardown();
+    // The signal may have reached the engine first (qemu shares our process group and
+    // exits cleanly on SIGINT): the run was still interrupted, not finished.
+    if let Some(sig) = crate::interrupt::received() {
+        report.exit = engine::GuestExit::Killed(crate::interrupt::reason(sig));
+    }
+    Ok(report)
+}
+
+/// Drain the ring while the guest runs; stop it on an interrupt, a corrupt ring, the
+/// `deadline`, or a guest that reported done but does not reboot. Returns whether the
+/// ring is still sound.
+fn drain_while_running(
+    guest: &mut dyn RunningGuest,
+    reader: &mut Reader,
+    collector: &mut Collector,
+    deadline: Duration,
+) -> anyhow::Result<bool> {
+    let until = Instant::now() + deadline;
     let mut ring_ok = true;
     loop {
         let mut progressed = false;
@@ -71,7 +95,7 @@ fn boot_and_drain(
             break;
         }
         if ring_ok {
-            match drain(&mut reader, collector) {
+            match drain(reader, collector) {
                 Ok(n) => progressed = n > 0,
                 Err(()) => {
                     ring_ok = false;
@@ -83,11 +107,11 @@ fn boot_and_drain(
             break;
         }
         let now = Instant::now();
-        if now >= deadline {
+        if now >= until {
             reader.request_stop(StopReason::Watchdog);
             guest.kill(format!(
                 "watchdog: the run exceeded its {} s deadline",
-                boot.deadline.as_secs()
+                deadline.as_secs()
             ));
             break;
         }
@@ -101,18 +125,7 @@ fn boot_and_drain(
             std::thread::sleep(Duration::from_millis(2));
         }
     }
-    // Whatever the guest committed before it went away is still in memory.
-    if ring_ok {
-        // A protocol error is recorded in the collector; nothing more to read then.
-        let _ = drain(&mut reader, collector);
-    }
-    let mut report = guest.teardown();
-    // The signal may have reached the engine first (qemu shares our process group and
-    // exits cleanly on SIGINT): the run was still interrupted, not finished.
-    if let Some(sig) = crate::interrupt::received() {
-        report.exit = engine::GuestExit::Killed(crate::interrupt::reason(sig));
-    }
-    Ok(report)
+    Ok(ring_ok)
 }
 
 /// Read every committed frame into the collector. A protocol error is recorded there
@@ -137,8 +150,9 @@ fn drain(reader: &mut Reader, collector: &mut Collector) -> Result<usize, ()> {
 /// How a retried run says so in `stats.verdict_details` (the soak counts these).
 pub const RETRY_NOTE: &str = "retried once";
 
-/// Why the first boot of `run` is to be retried, from its console; `None`: judge it as
-/// it is (see [`retry_reason`]).
+/// Why the first boot of `run` is to be retried, read from its console; `None`: judge
+/// it as it is. The one failure retried is a guest kernel `Oops: int3` under
+/// multi-threaded TCG (see `retry_reason`).
 pub fn should_retry(run: &PreparedRun) -> Option<String> {
     let threading = match run.req.engine {
         EngineKind::QemuTcg => Some(engine::qemu::tcg_threading()),

@@ -6,7 +6,7 @@
 use ktstr_sidecar::SidecarResult;
 
 use super::boot::Attempt;
-use super::measure;
+use super::measure::Measured;
 use super::prepare::PreparedRun;
 use crate::assert::run::{check_run, Evidence};
 use crate::assert::{payload, scheduler, Checks};
@@ -19,12 +19,12 @@ pub struct Judged {
     pub checks: Checks,
 }
 
-/// Measure `attempt` (step 4) and judge it.
-pub fn judge(run: &PreparedRun, attempt: &Attempt) -> Judged {
+/// Judge `attempt` as `measured`; its sidecar is the run's identity with what was
+/// measured and the verdict.
+pub fn judge(run: &PreparedRun, attempt: &Attempt, measured: &Measured) -> Judged {
     let req = &run.req;
     let data = &attempt.data;
     let mut sidecar = run.sidecar.clone();
-    let measured = measure::measure(&req.spec, &req.topology, &req.assert, data);
     measured.record(&mut sidecar, attempt);
 
     let mut checks = Checks::default();
@@ -39,7 +39,7 @@ pub fn judge(run: &PreparedRun, attempt: &Attempt) -> Judged {
             topology: req.topology,
             assert: &req.assert,
             data,
-            measured: &measured,
+            measured,
             engine: &attempt.engine,
             console_log: &run.console_log,
         })
@@ -76,7 +76,7 @@ mod tests {
     use crate::kernel::ResolvedKernel;
     use crate::runner::collect::Collected;
     use crate::runner::collect::{Done, Ready};
-    use crate::runner::measure::{measure, Measured};
+    use crate::runner::measure::measure;
     use crate::runner::RunRequest;
     use crate::scenario::{CgroupDef, CpusetSpec, Hold, Scenario, Step};
     use ktstr_wire::msg::{CpuSample, ScenarioEnd, SeenCpu, SeenTopology, Snapshot};

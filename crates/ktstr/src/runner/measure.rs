@@ -16,6 +16,7 @@ use ktstr_wire::spec::GuestSpec;
 
 use super::boot::Attempt;
 use super::collect::Collected;
+use super::RunRequest;
 use crate::assert::monitor::{self, MonitorFindings};
 use crate::assert::workers::{self as gates, group_reports, off_cpu_pct, work_rate};
 use crate::assert::{sample, Assert, CgroupPlan};
@@ -51,6 +52,11 @@ impl Measured {
         sidecar.periodic_fired = self.periodic_fired;
         sidecar.periodic_target = self.periodic_target;
     }
+}
+
+/// [`measure`] what one attempt of `req` collected.
+pub fn measure_attempt(req: &RunRequest, data: &Collected) -> Measured {
+    measure(&req.spec, &req.topology, &req.assert, data)
 }
 
 /// Derive every number of the sidecar from the collected reports.

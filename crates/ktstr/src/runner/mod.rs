@@ -197,12 +197,13 @@ pub fn run_to_verdict(req: &RunRequest) -> anyhow::Result<RunOutcome> {
     Ok(finalize::booted(run, attempt, judged, notes))
 }
 
-/// Boot (collecting what the guest reports), measure and judge one attempt.
+/// One attempt: boot (collecting what the guest reports), measure, judge.
 fn boot_and_judge(
     run: &prepare::PreparedRun,
     clock: Instant,
 ) -> anyhow::Result<(boot::Attempt, judge::Judged)> {
     let attempt = boot::boot(run, clock)?;
-    let judged = judge::judge(run, &attempt);
+    let measured = measure::measure_attempt(&run.req, &attempt.data);
+    let judged = judge::judge(run, &attempt, &measured);
     Ok((attempt, judged))
 }
