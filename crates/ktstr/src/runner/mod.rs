@@ -182,7 +182,6 @@ pub fn run(req: &RunRequest) -> anyhow::Result<RunOutcome> {
 /// [`finalize::finalize`]'s (after the caller's own checks, if any).
 pub fn run_to_verdict(req: &RunRequest) -> anyhow::Result<RunOutcome> {
     let started = Instant::now();
-    crate::interrupt::catch();
     let run = match prepare::prepare(req, started)? {
         Ok(run) => run,
         Err(not_booted) => return Ok(*not_booted),

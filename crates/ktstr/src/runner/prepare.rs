@@ -49,6 +49,8 @@ pub fn prepare(
         spec: spec_with_payloads(req)?,
         ..req.clone()
     };
+    // From here on an interrupt is recorded (the boot step stops the guest for it).
+    crate::interrupt::catch();
     // An impossible spec never boots.
     crate::scenario::validate_spec(&req.spec, &req.topology).map_err(|e| {
         anyhow::anyhow!(
