@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 
 use ktstr::prelude::PayloadCheck as Check;
 use ktstr::prelude::*;
-use ktstr_sidecar::detail::SidecarDetail;
 use ktstr_sidecar::LoadedSidecar;
+use ktstr_stats::detail::SidecarDetail;
 use ktstr_wire::msg::PayloadResult;
 
 /// The program's host path, or None (after saying why) when it is not installed.

@@ -296,7 +296,7 @@ fn messages() -> Vec<GuestMsg> {
 fn specs() -> Vec<(String, GuestSpec)> {
     let topo = TopoSize::new(4, 2, 1);
     let mut out = Vec::new();
-    for (name, scenario) in Scenario::canned(topo, 3000) {
+    for (name, scenario) in Scenario::canned(topo) {
         let mut spec = GuestSpec::new(format!("canned_{name}"), 3000);
         spec.scenario = Some(scenario);
         spec.num_snapshots = 2;

@@ -1,5 +1,5 @@
 //! `cargo ktstr`: the command-line front end. It parses arguments and calls into the
-//! `ktstr` and `ktstr-sidecar` libraries; logic lives there, not here.
+//! `ktstr`, `ktstr-sidecar` and `ktstr-stats` libraries; logic lives there, not here.
 
 mod cmd;
 
@@ -43,6 +43,7 @@ fn main() {
         args.remove(1);
     }
     let cli = Cli::parse_from(args);
+    ktstr::logging::init();
     let result = match cli.command {
         Command::Test(a) => cmd::test::run(a),
         Command::SelftestVm(a) => cmd::selftest::run(a),

@@ -242,7 +242,7 @@ fn a_killed_runs_leftovers_are_swept_by_the_next_run() {
 }
 
 #[test]
-fn a_planted_symlink_at_a_console_log_is_not_followed() {
+fn a_planted_symlink_at_a_console_log_or_sidecar_is_not_followed() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     if !can_boot() {
         return;
@@ -279,12 +279,25 @@ fn a_planted_symlink_at_a_console_log_is_not_followed() {
         .map(|p| PathBuf::from(p.to_string_lossy().replace(".ktstr.json", ".console.log")))
         .collect();
     assert!(!logs.is_empty(), "the first run wrote no sidecar");
-    for l in &logs {
+    // The sidecars' own names too: the writer renames a new file over the link.
+    let sidecars: Vec<PathBuf> = logs
+        .iter()
+        .map(|l| PathBuf::from(l.to_string_lossy().replace(".console.log", ".ktstr.json")))
+        .collect();
+    for l in logs.iter().chain(&sidecars) {
         let _ = std::fs::remove_file(l);
         std::os::unix::fs::symlink(&victim, l).unwrap();
     }
     assert!(boot_smoke().success());
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    for s in &sidecars {
+        let meta = std::fs::symlink_metadata(s).unwrap();
+        assert!(
+            meta.is_file(),
+            "{} is not a fresh regular file",
+            s.display()
+        );
+    }
 }
 
 #[test]
@@ -551,5 +564,43 @@ fn a_full_run_directory_fails_the_test_and_leaves_no_partial_sidecar() {
     assert!(
         partial.is_empty(),
         "partial sidecar files left: {partial:?}"
+    );
+}
+
+#[test]
+fn a_guest_ram_file_system_without_room_is_refused_before_boot() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if !can_boot() {
+        return;
+    }
+    if !matches!(
+        ktstr::engine::choose(None),
+        Ok(ktstr::engine::EngineKind::QemuTcg)
+    ) {
+        eprintln!("SKIP: only qemu-tcg keeps guest RAM in files");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_small) = Tmpfs::mount(dir.path(), "size=64m") else {
+        return;
+    };
+    let out = shell("true", &["--memory-mib", "1024"])
+        .env("KTSTR_TMPDIR", dir.path())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a guest without room for its RAM ran: {err}"
+    );
+    assert!(
+        err.contains("KTSTR_TMPDIR") && err.contains(&dir.path().display().to_string()),
+        "the refusal does not name the file system and the variable to set:\n{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+    assert!(
+        left.is_empty(),
+        "left in the guest-RAM file system: {left:?}"
     );
 }

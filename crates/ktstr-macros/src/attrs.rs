@@ -96,62 +96,30 @@ pub struct Gate {
     pub phase: Option<u16>,
 }
 
-/// The checked attributes.
-#[derive(Debug, Clone)]
+/// The checked attributes: `None` (or an empty list of bounds) for every key the user
+/// left out. Defaults are not known here: the expansion fills the keys left out from
+/// `TestAttrs::DEFAULT` (in `ktstr`), the one place they are defined.
+#[derive(Debug, Clone, Default)]
 pub struct Attrs {
-    pub numa_nodes: u32,
-    pub llcs: u32,
-    pub cores: u32,
-    pub threads: u32,
+    pub numa_nodes: Option<At<u32>>,
+    pub llcs: Option<At<u32>>,
+    pub cores: Option<At<u32>>,
+    pub threads: Option<At<u32>>,
     pub memory_mib: Option<u64>,
     pub cpu_budget: Option<u32>,
-    pub scheduler: String,
-    pub sysctls: Vec<String>,
-    pub kargs: Vec<String>,
-    pub includes: Vec<String>,
-    pub duration_s: u64,
-    pub num_snapshots: u32,
-    pub expect_err: bool,
-    pub perf_delta_assertions: Vec<Gate>,
-    pub gauntlet: bool,
-    pub ignore: bool,
-    pub min_numa_nodes: u32,
-    pub max_numa_nodes: u32,
-    pub min_llcs: u32,
-    pub max_llcs: u32,
-    pub min_cpus: u32,
-    pub max_cpus: u32,
-    pub requires_smt: bool,
-}
-
-impl Default for Attrs {
-    fn default() -> Self {
-        Attrs {
-            numa_nodes: 1,
-            llcs: 1,
-            cores: 2,
-            threads: 1,
-            memory_mib: None,
-            cpu_budget: None,
-            scheduler: "eevdf".into(),
-            sysctls: Vec::new(),
-            kargs: Vec::new(),
-            includes: Vec::new(),
-            duration_s: 10,
-            num_snapshots: 0,
-            expect_err: false,
-            perf_delta_assertions: Vec::new(),
-            gauntlet: false,
-            ignore: false,
-            min_numa_nodes: 1,
-            max_numa_nodes: u32::MAX,
-            min_llcs: 1,
-            max_llcs: u32::MAX,
-            min_cpus: 1,
-            max_cpus: u32::MAX,
-            requires_smt: false,
-        }
-    }
+    pub scheduler: Option<String>,
+    pub sysctls: Option<Vec<String>>,
+    pub kargs: Option<Vec<String>>,
+    pub includes: Option<Vec<String>>,
+    pub duration_s: Option<u64>,
+    pub num_snapshots: Option<u32>,
+    pub expect_err: Option<bool>,
+    pub perf_delta_assertions: Option<Vec<Gate>>,
+    pub gauntlet: Option<bool>,
+    pub ignore: Option<bool>,
+    /// Preset constraints given (`min_llcs`, ...), with their values.
+    pub constraints: Vec<(&'static str, u32)>,
+    pub requires_smt: Option<bool>,
 }
 
 /// Collects errors so one compile shows all of them.
@@ -182,8 +150,6 @@ impl Attrs {
         let mut a = Attrs::default();
         let mut errs = Errors::default();
         let mut seen: Vec<Ident> = Vec::new();
-        // Spans of dimension values (for the cross-field checks).
-        let mut dims: [Option<Span>; 4] = [None; 4];
         let mut bounds: Vec<(&'static str, At<u32>)> = Vec::new();
         let mut constraint_keys: Vec<Ident> = Vec::new();
 
@@ -214,13 +180,12 @@ impl Attrs {
                                 ),
                             ));
                         }
-                        let i = ["numa_nodes", "llcs", "cores", "threads"]
-                            .iter()
-                            .position(|k| *k == key)
-                            .expect("listed above");
-                        dims[i] = Some(v.span);
-                        *[&mut a.numa_nodes, &mut a.llcs, &mut a.cores, &mut a.threads][i] =
-                            v.value;
+                        *match key.as_str() {
+                            "numa_nodes" => &mut a.numa_nodes,
+                            "llcs" => &mut a.llcs,
+                            "cores" => &mut a.cores,
+                            _ => &mut a.threads,
+                        } = Some(v);
                     }
                     "memory_mib" => {
                         let v = int_value::<u64>(&arg)?;
@@ -250,9 +215,10 @@ impl Attrs {
                                 "`scheduler` is empty; leave it out (or write \"eevdf\") for the kernel's own scheduler",
                             ));
                         }
-                        a.scheduler = v.value;
+                        a.scheduler = Some(v.value);
                     }
                     "sysctls" => {
+                        let sysctls = a.sysctls.insert(Vec::new());
                         for s in str_list(&arg)? {
                             let kv = s.value.strip_prefix("sysctl.").unwrap_or(&s.value);
                             if kv.split_once('=').is_none_or(|(k, _)| k.trim().is_empty()) {
@@ -261,10 +227,11 @@ impl Attrs {
                                     format!("sysctl `{}` is not `key=value` (e.g. \"kernel.sched_autogroup_enabled=0\")", s.value),
                                 ));
                             }
-                            a.sysctls.push(s.value);
+                            sysctls.push(s.value);
                         }
                     }
                     "kargs" => {
+                        let kargs = a.kargs.insert(Vec::new());
                         for s in str_list(&arg)? {
                             if s.value.is_empty() || s.value.contains(char::is_whitespace) {
                                 return Err(syn::Error::new(
@@ -272,10 +239,11 @@ impl Attrs {
                                     "each karg is one non-empty argument without spaces: write [\"a=1\", \"b\"]",
                                 ));
                             }
-                            a.kargs.push(s.value);
+                            kargs.push(s.value);
                         }
                     }
                     "includes" => {
+                        let includes = a.includes.insert(Vec::new());
                         for s in str_list(&arg)? {
                             if s.value.is_empty() {
                                 return Err(syn::Error::new(
@@ -283,7 +251,7 @@ impl Attrs {
                                     "an include is a host path, not an empty string",
                                 ));
                             }
-                            a.includes.push(s.value);
+                            includes.push(s.value);
                         }
                     }
                     "duration_s" => {
@@ -291,14 +259,14 @@ impl Attrs {
                         if v.value == 0 {
                             return Err(syn::Error::new(v.span, "`duration_s` must be at least 1"));
                         }
-                        a.duration_s = v.value;
+                        a.duration_s = Some(v.value);
                     }
-                    "num_snapshots" => a.num_snapshots = u32_value(&arg)?.value,
-                    "expect_err" => a.expect_err = bool_value(&arg)?,
-                    "gauntlet" => a.gauntlet = bool_value(&arg)?,
-                    "ignore" => a.ignore = bool_value(&arg)?,
-                    "requires_smt" => a.requires_smt = bool_value(&arg)?,
-                    "perf_delta_assertions" => a.perf_delta_assertions = gates(&arg)?,
+                    "num_snapshots" => a.num_snapshots = Some(u32_value(&arg)?.value),
+                    "expect_err" => a.expect_err = Some(bool_value(&arg)?),
+                    "gauntlet" => a.gauntlet = Some(bool_value(&arg)?),
+                    "ignore" => a.ignore = Some(bool_value(&arg)?),
+                    "requires_smt" => a.requires_smt = Some(bool_value(&arg)?),
+                    "perf_delta_assertions" => a.perf_delta_assertions = Some(gates(&arg)?),
                     "min_numa_nodes" | "max_numa_nodes" | "min_llcs" | "max_llcs" | "min_cpus"
                     | "max_cpus" => {
                         let v = u32_value(&arg)?;
@@ -323,17 +291,7 @@ impl Attrs {
             }
         }
 
-        for (name, v) in &bounds {
-            let slot = match *name {
-                "min_numa_nodes" => &mut a.min_numa_nodes,
-                "max_numa_nodes" => &mut a.max_numa_nodes,
-                "min_llcs" => &mut a.min_llcs,
-                "max_llcs" => &mut a.max_llcs,
-                "min_cpus" => &mut a.min_cpus,
-                _ => &mut a.max_cpus,
-            };
-            *slot = v.value;
-        }
+        a.constraints = bounds.iter().map(|(name, v)| (*name, v.value)).collect();
         for dim in ["numa_nodes", "llcs", "cpus"] {
             let find = |k: String| bounds.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
             if let (Some(lo), Some(hi)) = (find(format!("min_{dim}")), find(format!("max_{dim}"))) {
@@ -348,7 +306,8 @@ impl Attrs {
                 }
             }
         }
-        if !a.gauntlet {
+        // A flag left out is off.
+        if a.gauntlet != Some(true) {
             for k in &constraint_keys {
                 errs.at(
                     k.span(),
@@ -357,34 +316,41 @@ impl Attrs {
             }
         }
 
-        // Cross-field topology checks (only when every dimension parsed).
-        if a.numa_nodes > 0 && a.llcs > 0 && !a.llcs.is_multiple_of(a.numa_nodes) {
-            let span = dims[1].or(dims[0]).unwrap_or_else(Span::call_site);
-            errs.at(
-                span,
-                format!(
-                    "`llcs = {}` cannot be spread evenly over `numa_nodes = {}`: llcs must be a multiple of numa_nodes",
-                    a.llcs, a.numa_nodes
-                ),
-            );
+        // Cross-field topology checks, when every dimension involved was given; with a
+        // dimension left out the expansion checks the same against `TestAttrs::DEFAULT`
+        // (see `codegen::topology_checks`).
+        if let (Some(n), Some(l)) = (a.numa_nodes, a.llcs) {
+            if !l.value.is_multiple_of(n.value) {
+                errs.at(
+                    l.span,
+                    uneven_llcs(
+                        &format!("`llcs = {}`", l.value),
+                        &format!("`numa_nodes = {}`", n.value),
+                    ),
+                );
+            }
         }
-        let vcpus = u64::from(a.llcs) * u64::from(a.cores) * u64::from(a.threads);
-        if vcpus > MAX_VCPUS {
-            let span = dims[1..]
-                .iter()
-                .flatten()
-                .next()
-                .copied()
-                .unwrap_or_else(Span::call_site);
-            errs.at(
-                span,
-                format!(
-                    "llcs * cores * threads = {vcpus} vCPUs; at most {MAX_VCPUS} are supported"
-                ),
-            );
+        if let (Some(l), Some(c), Some(t)) = (a.llcs, a.cores, a.threads) {
+            let vcpus = u64::from(l.value) * u64::from(c.value) * u64::from(t.value);
+            if vcpus > MAX_VCPUS {
+                errs.at(
+                    l.span,
+                    format!(
+                        "llcs * cores * threads = {vcpus} vCPUs; at most {MAX_VCPUS} are supported"
+                    ),
+                );
+            }
         }
         errs.finish(a)
     }
+}
+
+/// The error for llcs not a multiple of numa_nodes; each is "`key = N`" or "the default
+/// `key`".
+pub fn uneven_llcs(llcs: &str, numa_nodes: &str) -> String {
+    format!(
+        "{llcs} cannot be spread evenly over {numa_nodes}: llcs must be a multiple of numa_nodes"
+    )
 }
 
 fn unknown_key(key: &Ident) -> syn::Error {
@@ -650,13 +616,22 @@ mod tests {
         }
     }
 
+    fn dims(a: &Attrs) -> [Option<u32>; 4] {
+        [a.numa_nodes, a.llcs, a.cores, a.threads].map(|d| d.map(|d| d.value))
+    }
+
     #[test]
-    fn empty_means_the_defaults() {
+    fn keys_left_out_stay_unset() {
+        // The expansion fills them from `TestAttrs::DEFAULT`.
         let a = parse("").unwrap();
-        assert_eq!((a.numa_nodes, a.llcs, a.cores, a.threads), (1, 1, 2, 1));
-        assert_eq!(a.scheduler, "eevdf");
-        assert_eq!(a.duration_s, 10);
-        assert!(!a.gauntlet && !a.expect_err && !a.ignore);
+        assert_eq!(dims(&a), [None; 4]);
+        assert!(a.scheduler.is_none() && a.duration_s.is_none() && a.sysctls.is_none());
+        assert!(a.gauntlet.is_none() && a.expect_err.is_none() && a.ignore.is_none());
+        assert!(a.constraints.is_empty() && a.requires_smt.is_none());
+        let a = parse("cores = 4, gauntlet, max_llcs = 2").unwrap();
+        assert_eq!(dims(&a), [None, None, Some(4), None]);
+        assert_eq!(a.gauntlet, Some(true));
+        assert_eq!(a.constraints, [("max_llcs", 2)]);
     }
 
     #[test]
@@ -670,21 +645,32 @@ mod tests {
                max_llcs = 8, min_cpus = 2, max_cpus = 32, requires_smt"#,
         )
         .unwrap();
-        assert_eq!((a.numa_nodes, a.llcs, a.cores, a.threads), (2, 4, 2, 2));
+        assert_eq!(dims(&a), [Some(2), Some(4), Some(2), Some(2)]);
         assert_eq!(a.memory_mib, Some(2048));
         assert_eq!(a.cpu_budget, Some(2));
-        assert_eq!(a.sysctls, ["kernel.x=1"]);
-        assert!(a.expect_err && a.gauntlet && !a.ignore && a.requires_smt);
-        assert_eq!(a.perf_delta_assertions.len(), 2);
-        let g = &a.perf_delta_assertions[1];
+        assert_eq!(a.sysctls.as_deref(), Some(&["kernel.x=1".to_string()][..]));
+        assert_eq!(
+            (a.expect_err, a.gauntlet, a.ignore, a.requires_smt),
+            (Some(true), Some(true), Some(false), Some(true))
+        );
+        let gates = a.perf_delta_assertions.as_deref().unwrap();
+        assert_eq!(gates.len(), 2);
+        let g = &gates[1];
         assert_eq!(g.metric, "total_iterations");
         assert_eq!(g.direction.as_deref(), Some("higher_better"));
         assert_eq!(g.max_regression_pct, Some(5.0));
         assert_eq!(g.min_abs, Some(0.5));
         assert_eq!(g.phase, Some(1));
         assert_eq!(
-            (a.max_numa_nodes, a.max_llcs, a.min_cpus, a.max_cpus),
-            (2, 8, 2, 32)
+            a.constraints,
+            [
+                ("min_numa_nodes", 1),
+                ("max_numa_nodes", 2),
+                ("min_llcs", 1),
+                ("max_llcs", 8),
+                ("min_cpus", 2),
+                ("max_cpus", 32)
+            ]
         );
     }
 
@@ -694,8 +680,9 @@ mod tests {
         assert!(err("threads = 0").contains("`threads` must be at least 1"));
         assert!(err("numa_nodes = 2, llcs = 3")
             .contains("`llcs = 3` cannot be spread evenly over `numa_nodes = 2`"));
-        // Default llcs = 1 with two nodes is uneven too.
-        assert!(err("numa_nodes = 2").contains("`llcs = 1` cannot be spread evenly"));
+        // With a dimension left out, the expansion checks against the defaults
+        // (tests/compile_fail/uneven_llcs.rs).
+        assert!(parse("numa_nodes = 2").is_ok());
         assert!(err("llcs = 32, cores = 32, threads = 2").contains("2048 vCPUs"));
         assert!(err("cores = -1").contains("cannot be negative"));
         assert!(err("cores = 4294967296").contains("number too large"));

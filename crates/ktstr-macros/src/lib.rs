@@ -9,7 +9,8 @@
 //! }
 //! ```
 //!
-//! Attributes (all optional):
+//! Attributes (all optional). A key left out takes its value from
+//! `ktstr::test_support::TestAttrs::DEFAULT`, the one definition of the defaults below:
 //!
 //! | key | default | meaning |
 //! |---|---|---|
@@ -30,7 +31,8 @@
 //!
 //! Impossible values (a zero dimension, `llcs` not a multiple of `numa_nodes`, more than
 //! 1024 vCPUs, unknown or duplicate keys, `min > max`, constraints without `gauntlet`) are
-//! compile errors pointing at the offending key or value.
+//! compile errors pointing at the offending key or value (checked against the defaults
+//! when a dimension is left out).
 
 mod attrs;
 mod codegen;

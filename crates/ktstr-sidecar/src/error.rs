@@ -77,7 +77,8 @@ fn within_suffix(within: &str) -> String {
 }
 
 impl SidecarError {
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+    /// An I/O error while `action` (`reading`, `listing`, ...) `path`.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         SidecarError::Io {
             action,
             path: path.into(),

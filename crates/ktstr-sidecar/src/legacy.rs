@@ -199,7 +199,7 @@ fn upgrade_cgroup(cg: &mut Map<String, Value>) -> bool {
     drop_null_entries(cg, "ext_metrics");
     // The reference's `*_measured` flags and the numbers each one covers (the NUMA pair
     // has no flag of its own).
-    let groups = crate::explain::CGROUP_MEASURED
+    let groups = crate::stats::CGROUP_MEASURED
         .iter()
         .filter(|(flag, _)| flag.ends_with("_measured"));
     for &(flag, keys) in groups {

@@ -83,9 +83,14 @@
 //!
 //! # Writing one
 //!
+//! `SidecarResult::new_run` stamps a run with its provenance (time, run id, project
+//! commit, run source, host); it and `SidecarResult::set_kernel` need the
+//! `provenance` feature, which brings `gix` to find commits. Readers do without it.
+//!
 //! ```no_run
-//! use ktstr_sidecar::{Outcome, SidecarResult};
+//! # #[cfg(feature = "provenance")]
 //! # fn main() -> Result<(), ktstr_sidecar::SidecarError> {
+//! use ktstr_sidecar::{Outcome, SidecarResult};
 //! let mut s = SidecarResult::new_run("steady", "1n2l4c1t", "scx_lavd");
 //! s.set_kernel(Some("7.2.13".into()), Some("/src/linux".as_ref()));
 //! s.work_type = "SpinWait".into();
@@ -96,6 +101,8 @@
 //! let path = s.write()?; // {runs_root}/7.2.13-{commit}/steady-{hash}.ktstr.json
 //! std::process::exit(fin.outcome.exit_code());
 //! # }
+//! # #[cfg(not(feature = "provenance"))]
+//! # fn main() {}
 //! ```
 //!
 //! # Variant hash
@@ -103,34 +110,25 @@
 //! Runs of the same configuration share [`SidecarResult::variant_hash`], computed over
 //! topology, scheduler, payload, work type, sysctls and kargs only; see [`hash`].
 
-pub mod compare;
 pub mod conformance;
-pub mod detail;
 pub mod error;
 pub mod example;
-pub mod explain;
 mod float;
 pub mod fsread;
 pub mod hash;
 pub mod host;
 pub mod kvm;
 pub mod legacy;
-pub mod metrics;
 pub mod monitor;
-pub mod noise;
 pub mod paths;
 pub mod payload;
 pub mod perf_delta;
+#[cfg(feature = "provenance")]
 pub mod provenance;
 pub mod read;
-pub mod report;
-pub mod revs;
-pub mod scan;
 pub mod sidecar;
 pub mod stats;
 pub mod stimulus;
-pub mod summary;
-mod table;
 #[doc(hidden)]
 pub mod testutil;
 pub mod verdict;

@@ -638,20 +638,5 @@ mod tests {
         let pool = load_pool(&[root.path().to_path_buf()], false);
         assert_eq!(pool.sidecars().count(), 1);
         assert_eq!(pool.errors.len(), 2, "{:?}", pool.errors);
-
-        let listing = crate::scan::list(
-            &[crate::scan::Source {
-                root: root.path().to_path_buf(),
-                archive: false,
-                mask: 1,
-                prune: false,
-            }],
-            None,
-        );
-        // one.ktstr.json, fifo.ktstr.json and zero.ktstr.json, each once.
-        assert_eq!(listing.files.len(), 3);
-        let (runs, errors) = crate::scan::summarize_runs(&listing, 1);
-        assert_eq!(runs.iter().map(|r| r.count).sum::<usize>(), 1);
-        assert_eq!(errors.len(), 2);
     }
 }

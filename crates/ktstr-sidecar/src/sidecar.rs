@@ -1,5 +1,6 @@
 //! `SidecarResult`: the top-level object of a `*.ktstr.json` file, one per test run.
 
+#[cfg(feature = "provenance")]
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -10,6 +11,7 @@ use crate::kvm::KvmStatsTotals;
 use crate::monitor::MonitorSummary;
 use crate::payload::PayloadMetrics;
 use crate::perf_delta::PerfDeltaAssertionRecord;
+#[cfg(feature = "provenance")]
 use crate::provenance;
 use crate::stats::ScenarioStats;
 use crate::stimulus::StimulusEvent;
@@ -210,6 +212,7 @@ impl SidecarResult {
     /// A sidecar for a run starting now in this process: [`new`](Self::new) plus
     /// `timestamp`, `run_id`, `project_commit`, `run_source` and `host`. Kernel fields
     /// are set with [`set_kernel`](Self::set_kernel); the rest by the runner.
+    #[cfg(feature = "provenance")]
     pub fn new_run(
         test_name: impl Into<String>,
         topology: impl Into<String>,
@@ -227,6 +230,7 @@ impl SidecarResult {
 
     /// Record the guest kernel: its release, and the commit of its source tree when
     /// `kernel` is a git source tree or an image built inside one.
+    #[cfg(feature = "provenance")]
     pub fn set_kernel(&mut self, version: Option<String>, kernel: Option<&Path>) {
         self.kernel_version = version;
         self.kernel_commit = kernel
@@ -443,6 +447,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "provenance")]
     #[test]
     fn set_kernel_finds_the_commit_of_the_tree_an_image_was_built_in() {
         let tree = tempfile::tempdir().expect("tempdir");
@@ -469,6 +474,7 @@ mod tests {
         assert_eq!((s.kernel_version, s.kernel_commit), (None, None));
     }
 
+    #[cfg(feature = "provenance")]
     #[test]
     fn new_run_fills_provenance() {
         let s = SidecarResult::new_run("t", "1n1l1c1t", "eevdf");

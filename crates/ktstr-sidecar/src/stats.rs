@@ -19,6 +19,35 @@ pub const WORST_P99_WAKE_LATENCY_US: &str = "worst_p99_wake_latency_us";
 /// `ext_metrics` key: largest `worst_run_delay_us` of a cgroup (one worker's run delay).
 pub const WORST_RUN_DELAY_US: &str = "worst_run_delay_us";
 
+/// Numbers of each `stats.cgroups[]` entry that are `0.0` when not measured, with the
+/// flag that says whether they were (`page_locality > 0` for the NUMA pair).
+pub const CGROUP_MEASURED: &[(&str, &[&str])] = &[
+    (
+        "wake_measured",
+        &[
+            "median_wake_latency_us",
+            "p99_wake_latency_us",
+            "wake_latency_cv",
+        ],
+    ),
+    (
+        "timer_measured",
+        &[
+            "median_timer_latency_us",
+            "p99_timer_latency_us",
+            "p999_timer_latency_us",
+            "worst_timer_latency_us",
+        ],
+    ),
+    (
+        "run_delay_measured",
+        &["mean_run_delay_us", "worst_run_delay_us"],
+    ),
+    (
+        "page_locality",
+        &["page_locality", "cross_node_migration_ratio"],
+    ),
+];
 /// Sidecar key `stats`: the scenario's worker measurements as evaluated on the host.
 ///
 /// A skipped run carries `ScenarioStats::default()` (no cgroups, zeros).

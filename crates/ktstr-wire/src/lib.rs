@@ -3,7 +3,8 @@
 //! area, plus the JSON messages ([`msg`]) and the guest's run spec ([`spec`]).
 //!
 //! Pure code, no syscalls: the guest maps the region from `/dev/mem`, the host from a file
-//! or from KVM guest memory, and both wrap it in a [`SharedMem`]. The host side
+//! or from KVM guest memory, and both wrap it in a [`SharedMem`]. The one exception is
+//! the `mmap` feature's `Mapping`, the file mapping both sides use. The host side
 //! ([`init_header`], [`Reader`]) treats every guest-written byte as untrusted.
 //!
 //! ```
@@ -21,6 +22,8 @@
 mod error;
 mod frame;
 mod layout;
+#[cfg(feature = "mmap")]
+mod mapping;
 pub mod msg;
 pub mod nested;
 mod reader;
@@ -36,6 +39,8 @@ mod proptests;
 pub use error::WireError;
 pub use frame::{Frame, Kind, OutputStream, FRAME_HEADER_SIZE, FRAME_MAGIC};
 pub use layout::{init_header, offsets, Layout, StopReason, HEADER_SIZE, MAGIC, VERSION};
+#[cfg(feature = "mmap")]
+pub use mapping::Mapping;
 pub use msg::{decode_msg, encode_msg, GuestMsg};
 pub use reader::{Reader, ReaderStats};
 pub use shm::SharedMem;

@@ -63,6 +63,7 @@ mod tests {
         assert_eq!(received(), None);
         // SAFETY: raising a signal this process now handles.
         unsafe { libc::raise(libc::SIGHUP) };
+        // SAFETY: as above; the handler records it and returns.
         unsafe { libc::raise(libc::SIGTERM) };
         assert_eq!(received(), Some(libc::SIGHUP));
         assert!(reason(libc::SIGHUP).contains("interrupted by SIGHUP"));

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod initramfs;
 pub mod interrupt;
 pub mod kernel;
+pub mod logging;
 pub mod nested;
 pub mod payload;
 pub mod prelude;
@@ -14,7 +15,6 @@ pub mod runner;
 pub mod scenario;
 pub mod scheduler;
 pub mod scratch;
-pub mod shm;
 pub mod test_support;
 pub mod which;
 

@@ -1,6 +1,7 @@
 //! One module per subcommand; each exposes `XArgs` (clap) and `run(XArgs) -> Result<i32>`
 //! returning the process exit code.
 
+pub mod comparison;
 pub mod kernel;
 pub mod nested;
 pub mod perf_delta;

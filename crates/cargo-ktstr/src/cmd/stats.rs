@@ -1,18 +1,19 @@
 //! `cargo ktstr stats`: list runs, show and explain sidecars, list the metric registry,
-//! and compare two sides of a pool. The logic lives in `ktstr_sidecar` (`scan`,
+//! and compare two sides of a pool. The logic lives in `ktstr_stats` (`scan`,
 //! `summary`, `detail`, `explain`, `metrics`, `compare`, `report`); this module parses
 //! and prints.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::{Args, Subcommand, ValueEnum};
-use ktstr_sidecar::compare::{self, Comparison, FailPolicy, Filter, GateOutcome, JudgeOptions};
-use ktstr_sidecar::detail::SidecarDetail;
-use ktstr_sidecar::report::{self, RenderOptions};
-use ktstr_sidecar::scan::{self, Listing, Source};
-use ktstr_sidecar::{explain, load_pool, metrics, paths, read_sidecar, summary, SidecarError};
+use clap::{Args, Subcommand};
+use ktstr_sidecar::{load_pool, paths, read_sidecar, SidecarError};
+use ktstr_stats::compare::{self, FailPolicy, Filter};
+use ktstr_stats::detail::SidecarDetail;
+use ktstr_stats::scan::{self, Source};
+use ktstr_stats::{explain, metrics, summary};
+
+use super::comparison::{self, FilterArgs, OutputArgs, Shared, SideA, SideB};
 
 #[derive(Args, Debug)]
 pub struct StatsArgs {
@@ -71,186 +72,17 @@ enum StatsCommand {
     Compare(Box<CompareArgs>),
 }
 
-/// Filters shared by both sides.
-#[derive(Args, Debug, Clone, Default)]
-pub struct FilterArgs {
-    /// Test name (glob with `*`; repeatable: any of them).
-    #[arg(long = "test", value_name = "GLOB")]
-    pub test: Vec<String>,
-    /// Kernel release, or a prefix of it (`7.2` takes `7.2.13+deb14-cloud-amd64`).
-    #[arg(long, value_name = "RELEASE")]
-    pub kernel: Vec<String>,
-    #[arg(long, value_name = "NAME")]
-    pub scheduler: Vec<String>,
-    /// Topology label (`1n2l4c1t`).
-    #[arg(long, value_name = "LABEL")]
-    pub topology: Vec<String>,
-    #[arg(long = "work-type", value_name = "NAME")]
-    pub work_type: Vec<String>,
-    /// Project commit (hex prefix; `abc1234-dirty` for dirty runs; `*` globs).
-    #[arg(long = "project-commit", value_name = "COMMIT")]
-    pub project_commit: Vec<String>,
-    /// Kernel source commit (as --project-commit).
-    #[arg(long = "kernel-commit", value_name = "COMMIT")]
-    pub kernel_commit: Vec<String>,
-    /// `local`, `ci` or `archive`.
-    #[arg(long = "run-source", value_name = "SOURCE")]
-    pub run_source: Vec<String>,
-}
-
-/// Side A's own filters: each replaces the shared one of the same dimension.
-#[derive(Args, Debug, Clone, Default)]
-pub struct SideAArgs {
-    /// Pool of side A only (repeatable; read as archive).
-    #[arg(long = "a-dir", id = "a_dir", value_name = "DIR")]
-    pub dir: Vec<PathBuf>,
-    #[arg(long = "a-test", id = "a_test", value_name = "GLOB")]
-    pub test: Vec<String>,
-    #[arg(long = "a-kernel", id = "a_kernel", value_name = "RELEASE")]
-    pub kernel: Vec<String>,
-    #[arg(long = "a-scheduler", id = "a_scheduler", value_name = "NAME")]
-    pub scheduler: Vec<String>,
-    #[arg(long = "a-topology", id = "a_topology", value_name = "LABEL")]
-    pub topology: Vec<String>,
-    #[arg(long = "a-work-type", id = "a_work_type", value_name = "NAME")]
-    pub work_type: Vec<String>,
-    #[arg(
-        long = "a-project-commit",
-        id = "a_project_commit",
-        value_name = "COMMIT"
-    )]
-    pub project_commit: Vec<String>,
-    #[arg(
-        long = "a-kernel-commit",
-        id = "a_kernel_commit",
-        value_name = "COMMIT"
-    )]
-    pub kernel_commit: Vec<String>,
-    #[arg(long = "a-run-source", id = "a_run_source", value_name = "SOURCE")]
-    pub run_source: Vec<String>,
-}
-
-/// Side B's own filters: each replaces the shared one of the same dimension.
-#[derive(Args, Debug, Clone, Default)]
-pub struct SideBArgs {
-    /// Pool of side B only (repeatable; read as archive).
-    #[arg(long = "b-dir", id = "b_dir", value_name = "DIR")]
-    pub dir: Vec<PathBuf>,
-    #[arg(long = "b-test", id = "b_test", value_name = "GLOB")]
-    pub test: Vec<String>,
-    #[arg(long = "b-kernel", id = "b_kernel", value_name = "RELEASE")]
-    pub kernel: Vec<String>,
-    #[arg(long = "b-scheduler", id = "b_scheduler", value_name = "NAME")]
-    pub scheduler: Vec<String>,
-    #[arg(long = "b-topology", id = "b_topology", value_name = "LABEL")]
-    pub topology: Vec<String>,
-    #[arg(long = "b-work-type", id = "b_work_type", value_name = "NAME")]
-    pub work_type: Vec<String>,
-    #[arg(
-        long = "b-project-commit",
-        id = "b_project_commit",
-        value_name = "COMMIT"
-    )]
-    pub project_commit: Vec<String>,
-    #[arg(
-        long = "b-kernel-commit",
-        id = "b_kernel_commit",
-        value_name = "COMMIT"
-    )]
-    pub kernel_commit: Vec<String>,
-    #[arg(long = "b-run-source", id = "b_run_source", value_name = "SOURCE")]
-    pub run_source: Vec<String>,
-}
-
-/// `filter()` for the shared and the two per-side argument structs. The side structs
-/// repeat the shared fields under `--a-*`/`--b-*` names because clap's derive cannot
-/// flatten one struct twice with a prefix (clap-rs/clap#3117).
-macro_rules! impl_filter {
-    ($t:ty) => {
-        impl $t {
-            pub fn filter(&self) -> Filter {
-                Filter {
-                    test: self.test.clone(),
-                    kernel: self.kernel.clone(),
-                    scheduler: self.scheduler.clone(),
-                    topology: self.topology.clone(),
-                    work_type: self.work_type.clone(),
-                    project_commit: self.project_commit.clone(),
-                    kernel_commit: self.kernel_commit.clone(),
-                    run_source: self.run_source.clone(),
-                }
-            }
-        }
-    };
-}
-impl_filter!(FilterArgs);
-impl_filter!(SideAArgs);
-impl_filter!(SideBArgs);
-
-/// When to colour the table.
-#[derive(ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ColorChoice {
-    /// When stdout is a terminal and NO_COLOR is unset.
-    #[default]
-    Auto,
-    Always,
-    Never,
-}
-
-impl ColorChoice {
-    pub fn enabled(self) -> bool {
-        match self {
-            ColorChoice::Always => true,
-            ColorChoice::Never => false,
-            ColorChoice::Auto => {
-                std::io::stdout().is_terminal()
-                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-            }
-        }
-    }
-}
-
-/// How a comparison is printed and gated (shared by `stats compare` and `perf-delta`).
-#[derive(Args, Debug, Clone)]
-pub struct OutputArgs {
-    /// Judge per-phase values too (phases named by a test's assertions always are).
-    #[arg(long)]
-    pub phases: bool,
-    /// Show every metric (JSON too), not only regressions, improvements and material
-    /// noisy ones.
-    #[arg(long)]
-    pub all: bool,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
-    /// Also write an HTML report with a plot of both sides' runs per regressed metric.
-    #[arg(long, value_name = "FILE")]
-    pub html: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
-    pub color: ColorChoice,
-    /// Fail when at least this many metrics regress; 0 = never by count.
-    #[arg(long = "fail-threshold", value_name = "N")]
-    pub fail_threshold: Option<usize>,
-    /// Fail when any of these metrics regresses (comma-separated names or globs, e.g.
-    /// `work_rate,cgroup[*].p99_wake_latency_us`; repeatable).
-    #[arg(long = "must-fail", value_name = "METRICS", value_delimiter = ',')]
-    pub must_fail: Vec<String>,
-    /// Threads parsing sidecars (default: all CPUs).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub threads: usize,
-}
-
 #[derive(Args, Debug)]
 pub struct CompareArgs {
     /// Pool feeding both sides (repeatable; read as archive); default: the runs root.
     #[arg(long = "dir", value_name = "DIR")]
     dirs: Vec<PathBuf>,
     #[command(flatten)]
-    shared: FilterArgs,
+    shared: FilterArgs<Shared>,
     #[command(flatten)]
-    a: SideAArgs,
+    a: FilterArgs<SideA>,
     #[command(flatten)]
-    b: SideBArgs,
+    b: FilterArgs<SideB>,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -461,103 +293,15 @@ fn compare_cmd(args: CompareArgs) -> anyhow::Result<i32> {
         fail_threshold: args.out.fail_threshold.unwrap_or(0),
         must_fail: args.out.must_fail.clone(),
     };
-    let (code, _) = emit(
+    let compared = compare::run(
         &listing,
         [fa, fb],
         (a_label, b_label),
-        &args.out,
+        args.out.threads,
+        args.out.judge_options(),
         &policy,
-        "ktstr stats compare",
-    )?;
-    Ok(code)
-}
-
-/// Pair, judge, print (text or JSON), write the HTML report, report unreadable files;
-/// return the exit code of the fail policy and how many sidecars each side selected.
-pub fn emit(
-    listing: &Listing,
-    sides: [Filter; 2],
-    labels: (String, String),
-    out: &OutputArgs,
-    policy: &FailPolicy,
-    title: &str,
-) -> anyhow::Result<(i32, [usize; 2])> {
-    let opts = JudgeOptions {
-        phases: out.phases,
-        // Output (JSON too) holds the notable rows; the counts cover all of them.
-        notable_only: !out.all,
-    };
-    let pairing = compare::pair_listing(listing, &sides, out.threads, opts);
-    let mut cmp: Comparison = compare::judge(&pairing, opts);
-    cmp.a_label = labels.0;
-    cmp.b_label = labels.1;
-    let gate = policy.check(&cmp);
-
-    let mut errors: Vec<&SidecarError> = listing.errors.iter().collect();
-    errors.extend(pairing.errors.iter());
-    if out.json {
-        let errs: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        let doc = serde_json::json!({
-            "a": cmp.a_label,
-            "b": cmp.b_label,
-            "files_read": pairing.files,
-            "selected": { "a": pairing.selected[0], "b": pairing.selected[1] },
-            "comparison": cmp,
-            "gate": gate,
-            "errors": errs,
-        });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-    } else {
-        let opts = RenderOptions {
-            all: out.all,
-            color: out.color.enabled(),
-        };
-        print!("{}", report::render_text(&cmp, opts));
-        print_gate(&gate);
-    }
-    if let Some(path) = &out.html {
-        let html = report::render_html(
-            &cmp,
-            RenderOptions {
-                all: out.all,
-                color: false,
-            },
-            title,
-        );
-        std::fs::write(path, html)
-            .with_context(|| format!("writing the HTML report {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
-    }
-    if pairing.selected == [0, 0] {
-        eprintln!(
-            "no sidecar matched either side ({} file(s) read); check the filters with `cargo ktstr stats list`",
-            pairing.files
-        );
-    }
-    report_unreadable(&errors);
-    Ok((i32::from(gate.failed), pairing.selected))
-}
-
-fn print_gate(gate: &GateOutcome) {
-    match &gate.reason {
-        Some(r) => println!("FAILED: {r}"),
-        None if gate.fail_threshold > 0 => println!(
-            "passed: {} regression(s), below --fail-threshold {}",
-            gate.regressions, gate.fail_threshold
-        ),
-        None => {}
-    }
-}
-
-/// Unreadable files on stderr: the first ten, then a count.
-fn report_unreadable(errors: &[&SidecarError]) {
-    const SHOWN: usize = 10;
-    for e in errors.iter().take(SHOWN) {
-        eprintln!("warning: skipped: {e}");
-    }
-    if errors.len() > SHOWN {
-        eprintln!("warning: {} more unreadable file(s)", errors.len() - SHOWN);
-    }
+    );
+    comparison::print(&compared, &args.out, "ktstr stats compare")
 }
 
 /// One line per bad file on stderr; the exit code (1 when there was any).
@@ -618,5 +362,52 @@ mod tests {
         );
         assert_eq!(c.out.must_fail, ["work_rate", "cgroup[*].spread"]);
         assert_eq!(c.out.fail_threshold, None);
+        assert!(c.shared.dir.is_empty() && c.a.dir.is_empty() && c.b.dir.is_empty());
+    }
+
+    #[test]
+    fn each_side_has_its_own_pools_and_every_filter_flag() {
+        let cmd = StatsArgs::augment_args(Command::new("stats"));
+        let mut argv = vec![
+            "stats", "compare", "--a-dir", "/a1", "--a-dir", "/a2", "--b-dir", "/b",
+        ];
+        let flags = [
+            "test",
+            "kernel",
+            "scheduler",
+            "topology",
+            "work-type",
+            "project-commit",
+            "kernel-commit",
+            "run-source",
+        ];
+        let longs: Vec<String> = ["", "a-", "b-"]
+            .iter()
+            .flat_map(|p| flags.iter().map(move |f| format!("--{p}{f}")))
+            .collect();
+        for l in &longs {
+            argv.extend([l.as_str(), &l[2..]]);
+        }
+        let m = cmd.try_get_matches_from(argv).expect("parses");
+        let args = <StatsArgs as clap::FromArgMatches>::from_arg_matches(&m).expect("args");
+        let Some(StatsCommand::Compare(c)) = args.command else {
+            panic!("compare expected");
+        };
+        assert_eq!(c.a.dir, [PathBuf::from("/a1"), PathBuf::from("/a2")]);
+        assert_eq!(c.b.dir, [PathBuf::from("/b")]);
+        let v = |s: &str| vec![s.to_string()];
+        let expect = |p: &str| Filter {
+            test: v(&format!("{p}test")),
+            kernel: v(&format!("{p}kernel")),
+            scheduler: v(&format!("{p}scheduler")),
+            topology: v(&format!("{p}topology")),
+            work_type: v(&format!("{p}work-type")),
+            project_commit: v(&format!("{p}project-commit")),
+            kernel_commit: v(&format!("{p}kernel-commit")),
+            run_source: v(&format!("{p}run-source")),
+        };
+        assert_eq!(c.shared.filter(), expect(""));
+        assert_eq!(c.a.filter(), expect("a-"));
+        assert_eq!(c.b.filter(), expect("b-"));
     }
 }

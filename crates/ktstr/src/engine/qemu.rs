@@ -11,7 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 
 use super::{budget_cpus, BootSpec, EngineReport, GuestExit, RunningGuest, BASE_KARGS};
 use crate::scratch::{self, ScratchDir};
-use crate::shm::ShmMapping;
+use ktstr_wire::Mapping;
 
 /// Errors of the qemu engine.
 #[derive(Debug, thiserror::Error)]
@@ -271,7 +271,7 @@ pub struct QemuGuest {
     child: Child,
     /// Guest RAM, qemu's stderr; removed at teardown (dropped after qemu is gone).
     mem_dir: Option<ScratchDir>,
-    shm: ShmMapping,
+    shm: Mapping,
     host_cpus: Vec<usize>,
     vcpus: u32,
     killed: Option<String>,
@@ -284,7 +284,7 @@ impl QemuGuest {
     /// header) before any guest code runs, then start qemu.
     pub fn start(
         spec: &BootSpec,
-        prepare: impl FnOnce(&ShmMapping) -> anyhow::Result<()>,
+        prepare: impl FnOnce(&Mapping) -> anyhow::Result<()>,
     ) -> anyhow::Result<Self> {
         let binary = find_binary().ok_or(QemuError::NotFound)?;
         let plan = MemoryPlan::new(spec.memory_mib, spec.topology.numa_nodes(), spec.shm_size)?;
@@ -307,7 +307,7 @@ impl QemuGuest {
         }
         let (node, offset) = plan.shm_file_offset();
         let (shm_path, shm_file) = &files[node as usize];
-        let shm = ShmMapping::map_file(shm_file, offset, plan.shm_size).map_err(|source| {
+        let shm = Mapping::map_file(shm_file, offset, plan.shm_size).map_err(|source| {
             QemuError::Map {
                 path: shm_path.clone(),
                 source,
@@ -317,6 +317,16 @@ impl QemuGuest {
 
         let host_cpus = budget_cpus(spec.topology.vcpus(), spec.cpu_budget);
         let paths: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
+        // Direct entry: the host decompressed the kernel once; the guest skips its own
+        // decompressor (emulated, the slowest part of a boot under TCG).
+        let (kernel, pvh_note) = crate::kernel::vmlinux::qemu_boot_image(&spec.kernel);
+        if let Some(why) = pvh_note {
+            eprintln!("ktstr: booting the bzImage without direct (PVH) entry: {why}");
+        }
+        let spec = &BootSpec {
+            kernel,
+            ..spec.clone()
+        };
         let args = qemu_args(spec, &plan, &paths);
         let (stderr_path, stderr) = mem_dir
             .create_file("qemu.stderr")

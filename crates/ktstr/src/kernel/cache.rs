@@ -171,6 +171,12 @@ impl KernelCache {
         self.root.join("initramfs")
     }
 
+    /// ELF vmlinux images decompressed from cached bzImages, by content hash
+    /// ([`super::vmlinux`]).
+    pub fn vmlinux_dir(&self) -> PathBuf {
+        self.root.join("vmlinux")
+    }
+
     /// Creates the root if needed.
     pub fn ensure_root(&self) -> Result<(), KernelError> {
         fs::create_dir_all(&self.root).map_err(|source| KernelError::Io {
@@ -414,7 +420,7 @@ pub fn validate_key(key: &str) -> Result<(), KernelError> {
     if key.contains('/') || key.contains('\0') {
         return Err(bad("contains `/` or NUL"));
     }
-    if key == "apt" || key == "initramfs" {
+    if key == "apt" || key == "initramfs" || key == "vmlinux" {
         return Err(bad("reserved for the cache's own state"));
     }
     Ok(())
@@ -592,7 +598,7 @@ pub(crate) mod tests {
     #[test]
     fn keys_are_single_directory_names() {
         assert!(validate_key("debian-7.2.13+deb14-cloud-amd64").is_ok());
-        for k in ["", ".x", "a/b", "apt", "initramfs"] {
+        for k in ["", ".x", "a/b", "apt", "initramfs", "vmlinux"] {
             assert!(validate_key(k).is_err(), "{k}");
         }
     }

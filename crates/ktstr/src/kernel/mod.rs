@@ -13,6 +13,7 @@ pub mod fetch;
 pub mod image;
 mod progress;
 pub mod resolve;
+pub mod vmlinux;
 
 use std::path::PathBuf;
 

@@ -412,10 +412,13 @@ mod tests {
             Some(blocker.join("sub")),
             Instant::now(),
         );
-        let err = finalize(&mut out, Vec::new()).unwrap_err();
+        let err = format!("{:#}", finalize(&mut out, Vec::new()).unwrap_err());
+        let sub = blocker.join("sub");
         assert!(
-            format!("{err:#}").contains("cannot write the sidecar into"),
-            "{err:#}"
+            err.contains("verdict was fail but its sidecar could not be written into")
+                && err.contains(&sub.display().to_string())
+                && err.contains("KTSTR_RUNS_ROOT"),
+            "{err}"
         );
         assert_eq!(out.sidecar_path, None);
     }

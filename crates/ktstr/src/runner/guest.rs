@@ -51,6 +51,14 @@ fn build_from_checkout(manifest: &Path) -> anyhow::Result<PathBuf> {
         .join("ktstr/guest");
     let bin = cache.join("release/ktstr-guest");
     let cargo = crate::test_support::suite::cargo_bin();
+    if !bin.is_file() {
+        // The first run after `cargo install` compiles it: say why this run is slow.
+        eprintln!(
+            "ktstr: building the guest runtime from {} into {} (once per install)",
+            manifest.parent().unwrap_or(manifest).display(),
+            cache.display()
+        );
+    }
     let status = Command::new(&cargo)
         .args([
             "build",

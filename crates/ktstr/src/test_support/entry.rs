@@ -29,8 +29,9 @@ pub struct TestEntry {
     pub attrs: TestAttrs,
 }
 
-/// The attributes of `#[ktstr_test(...)]`, already checked by the macro.
-#[derive(Debug, Clone, Copy)]
+/// The attributes of `#[ktstr_test(...)]`, already checked by the macro. The macro writes
+/// only the keys given and takes the rest from [`TestAttrs::DEFAULT`].
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TestAttrs {
     pub numa_nodes: u32,
     pub llcs: u32,
@@ -69,7 +70,8 @@ impl Default for TestAttrs {
 }
 
 impl TestAttrs {
-    /// The defaults: 1 NUMA node, 1 LLC, 2 cores, 1 thread, EEVDF, 10 s.
+    /// The defaults: 1 NUMA node, 1 LLC, 2 cores, 1 thread, EEVDF, 10 s. The only place
+    /// they are defined: `#[ktstr_test]` fills every key left out from here.
     pub const DEFAULT: TestAttrs = TestAttrs {
         numa_nodes: 1,
         llcs: 1,
@@ -267,6 +269,17 @@ mod tests {
         let mut smt = Constraints::ANY;
         smt.requires_smt = true;
         assert!(!smt.admits(&no_smt));
+    }
+
+    #[test]
+    fn defaults_are_a_valid_test() {
+        // `#[ktstr_test]` without arguments relies on these passing its own checks.
+        let d = TestAttrs::DEFAULT;
+        assert_eq!(d.topology().unwrap().to_string(), "1n1l2c1t");
+        assert_eq!(d.constraints, Constraints::ANY);
+        assert!(!d.gauntlet && !d.ignore && !d.expect_err);
+        assert!(d.duration_s >= 1 && !d.scheduler.trim().is_empty());
+        assert_eq!(TestAttrs::default(), d);
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub use entry::{Constraints, PerfDeltaGate, TestAttrs, TestEntry, KTSTR_TESTS};
 pub use execute::{VariantResult, MANIFEST_ENV, NO_SKIP_ENV};
 pub use names::{TestId, KERNEL_LIST_ENV};
 pub use presets::{Preset, PRESETS};
-pub use spec::{Check, IntoTestSpec, SpecError, TestCtx, TestSpec, Variant};
+pub use spec::{Check, IntoTestSpec, TestCtx, TestSpec, TestSpecError, Variant};
 
 /// What `#[ktstr_test]` expansions name. Not a public API: it changes with the macro.
 #[doc(hidden)]

@@ -192,6 +192,8 @@ pub fn early_dispatch() {
         if action == Action::Continue {
             return;
         }
+        // From here on this process is ours (a `--list` or `--exact` run).
+        crate::logging::init();
         let code = match std::panic::catch_unwind(|| match action {
             Action::List(l) => list(&args, &l),
             Action::Run(names) => run_names(&names),
@@ -423,6 +425,7 @@ fn resolve_name(
 /// gets the host CPUs its budget asks for (nextest runs every variant in its own process,
 /// grouped by its own config).
 pub fn run_libtest(entry: &'static TestEntry) {
+    crate::logging::init();
     static ONE_VM_AT_A_TIME: Mutex<()> = Mutex::new(());
     if let Err(e) = check_unique(&registered()) {
         panic!("{e}");

@@ -299,8 +299,8 @@ impl TestSpec {
     }
 
     /// Reject a spec no VM can run, naming the field.
-    pub fn validate(&self) -> Result<(), SpecError> {
-        let bad = |field: &'static str, problem: String| SpecError {
+    pub fn validate(&self) -> Result<(), TestSpecError> {
+        let bad = |field: &'static str, problem: String| TestSpecError {
             test: self.name.clone(),
             field,
             problem,
@@ -376,10 +376,11 @@ impl TestSpec {
 /// Smallest guest memory a test may ask for.
 pub const MIN_MEMORY_MIB: u64 = 256;
 
-/// A spec that cannot run.
+/// A [`TestSpec`] that cannot run (host-side checks of the test as a whole). Not
+/// `ktstr_wire::scenario::SpecError`, which names a bad field of the guest's scenario.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("test `{test}`: invalid spec: {field} {problem}")]
-pub struct SpecError {
+pub struct TestSpecError {
     pub test: String,
     pub field: &'static str,
     pub problem: String,

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::host::Engine;
-use crate::sidecar::SidecarResult;
-use crate::verdict::Outcome;
+use ktstr_sidecar::host::Engine;
+use ktstr_sidecar::sidecar::SidecarResult;
+use ktstr_sidecar::stats::CGROUP_MEASURED;
+use ktstr_sidecar::verdict::Outcome;
 
 /// Top-level optional keys, in file order.
 pub const TOP_OPTIONS: &[&str] = &[
@@ -29,8 +30,8 @@ pub const TOP_OPTIONS: &[&str] = &[
 /// Run-level measurements of `stats` kept as `ext_metrics` entries (absent when not
 /// measured).
 pub const STATS_EXT_OPTIONS: &[&str] = &[
-    crate::stats::WORST_P99_WAKE_LATENCY_US,
-    crate::stats::WORST_RUN_DELAY_US,
+    ktstr_sidecar::stats::WORST_P99_WAKE_LATENCY_US,
+    ktstr_sidecar::stats::WORST_RUN_DELAY_US,
 ];
 /// Optional keys of each `stats.cgroups[]` entry.
 pub const CGROUP_OPTIONS: &[&str] = &[
@@ -39,35 +40,6 @@ pub const CGROUP_OPTIONS: &[&str] = &[
     "max_off_cpu_pct",
     "spread",
     "taobench_whole",
-];
-/// Numbers of each `stats.cgroups[]` entry that are `0.0` when not measured, with the
-/// flag that says whether they were (`page_locality > 0` for the NUMA pair).
-pub const CGROUP_MEASURED: &[(&str, &[&str])] = &[
-    (
-        "wake_measured",
-        &[
-            "median_wake_latency_us",
-            "p99_wake_latency_us",
-            "wake_latency_cv",
-        ],
-    ),
-    (
-        "timer_measured",
-        &[
-            "median_timer_latency_us",
-            "p99_timer_latency_us",
-            "p999_timer_latency_us",
-            "worst_timer_latency_us",
-        ],
-    ),
-    (
-        "run_delay_measured",
-        &["mean_run_delay_us", "worst_run_delay_us"],
-    ),
-    (
-        "page_locality",
-        &["page_locality", "cross_node_migration_ratio"],
-    ),
 ];
 /// Optional keys of `monitor`.
 pub const MONITOR_OPTIONS: &[&str] = &[
@@ -125,7 +97,7 @@ pub struct Explanation {
     /// edited by hand after writing: tools that find sidecars by name will miss it).
     pub file_name_matches: bool,
     /// Whether the file as written is read by the reference's own reader
-    /// ([`crate::conformance`]): None without a file, else its rejections (empty:
+    /// ([`ktstr_sidecar::conformance`]): None without a file, else its rejections (empty:
     /// accepted).
     pub reference_rejections: Option<Vec<String>>,
     /// Every optional field, in file order.
@@ -236,17 +208,17 @@ pub fn explain(sidecar: &SidecarResult, file: Option<&Path>) -> Explanation {
             }
         }
     }
-    let reference_rejections =
-        file.map(
-            |f| match crate::fsread::read_regular(f, crate::fsread::MAX_SIDECAR_BYTES) {
-                Ok(bytes) => match crate::conformance::check_text(&String::from_utf8_lossy(&bytes))
-                {
+    let reference_rejections = file.map(|f| {
+        match ktstr_sidecar::fsread::read_regular(f, ktstr_sidecar::fsread::MAX_SIDECAR_BYTES) {
+            Ok(bytes) => {
+                match ktstr_sidecar::conformance::check_text(&String::from_utf8_lossy(&bytes)) {
                     Ok(r) => r.rejections().map(ToString::to_string).collect(),
                     Err(e) => vec![format!("not JSON: {e}")],
-                },
-                Err(e) => vec![format!("cannot read {}: {e}", f.display())],
-            },
-        );
+                }
+            }
+            Err(e) => vec![format!("cannot read {}: {e}", f.display())],
+        }
+    });
 
     Explanation {
         file: file.map(Path::to_path_buf),
@@ -512,14 +484,14 @@ impl Explanation {
                 let _ = writeln!(
                     out,
                     "reference:     read by {}'s own reader",
-                    crate::conformance::REFERENCE_VERSION
+                    ktstr_sidecar::conformance::REFERENCE_VERSION
                 );
             }
             Some(r) => {
                 let _ = writeln!(
                     out,
                     "reference:     REJECTED by {}'s reader ({} problems; written by an older ktstr?), first: {}",
-                    crate::conformance::REFERENCE_VERSION,
+                    ktstr_sidecar::conformance::REFERENCE_VERSION,
                     r.len(),
                     r[0]
                 );
@@ -571,9 +543,9 @@ fn short_value(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::HostContext;
-    use crate::monitor::MonitorSummary;
-    use crate::stats::CgroupStats;
+    use ktstr_sidecar::host::HostContext;
+    use ktstr_sidecar::monitor::MonitorSummary;
+    use ktstr_sidecar::stats::CgroupStats;
 
     /// The option lists must name exactly the keys that are null in a default value, so
     /// a new optional field cannot be forgotten by explain.
@@ -595,7 +567,8 @@ mod tests {
         let mut top = nulls(&serde_json::to_value(SidecarResult::default()).expect("ser"));
         top.sort();
         assert_eq!(top, sorted(TOP_OPTIONS));
-        let stats = nulls(&serde_json::to_value(crate::ScenarioStats::default()).expect("ser"));
+        let stats =
+            nulls(&serde_json::to_value(ktstr_sidecar::ScenarioStats::default()).expect("ser"));
         assert!(stats.is_empty(), "{stats:?}");
         // Every number a measured flag guards is a key of the cgroup.
         let cg_keys = serde_json::to_value(CgroupStats::default()).expect("ser");
@@ -737,18 +710,22 @@ mod tests {
         let good = dir.path().join("good.ktstr.json");
         std::fs::write(
             &good,
-            include_str!("../tests/data/reference-full.ktstr.json"),
+            include_str!("../../ktstr-sidecar/tests/data/reference-full.ktstr.json"),
         )
         .unwrap();
-        let s = crate::read_sidecar(&good).expect("reads");
+        let s = ktstr_sidecar::read_sidecar(&good).expect("reads");
         let e = explain(&s, Some(&good));
         assert_eq!(e.reference_rejections, Some(vec![]));
         assert!(e
             .render_text()
             .contains("read by ktstr 0.29.0's own reader"));
         let old = dir.path().join("old.ktstr.json");
-        std::fs::write(&old, include_str!("../tests/data/minimal.ktstr.json")).unwrap();
-        let s = crate::read_sidecar(&old).expect("old files read");
+        std::fs::write(
+            &old,
+            include_str!("../../ktstr-sidecar/tests/data/minimal.ktstr.json"),
+        )
+        .unwrap();
+        let s = ktstr_sidecar::read_sidecar(&old).expect("old files read");
         let e = explain(&s, Some(&old));
         let r = e.reference_rejections.clone().expect("checked");
         assert!(r.iter().any(|x| x.contains("cgroup_name")), "{r:?}");

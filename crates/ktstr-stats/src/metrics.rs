@@ -21,9 +21,11 @@ use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
-use crate::payload::{PayloadMetrics, Polarity};
-use crate::sidecar::SidecarResult;
-use crate::stats::{CgroupStats, PhaseCgroupStats, WORST_P99_WAKE_LATENCY_US, WORST_RUN_DELAY_US};
+use ktstr_sidecar::payload::{PayloadMetrics, Polarity};
+use ktstr_sidecar::sidecar::SidecarResult;
+use ktstr_sidecar::stats::{
+    CgroupStats, PhaseCgroupStats, WORST_P99_WAKE_LATENCY_US, WORST_RUN_DELAY_US,
+};
 
 /// One registered metric.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -143,14 +145,14 @@ pub fn render_registry() -> String {
                     Polarity::Unknown => "payload".into(),
                     Polarity::TargetValue(t) => format!("near {t}"),
                 },
-                crate::report::num(d.min_abs),
-                format!("{}%", crate::report::num(d.min_rel * 100.0)),
+                crate::format::num(d.min_abs),
+                format!("{}%", crate::format::num(d.min_rel * 100.0)),
                 d.description.to_string(),
             ]
         })
         .collect();
     let header = ["METRIC", "UNIT", "BETTER", "MIN_ABS", "MIN_REL", "WHAT"];
-    crate::table::table(&header, &rows, &[])
+    crate::format::table(&header, &rows, &[])
 }
 
 fn reg(template: &str) -> &'static MetricDef {
@@ -636,7 +638,7 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::example::fully_populated;
+    use ktstr_sidecar::example::fully_populated;
 
     #[test]
     fn registry_is_well_formed() {
@@ -750,8 +752,8 @@ mod tests {
 
     #[test]
     fn unknown_length_falls_back_to_counts_and_nulls_are_left_out() {
-        let text = include_str!("../tests/data/minimal.ktstr.json");
-        let s = crate::parse_sidecar(text.as_bytes(), "m".as_ref()).expect("parses");
+        let text = include_str!("../../ktstr-sidecar/tests/data/minimal.ktstr.json");
+        let s = ktstr_sidecar::parse_sidecar(text.as_bytes(), "m".as_ref()).expect("parses");
         let values = extract(&s);
         let names: Vec<&str> = values.iter().map(|v| v.name.as_ref()).collect();
         assert!(names.contains(&"work_units"), "{names:?}");
@@ -766,7 +768,7 @@ mod tests {
             .any(|n| n.starts_with("kvm.") || n.starts_with("monitor.")));
         assert!(!names.contains(&"cleanup_duration_ms"));
         let mut s2 = s.clone();
-        s2.kvm_stats = Some(crate::KvmStatsTotals {
+        s2.kvm_stats = Some(ktstr_sidecar::KvmStatsTotals {
             per_vcpu: vec![[("exits".to_string(), 500)].into()],
         });
         let v2 = extract(&s2);

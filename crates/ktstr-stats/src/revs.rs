@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::provenance::SHORT_COMMIT_LEN;
+use ktstr_sidecar::provenance::SHORT_COMMIT_LEN;
 
 /// Why a revision could not be resolved or checked out.
 #[derive(Debug, thiserror::Error)]
@@ -194,7 +194,7 @@ pub fn export_tree(dir: &Path, rev: &Rev, dest: &Path) -> Result<Exported, GitEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::git;
+    use ktstr_sidecar::testutil::git;
 
     #[test]
     fn resolve_and_export_a_commit() {

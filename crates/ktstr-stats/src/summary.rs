@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::read::{LoadedSidecar, Pool};
-use crate::table::table;
-use crate::verdict::Outcome;
+use crate::format::table;
+use ktstr_sidecar::read::{LoadedSidecar, Pool};
+use ktstr_sidecar::verdict::Outcome;
 
 /// One run directory.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -237,9 +237,9 @@ pub fn render_tests(rows: &[TestRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kvm::KvmStatsTotals;
-    use crate::read::{LoadedSidecar, RunDir};
-    use crate::sidecar::SidecarResult;
+    use ktstr_sidecar::kvm::KvmStatsTotals;
+    use ktstr_sidecar::read::{LoadedSidecar, RunDir};
+    use ktstr_sidecar::sidecar::SidecarResult;
 
     fn loaded(name: &str, o: Outcome, ts: &str, kernel: Option<&str>) -> LoadedSidecar {
         let mut s = SidecarResult::new(name, "1n1l2c1t", "eevdf");

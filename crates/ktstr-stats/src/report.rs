@@ -5,9 +5,9 @@
 use std::fmt::Write as _;
 
 use crate::compare::{Comparison, MetricRow, PairStatus, Verdict};
+use crate::format::{num, table, RESET};
 use crate::noise::Summary;
-use crate::payload::Polarity;
-use crate::table::{table, RESET};
+use ktstr_sidecar::payload::Polarity;
 
 /// Which rows a rendering shows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -21,28 +21,6 @@ pub struct RenderOptions {
 /// Whether a row is shown without `--all` (see [`crate::compare::is_notable`]).
 pub fn is_notable(r: &MetricRow) -> bool {
     crate::compare::is_notable(r.verdict, r.judgement.as_ref())
-}
-
-/// A number in a short, readable form.
-pub fn num(v: f64) -> String {
-    let a = v.abs();
-    if !v.is_finite() {
-        format!("{v}")
-    } else if a == 0.0 {
-        "0".into()
-    } else if v.fract() == 0.0 && a < 1e15 {
-        format!("{v:.0}")
-    } else if !(1e-3..1e7).contains(&a) {
-        format!("{v:.3e}")
-    } else if a >= 100.0 {
-        format!("{v:.0}")
-    } else if a >= 10.0 {
-        format!("{v:.1}")
-    } else if a >= 1.0 {
-        format!("{v:.2}")
-    } else {
-        format!("{v:.4}")
-    }
 }
 
 fn side_cell(s: &Option<Summary>) -> String {
@@ -666,18 +644,5 @@ mod tests {
 
         let none = render_html(&cmp(vec![]), RenderOptions::default(), "t");
         assert!(none.contains("nothing to plot"));
-    }
-
-    #[test]
-    fn numbers_read_well() {
-        assert_eq!(num(0.0), "0");
-        assert_eq!(num(123456.7), "123457");
-        assert_eq!(num(12.345), "12.3");
-        assert_eq!(num(1.2345), "1.23");
-        assert_eq!(num(0.12345), "0.1235");
-        assert_eq!(num(0.00001), "1.000e-5");
-        assert_eq!(num(-25.0), "-25");
-        assert_eq!(num(-25.5), "-25.5");
-        assert_eq!(num(120_003.0), "120003");
     }
 }

@@ -1,7 +1,7 @@
 //! Write a synthetic pool of sidecars for benchmarks and demos (`scripts/bench-stats`).
 //!
 //! ```text
-//! cargo run --release -p ktstr-sidecar --example gen_pool -- DIR COUNT [--runs R] [--regress PCT] [--noise PCT]
+//! cargo run --release -p ktstr-stats --example gen_pool -- DIR COUNT [--runs R] [--regress PCT] [--noise PCT]
 //! ```
 //!
 //! COUNT sidecars, fully populated (like `example::fully_populated`), split over two

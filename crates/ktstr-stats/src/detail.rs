@@ -6,14 +6,14 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::kvm::KvmStatsTotals;
+use crate::format::num;
+use crate::format::table;
 use crate::metrics::{self, MetricValue};
-use crate::monitor::MonitorSummary;
-use crate::payload::Polarity;
-use crate::read::LoadedSidecar;
-use crate::report::num;
 use crate::summary::TestRow;
-use crate::table::table;
+use ktstr_sidecar::kvm::KvmStatsTotals;
+use ktstr_sidecar::monitor::MonitorSummary;
+use ktstr_sidecar::payload::Polarity;
+use ktstr_sidecar::read::LoadedSidecar;
 
 /// One derived metric of the sidecar.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -332,7 +332,7 @@ fn indent(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::example::fully_populated;
+    use ktstr_sidecar::example::fully_populated;
 
     #[test]
     fn detail_of_a_full_sidecar() {
@@ -401,8 +401,8 @@ mod tests {
 
     #[test]
     fn no_kvm_no_monitor() {
-        let text = include_str!("../tests/data/minimal.ktstr.json");
-        let s = crate::parse_sidecar(text.as_bytes(), "m".as_ref()).expect("parses");
+        let text = include_str!("../../ktstr-sidecar/tests/data/minimal.ktstr.json");
+        let s = ktstr_sidecar::parse_sidecar(text.as_bytes(), "m".as_ref()).expect("parses");
         let d = SidecarDetail::of(&LoadedSidecar {
             path: "m".into(),
             sidecar: s,

@@ -2,7 +2,7 @@
 //! them on all CPUs and fold each into a small per-thread accumulator, so tens of
 //! thousands of sidecars never sit in memory at the same time.
 //!
-//! Same rules as [`crate::load_pool`]: a root is a sidecar file, a run directory or a
+//! Same rules as [`ktstr_sidecar::load_pool`]: a root is a sidecar file, a run directory or a
 //! runs root; directories are searched two levels deep; names starting with `.` are
 //! skipped; a bad file costs one error, never the rest. A file reached through two
 //! roots is read once.
@@ -15,14 +15,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
-use crate::error::{Result, SidecarError};
-use crate::paths::is_sidecar_file_name;
-use crate::read::parse_sidecar;
-use crate::sidecar::{RunSource, SidecarResult};
 use crate::summary::RunSummary;
-use crate::verdict::Outcome;
+use ktstr_sidecar::error::{Result, SidecarError};
+use ktstr_sidecar::paths::is_sidecar_file_name;
+use ktstr_sidecar::read::parse_sidecar;
+use ktstr_sidecar::sidecar::{RunSource, SidecarResult};
+use ktstr_sidecar::verdict::Outcome;
 
-/// How deep below a root run directories are looked for (as in [`crate::load_pool`]).
+/// How deep below a root run directories are looked for (as in [`ktstr_sidecar::load_pool`]).
 const MAX_DEPTH: usize = 2;
 /// Files handed to a thread at a time.
 const CHUNK: usize = 128;
@@ -115,7 +115,7 @@ pub fn list(sources: &[Source], child_filter: Option<DirFilter<'_>>) -> Listing 
     let mut errors = Vec::new();
     for src in sources {
         // Per source: two sources may name the same directory (their masks merge below).
-        let mut visited = crate::fsread::Visited::default();
+        let mut visited = ktstr_sidecar::fsread::Visited::default();
         if src.root.is_file() {
             let dir = src.root.parent().unwrap_or(Path::new(".")).to_path_buf();
             dirs.push(dir);
@@ -193,7 +193,7 @@ struct Walk<'a> {
     dirs: &'a mut Vec<PathBuf>,
     found: &'a mut Vec<Found>,
     errors: &'a mut Vec<SidecarError>,
-    visited: &'a mut crate::fsread::Visited,
+    visited: &'a mut ktstr_sidecar::fsread::Visited,
 }
 
 fn walk(
@@ -350,7 +350,7 @@ pub fn fold_merge_files<A, I, F, M>(
 /// fails it (or has contradicting verdict bits) the reader's own [`parse_sidecar`],
 /// whose errors name the key and the fix.
 pub fn read_fast(path: &Path) -> Result<SidecarResult> {
-    let bytes = crate::fsread::read_regular(path, crate::fsread::MAX_SIDECAR_BYTES)
+    let bytes = ktstr_sidecar::fsread::read_regular(path, ktstr_sidecar::fsread::MAX_SIDECAR_BYTES)
         .map_err(|e| SidecarError::io("read", path, e))?;
     match serde_json::from_slice::<SidecarResult>(&bytes) {
         Ok(s) if s.bits().outcome().is_some() => Ok(s),
@@ -542,6 +542,39 @@ mod tests {
     }
 
     #[test]
+    fn hostile_pools_are_listed_once_without_hanging_or_growing() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let run = root.path().join("7.2.13-abc1234");
+        write(&run, "one", Outcome::Pass);
+        // Links to the run directory, and a link back up to the root.
+        for i in 0..6 {
+            std::os::unix::fs::symlink(&run, root.path().join(format!("again{i}"))).unwrap();
+        }
+        std::os::unix::fs::symlink(root.path(), run.join("loop")).unwrap();
+        // A FIFO and a link to /dev/zero named like sidecars.
+        let fifo = std::ffi::CString::new(run.join("fifo.ktstr.json").to_str().unwrap().as_bytes())
+            .unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        std::os::unix::fs::symlink("/dev/zero", run.join("zero.ktstr.json")).unwrap();
+
+        let listing = list(
+            &[Source {
+                root: root.path().to_path_buf(),
+                archive: false,
+                mask: 1,
+                prune: false,
+            }],
+            None,
+        );
+        // one.ktstr.json, fifo.ktstr.json and zero.ktstr.json, each once.
+        assert_eq!(listing.files.len(), 3);
+        let (runs, errors) = summarize_runs(&listing, 1);
+        assert_eq!(runs.iter().map(|r| r.count).sum::<usize>(), 1);
+        assert_eq!(errors.len(), 2);
+    }
+
+    #[test]
     fn run_summaries_match_the_in_memory_ones() {
         let root = tempfile::tempdir().expect("tempdir");
         let mut n = 0;
@@ -573,7 +606,7 @@ mod tests {
         fs::create_dir_all(root.path().join("r4")).expect("mkdir");
         fs::write(root.path().join("r4/only-bad.ktstr.json"), "{").expect("write");
         let roots = [root.path().to_path_buf()];
-        let pool = crate::load_pool(&roots, false);
+        let pool = ktstr_sidecar::load_pool(&roots, false);
         let want = crate::summary::summarize_runs(&pool);
         let l = list(
             &[Source {
@@ -594,14 +627,14 @@ mod tests {
     #[test]
     fn the_fast_reader_agrees_with_the_reader() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let good = crate::example::fully_populated()
+        let good = ktstr_sidecar::example::fully_populated()
             .write_to_dir(dir.path())
             .expect("write");
         assert_eq!(
             read_fast(&good).expect("good"),
-            crate::read_sidecar(&good).expect("good")
+            ktstr_sidecar::read_sidecar(&good).expect("good")
         );
-        let mut v = serde_json::to_value(crate::example::fully_populated()).expect("value");
+        let mut v = serde_json::to_value(ktstr_sidecar::example::fully_populated()).expect("value");
         v["passed"] = serde_json::json!(true);
         v["skipped"] = serde_json::json!(true);
         let cases = [
@@ -617,7 +650,7 @@ mod tests {
             let p = dir.path().join(name);
             fs::write(&p, body).expect("write");
             let fast = read_fast(&p).expect_err(name).to_string();
-            let slow = crate::read_sidecar(&p).expect_err(name).to_string();
+            let slow = ktstr_sidecar::read_sidecar(&p).expect_err(name).to_string();
             assert_eq!(fast, slow, "{name}");
         }
         assert!(read_fast(&dir.path().join("missing.ktstr.json")).is_err());
