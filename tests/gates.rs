@@ -92,7 +92,7 @@ fn gates_confined_unfair(ctx: &TestCtx) -> TestSpec {
         .duration(DURATION)
         .assert(Assert::default().max_scenario_spread_pct(25.0))
         .check(|out: &RunOutcome| {
-            let raw = format!("{:#?}", out.reasons);
+            let raw = format!("{:#?}", out.reasons());
             // The raw verdict failed, for the right reason only, and expect_err inverted it.
             let checks = &out.checks;
             assert_eq!(checks.outcome(), Outcome::Fail, "{raw}");

@@ -145,8 +145,8 @@ fn stall_expected(ctx: &TestCtx) -> TestSpec {
         .scenario(canned(ctx, "steady"))
         .check(|out: &RunOutcome| {
             // The run itself failed, naming the stall first.
-            assert_eq!(out.checks.outcome(), Outcome::Fail, "{:#?}", out.reasons);
-            let first = &out.reasons[0];
+            assert_eq!(out.checks.outcome(), Outcome::Fail, "{:#?}", out.reasons());
+            let first = out.reasons()[0].clone();
             for needle in [
                 "scheduler ktstr-stall",
                 "stalled",
@@ -202,11 +202,11 @@ fn bpfland_bad_arg(ctx: &TestCtx) -> TestSpec {
         .scheduler_args(["--no-such-option"])
         .scenario(canned(ctx, "steady"))
         .check(|out: &RunOutcome| {
-            assert_eq!(out.checks.outcome(), Outcome::Fail, "{:#?}", out.reasons);
+            assert_eq!(out.checks.outcome(), Outcome::Fail, "{:#?}", out.reasons());
             let s = sidecar_of(out);
             assert!(s.is_pass() && s.expected_failure, "{:#?}", s.stats);
             assert!(s.verifier_stats.is_empty(), "it never loaded");
-            let first = &out.reasons[0];
+            let first = out.reasons()[0].clone();
             for needle in [
                 "scheduler scx_bpfland exited before it attached (exit code 2)",
                 "--no-such-option",

@@ -106,7 +106,9 @@ fn every_work_type_and_op_in_a_vm() {
     let c = &out.collected;
     let why = format!(
         "reasons {:#?}\nlogs {:#?}\nconsole {:?}",
-        out.reasons, c.logs, out.console_log
+        out.reasons(),
+        c.logs,
+        out.console_log
     );
 
     // Every step opened and closed, no op failed.

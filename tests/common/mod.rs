@@ -122,6 +122,8 @@ pub fn run(req: &RunRequest) -> Ran {
 pub fn explain(r: &Ran) -> String {
     format!(
         "reasons: {:#?}\nconsole: {:?}\nguest logs: {:#?}",
-        r.out.reasons, r.out.console_log, r.out.collected.logs
+        r.out.reasons(),
+        r.out.console_log,
+        r.out.collected.logs
     )
 }

@@ -134,11 +134,11 @@ pub fn run(args: ShellArgs) -> anyhow::Result<i32> {
     if let Some(status) = out.collected.exec_status {
         return Ok(status);
     }
-    for r in &out.reasons {
+    for r in &out.reasons() {
         eprintln!("ktstr: {r}");
     }
     if let Some(log) = &out.console_log {
         eprintln!("ktstr: console log: {}", log.display());
     }
-    Ok(if out.reasons.is_empty() { 0 } else { 1 })
+    Ok(if out.reasons().is_empty() { 0 } else { 1 })
 }

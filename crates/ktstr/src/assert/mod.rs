@@ -1,6 +1,14 @@
-//! Host-side assertions: the thresholds a test judges a run by, and the gates that apply
-//! them to the guest's raw reports. The guest only measures; every number is re-derived
-//! and judged here.
+//! Host-side assertions: the thresholds a test judges a run by, and every check of a
+//! run's verdict. The guest only measures; every number is re-derived and judged here.
+//! Each check is a [`Check`]; the verdict is computed from them ([`Checks::outcome`],
+//! [`Checks::details`]), never kept beside them. Where a check lives:
+//!
+//! - [`run`]: the run itself (VM exit, ring, ready, topology, done, scenario steps,
+//!   snapshots), then the worker and monitor gates below;
+//! - [`workers`]: the per-worker and per-cgroup gates of the table below;
+//! - [`monitor`]: the 100 ms system samples;
+//! - [`scheduler`]: what the guest reported about the scheduler under test;
+//! - [`payload`]: the payloads' exit codes and metric checks.
 //!
 //! # Gates and their defaults
 //!
@@ -51,7 +59,10 @@
 
 pub mod check;
 pub mod monitor;
+pub mod payload;
+pub mod run;
 pub mod sample;
+pub mod scheduler;
 pub mod workers;
 
 pub use check::{Check, Checks, Gate};

@@ -542,7 +542,7 @@ mod tests {
         };
         assert!(!why.contains("run 1"), "{why}");
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "");
-        assert_eq!(crate::runner::evaluate::console_excerpt(&log), None);
+        assert_eq!(crate::runner::collect::console_excerpt(&log), None);
     }
 
     #[test]

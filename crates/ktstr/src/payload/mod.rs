@@ -1,10 +1,10 @@
 //! Payloads: real programs (benchmarks, stress tools) a test runs in the guest. The host
 //! declares them ([`Payload`]), checks them before boot, extracts metrics from their raw
-//! output after the run ([`extract`]) and judges the checks ([`check`]).
+//! output after the run ([`extract`]); [`crate::assert::payload`] judges its checks
+//! ([`check`]) into the verdict.
 
 pub mod check;
 pub mod extract;
-pub mod judge;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -12,9 +12,8 @@ use std::path::PathBuf;
 use ktstr_sidecar::Polarity;
 use serde::{Deserialize, Serialize};
 
-pub use check::{evaluate_checks, Check, CheckResult};
+pub use check::Check;
 pub use extract::{extract_metrics, ExtractError};
-pub use judge::{judge, Judged};
 
 /// How a payload reports its results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -2,6 +2,7 @@
 //! it ended. Everything here is untrusted input; bad frames become failure reasons.
 
 use std::io::Write;
+use std::path::Path;
 use std::time::Instant;
 
 use ktstr_wire::msg::{
@@ -344,6 +345,24 @@ fn push_capped<T>(v: &mut Vec<T>, x: T, cap: usize, dropped: &mut u64) {
     } else {
         *dropped += 1;
     }
+}
+
+/// The last lines of the console log that explain a dead guest (panic, oops).
+pub fn console_excerpt(console_log: &Path) -> Option<String> {
+    let text = std::fs::read(console_log).ok()?;
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return None;
+    }
+    let panic_at = lines
+        .iter()
+        .position(|l| l.contains("Kernel panic") || l.contains("BUG:") || l.contains("Oops"));
+    let from = match panic_at {
+        Some(i) => i,
+        None => lines.len().saturating_sub(6),
+    };
+    Some(lines[from..lines.len().min(from + 12)].join("\n"))
 }
 
 #[cfg(test)]

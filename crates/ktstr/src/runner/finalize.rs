@@ -1,11 +1,12 @@
-//! The two ends of every run's sidecar, each in one place: [`identity`] builds the
-//! variant a run records (whatever happens to it later), and [`finalize`] settles the
-//! verdict with everything known after the runner judged the run — the test's own
+//! Step 6 of a run, finalize, and the two ends of every run's sidecar, each in one
+//! place: [`identity`] builds the variant a run records (whatever happens to it later);
+//! [`booted`] and [`not_booted`] make a run's [`RunOutcome`]; and [`finalize`] settles
+//! the verdict with everything known after the runner judged the run — the test's own
 //! host-side checks — and writes the sidecar once, atomically. A booted run, a run
 //! refused before boot, a missing scheduler and a skip all end in [`finalize`], so a
 //! sidecar on disk is always the final word on its run and was never rewritten.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -13,7 +14,10 @@ use ktstr_sidecar::{Outcome, PerfDeltaAssertionRecord, SidecarResult};
 use ktstr_topology::Topology;
 use ktstr_wire::spec::GuestSpec;
 
+use super::boot::Attempt;
 use super::collect::Collected;
+use super::judge::Judged;
+use super::prepare::PreparedRun;
 use super::RunOutcome;
 use crate::assert::Checks;
 use crate::engine::{EngineKind, EngineReport, GuestExit};
@@ -71,20 +75,68 @@ pub fn identity(v: &Identity<'_>) -> SidecarResult {
     s
 }
 
+/// A booted run judged: `judged` (the last attempt's verdict) with `notes` after its
+/// checks' lines (a retry), the scheduler's log kept beside the sidecar, ready for
+/// [`finalize`].
+pub fn booted(
+    run: PreparedRun,
+    attempt: Attempt,
+    judged: Judged,
+    notes: Vec<String>,
+) -> RunOutcome {
+    let Judged {
+        mut sidecar,
+        checks,
+    } = judged;
+    sidecar.stats.verdict_details.extend(notes.iter().cloned());
+    let scheduler_log = keep_scheduler_log(&attempt.data, &run.out_dir, &run.stem);
+    let console_log = run.console_log.exists().then_some(run.console_log);
+    RunOutcome {
+        boot_to_ready_ms: attempt.data.ready.as_ref().map(|r| r.host_ms),
+        sidecar,
+        sidecar_dir: run.sidecar_dir,
+        sidecar_path: None,
+        console_log,
+        scheduler_log,
+        collected: attempt.data,
+        engine: attempt.engine,
+        checks,
+        notes,
+        wall_ms: run.started.elapsed().as_millis() as u64,
+    }
+}
+
+/// Keeps the scheduler's output as `<stem>.scheduler.log` in `out_dir`; returns that
+/// file when there was output.
+fn keep_scheduler_log(data: &Collected, out_dir: &Path, stem: &str) -> Option<PathBuf> {
+    if data.scheduler_log.is_empty() {
+        return None;
+    }
+    let path = out_dir.join(format!("{stem}.scheduler.log"));
+    match std::fs::write(&path, &data.scheduler_log) {
+        Ok(()) => Some(path),
+        Err(e) => {
+            tracing::warn!("cannot keep the scheduler log {}: {e}", path.display());
+            None
+        }
+    }
+}
+
 /// A run that ended before its guest booted (refused, skipped, its scheduler missing):
-/// `sidecar` with `outcome` and `reasons` as its verdict — not inverted by `expect_err`,
-/// which is about the scheduler's behaviour, and nothing ran — ready for [`finalize`]
-/// to write into `sidecar_dir`.
+/// `sidecar` with `outcome` as its verdict, explained by `checks` and then `notes` —
+/// not inverted by `expect_err`, which is about the scheduler's behaviour, and nothing
+/// ran — ready for [`finalize`] to write into `sidecar_dir`.
 pub fn not_booted(
     mut sidecar: SidecarResult,
     outcome: Outcome,
-    reasons: Vec<String>,
+    notes: Vec<String>,
     checks: Checks,
     sidecar_dir: Option<PathBuf>,
     started: Instant,
 ) -> RunOutcome {
     sidecar.set_outcome(outcome);
     sidecar.expected_failure = false;
+    let reasons: Vec<String> = checks.details().into_iter().chain(notes.clone()).collect();
     sidecar
         .stats
         .verdict_details
@@ -105,8 +157,8 @@ pub fn not_booted(
             host_cpus: Vec::new(),
             kvm_stats: None,
         },
-        reasons,
         checks,
+        notes,
         boot_to_ready_ms: None,
         wall_ms: started.elapsed().as_millis() as u64,
     }
@@ -128,7 +180,7 @@ pub fn finalize(out: &mut RunOutcome, check_failures: Vec<String>) -> anyhow::Re
             .stats
             .verdict_details
             .extend(check_failures.iter().cloned());
-        out.reasons.extend(check_failures);
+        out.notes.extend(check_failures);
     }
     if let Some(dir) = &out.sidecar_dir {
         // On a write error the console log stays: it is then all that is left of the run.
@@ -274,7 +326,7 @@ mod tests {
             back.stats.verdict_details.last().map(String::as_str),
             Some("check 1 failed: wrong reason")
         );
-        assert_eq!(out.reasons, ["check 1 failed: wrong reason"]);
+        assert_eq!(out.reasons(), ["check 1 failed: wrong reason"]);
         assert_eq!(out.console_log.as_deref(), Some(console.as_path()));
         assert!(console.exists());
     }
@@ -369,5 +421,21 @@ mod tests {
             "{err}"
         );
         assert_eq!(out.sidecar_path, None);
+    }
+
+    #[test]
+    fn the_scheduler_log_is_kept_beside_the_sidecar() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = Collected {
+            scheduler_log: b"scx_bpfland 1.1.4\n".to_vec(),
+            ..Collected::default()
+        };
+        let log = keep_scheduler_log(&data, dir.path(), "t-0123").unwrap();
+        assert_eq!(log, dir.path().join("t-0123.scheduler.log"));
+        assert_eq!(std::fs::read(&log).unwrap(), b"scx_bpfland 1.1.4\n");
+        assert_eq!(
+            keep_scheduler_log(&Collected::default(), dir.path(), "t-0124"),
+            None
+        );
     }
 }

@@ -2,8 +2,8 @@
 //! path, or a name to discover, with arguments, sysctls, kargs and a watchdog timeout),
 //! how it is found ([`resolve`]: `KTSTR_SCHEDULER`, `$PATH`, beside the test binary,
 //! `target/{debug,release}`, or built on demand by [`autobuild`]), what the guest is told
-//! ([`Prepared::guest`]), and how the guest's reports about it become verdict reasons
-//! ([`judge`]).
+//! ([`Prepared::guest`]). How the guest's reports about it are judged is
+//! [`crate::assert::scheduler`].
 //!
 //! ```
 //! use std::time::Duration;
@@ -20,9 +20,7 @@
 //! ```
 
 pub mod autobuild;
-pub mod judge;
 pub mod resolve;
-pub mod run;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,7 +28,6 @@ use std::time::Duration;
 use ktstr_sidecar::{ProgVerifierStats, ResolveSource};
 use ktstr_wire::sched::{ProgInsns, SchedulerSpec, BPF_PROG_TYPE_STRUCT_OPS};
 
-pub use judge::judge;
 pub use resolve::{Missing, Probe};
 
 /// The name EEVDF (no sched_ext scheduler) goes by.

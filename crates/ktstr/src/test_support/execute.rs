@@ -448,7 +448,7 @@ mod tests {
                 host_cpus: vec![0, 1],
                 kvm_stats: None,
             },
-            reasons: Vec::new(),
+            notes: Vec::new(),
             checks: Default::default(),
             boot_to_ready_ms: Some(1),
             wall_ms: 1,

@@ -287,7 +287,7 @@ impl TestSpec {
     /// Add a host-side check, run after a passing run with its result (sidecar already
     /// written). Returning `Err` or panicking (e.g. `assert!`) fails the test and records
     /// the message in the sidecar's `stats.verdict_details`. With `expect_err` the checks
-    /// run on the expected failure (`out.checks` and `out.reasons` hold the raw verdict),
+    /// run on the expected failure (`out.checks` and `out.reasons()` hold the raw verdict),
     /// so they can check that the run failed for the right reason.
     pub fn check(mut self, f: impl Fn(&RunOutcome) -> Result<(), String> + 'static) -> Self {
         self.checks.push(Box::new(f));

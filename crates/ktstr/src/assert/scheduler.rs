@@ -1,22 +1,51 @@
-//! The scheduler's part of the verdict: the guest supervisor's events, turned into
-//! failure reasons a person can act on. A scheduler that never attached, died, or was
-//! ejected by the kernel (watchdog stall, BPF error) fails the run, and the reason names
-//! what the kernel said.
+//! Scheduler checks (gate `run`, subject `scheduler <name>`): the guest supervisor's
+//! events, turned into failure reasons a person can act on. A scheduler that never
+//! attached, died, or was ejected by the kernel (watchdog stall, BPF error) fails the
+//! run, and the reason names what the kernel said.
 
+use ktstr_sidecar::Outcome;
 use ktstr_wire::sched::{ProcExit, SchedEvent};
 
-use super::Prepared;
-use crate::runner::collect::Collected;
+use super::{Check, Gate};
+use crate::scheduler::Prepared;
 
-/// Failure reasons from the scheduler events of a run; empty when the scheduler did its
-/// job (or there was none and every sysctl applied).
-pub fn judge(prepared: &Prepared, data: &Collected) -> Vec<String> {
-    judge_events(prepared, &data.scheduler_events, data.done.is_some())
+/// The scheduler's checks from the guest's scheduler `events`: a failure per problem
+/// ([`failures`]), or one pass saying it attached and detached. `finished`: the guest
+/// reported done, so a missing event means it never happened (not that the guest died
+/// first). The runner puts them first in the verdict: they usually explain the rest
+/// (workers that never ran, a guest exit code).
+pub fn check_scheduler(prepared: &Prepared, events: &[SchedEvent], finished: bool) -> Vec<Check> {
+    let subject = format!("scheduler {}", prepared.name);
+    let mut checks: Vec<Check> = failures(prepared, events, finished)
+        .into_iter()
+        .map(|r| Check::new(Gate::Run, subject.clone(), Outcome::Fail, r))
+        .collect();
+    if checks.is_empty() && prepared.guest.is_some() {
+        let attach = events.iter().find_map(|e| match e {
+            SchedEvent::Attached { ops, attach_ms, .. } => Some((ops.clone(), *attach_ms)),
+            _ => None,
+        });
+        let detached = events
+            .iter()
+            .any(|e| matches!(e, SchedEvent::Detached { clean: true, .. }));
+        if let Some((ops, ms)) = attach {
+            checks.push(Check::new(
+                Gate::Run,
+                subject,
+                Outcome::Pass,
+                format!(
+                    "attached as `{ops}` after {ms} ms{}",
+                    if detached { ", detached cleanly" } else { "" }
+                ),
+            ));
+        }
+    }
+    checks
 }
 
-/// [`judge`] on the events alone. `finished`: the guest reported done, so a missing
-/// event means it never happened (not that the guest died first).
-pub fn judge_events(prepared: &Prepared, events: &[SchedEvent], finished: bool) -> Vec<String> {
+/// Failure reasons from the scheduler `events` of a run (see [`check_scheduler`]);
+/// empty when the scheduler did its job (or there was none and every sysctl applied).
+pub fn failures(prepared: &Prepared, events: &[SchedEvent], finished: bool) -> Vec<String> {
     let name = &prepared.name;
     let mut reasons = Vec::new();
     let mut attached = false;
@@ -155,6 +184,39 @@ mod tests {
     use super::*;
     use ktstr_wire::sched::SchedulerSpec;
 
+    #[test]
+    fn an_ejection_is_a_failed_check_naming_the_scheduler() {
+        let events = [
+            started(),
+            attached(),
+            SchedEvent::Ejected {
+                state: "disabled".into(),
+                kernel_reason: Some("runnable task stall".into()),
+                watchdog_timeout_ms: None,
+                elapsed_ms: 5000,
+            },
+        ];
+        let checks = check_scheduler(&prepared(), &events, true);
+        assert_eq!(checks.len(), 1, "{checks:#?}");
+        let line = checks[0].line();
+        assert!(
+            line.starts_with("fail [run] scheduler ktstr-stall"),
+            "{line}"
+        );
+        assert!(line.contains("runnable task stall"), "{line}");
+    }
+
+    #[test]
+    fn attach_and_detach_is_a_passing_check() {
+        let events = [started(), attached(), clean_detach()];
+        let checks = check_scheduler(&prepared(), &events, true);
+        assert_eq!(checks.len(), 1, "{checks:#?}");
+        assert_eq!(checks[0].outcome, Outcome::Pass);
+        let msg = &checks[0].message;
+        assert!(msg.contains("`ktstr_stall` after 900 ms"), "{msg}");
+        assert!(msg.contains("detached cleanly"), "{msg}");
+    }
+
     fn prepared() -> Prepared {
         Prepared {
             name: "ktstr-stall".into(),
@@ -196,7 +258,7 @@ mod tests {
 
     #[test]
     fn attach_and_clean_detach_pass() {
-        let r = judge_events(&prepared(), &[started(), attached(), clean_detach()], true);
+        let r = failures(&prepared(), &[started(), attached(), clean_detach()], true);
         assert!(r.is_empty(), "{r:?}");
     }
 
@@ -212,7 +274,7 @@ mod tests {
             watchdog_timeout_ms: Some(3000),
             elapsed_ms: 7400,
         };
-        let r = judge_events(&prepared(), &[started(), attached(), ev], true);
+        let r = failures(&prepared(), &[started(), attached(), ev], true);
         assert_eq!(r.len(), 1, "{r:?}");
         for needle in [
             "stalled",
@@ -237,7 +299,7 @@ mod tests {
             output_tail: "Error: failed to load BPF program: Invalid argument".into(),
             elapsed_ms: 3000,
         };
-        let r = judge_events(&prepared(), &[started(), ev], true);
+        let r = failures(&prepared(), &[started(), ev], true);
         assert_eq!(r.len(), 1, "{r:?}");
         assert!(
             r[0].contains("exited before it attached (exit code 1)"),
@@ -260,7 +322,7 @@ mod tests {
             output_tail: String::new(),
             elapsed_ms: 5000,
         };
-        let r = judge_events(&prepared(), &[started(), attached(), died], true);
+        let r = failures(&prepared(), &[started(), attached(), died], true);
         assert_eq!(r.len(), 1);
         assert!(r[0].contains("died during the run"), "{}", r[0]);
         assert!(r[0].contains("killed by signal 11"), "{}", r[0]);
@@ -272,16 +334,16 @@ mod tests {
             detail: Some("did not exit within 10000 ms of SIGINT and was killed".into()),
             elapsed_ms: 9000,
         };
-        let r = judge_events(&prepared(), &[started(), attached(), unclean], true);
+        let r = failures(&prepared(), &[started(), attached(), unclean], true);
         assert_eq!(r.len(), 1);
         assert!(r[0].contains("did not detach cleanly"), "{}", r[0]);
     }
 
     #[test]
     fn missing_events_fail_only_when_the_guest_finished() {
-        assert_eq!(judge_events(&prepared(), &[], true).len(), 1);
-        assert!(judge_events(&prepared(), &[], false).is_empty());
-        let r = judge_events(&prepared(), &[started()], true);
+        assert_eq!(failures(&prepared(), &[], true).len(), 1);
+        assert!(failures(&prepared(), &[], false).is_empty());
+        let r = failures(&prepared(), &[started()], true);
         assert!(r[0].contains("never attached"), "{r:?}");
     }
 
@@ -289,7 +351,7 @@ mod tests {
     fn sysctl_failures_fail_even_under_eevdf() {
         let mut p = prepared();
         p.guest = None;
-        let r = judge_events(
+        let r = failures(
             &p,
             &[SchedEvent::Sysctl {
                 key: "kernel.nope".into(),
