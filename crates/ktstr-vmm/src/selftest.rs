@@ -221,7 +221,19 @@ pub fn check_guest(
         None => "unknown".into(),
     };
 
-    // Every vCPU ran and reported.
+    check_reports(&mut c, n, data);
+    check_apic_ids(&mut c, topo, data, amd);
+    check_leaf_b(&mut c, topo, data);
+    if amd {
+        check_amd_leaves(&mut c, topo, data);
+    }
+    let observed = check_linux_derivation(&mut c, topo, data);
+    check_acpi(&mut c, topo, data, memory);
+    (c, observed, vendor)
+}
+
+/// Every vCPU ran and reported, and what it sent decodes.
+fn check_reports(c: &mut Vec<Check>, n: u32, data: &GuestData) {
     let done = data.done.as_ref();
     let arrived = done.and_then(|d| d.get("arrived")).and_then(Value::as_u64);
     let timed_out = done
@@ -229,7 +241,7 @@ pub fn check_guest(
         .and_then(Value::as_bool);
     let idx: Vec<u32> = data.cpus.keys().copied().collect();
     check(
-        &mut c,
+        c,
         "every vCPU ran and reported",
         idx == (0..n).collect::<Vec<_>>()
             && arrived == Some(u64::from(n))
@@ -240,7 +252,7 @@ pub fn check_guest(
         ),
     );
     check(
-        &mut c,
+        c,
         "guest payloads decode",
         data.bad_payloads.is_empty() && done.is_some(),
         if data.bad_payloads.is_empty() {
@@ -256,8 +268,10 @@ pub fn check_guest(
             data.bad_payloads.join("; ")
         },
     );
+}
 
-    // x2APIC ids through three leaves.
+/// The x2APIC id of every vCPU, as three CPUID leaves report it.
+fn check_apic_ids(c: &mut Vec<Check>, topo: &Topology, data: &GuestData, amd: bool) {
     let mut bad = Vec::new();
     for (i, l) in &data.cpus {
         let want = topo.apic_id(*i);
@@ -271,7 +285,7 @@ pub fn check_guest(
         }
     }
     check(
-        &mut c,
+        c,
         "x2APIC ids (leaves 0x1, 0xB, 0x8000_001E)",
         bad.is_empty() && !data.cpus.is_empty(),
         if bad.is_empty() {
@@ -285,8 +299,11 @@ pub fn check_guest(
             bad.join("; ")
         },
     );
+}
 
-    // Leaf 0xB levels.
+/// Leaf 0xB: the SMT and core levels.
+fn check_leaf_b(c: &mut Vec<Check>, topo: &Topology, data: &GuestData) {
+    let n = topo.vcpus();
     let mut bad = Vec::new();
     for (i, l) in &data.cpus {
         let s0 = l.get(&(0xb, 0)).copied().unwrap_or_default();
@@ -302,7 +319,7 @@ pub fn check_guest(
         }
     }
     check(
-        &mut c,
+        c,
         "leaf 0xB SMT/core levels",
         bad.is_empty(),
         if bad.is_empty() {
@@ -315,44 +332,54 @@ pub fn check_guest(
             bad.join("; ")
         },
     );
+}
 
-    if amd {
-        let mut bad = Vec::new();
-        for (i, l) in &data.cpus {
-            let p = topo.place(*i);
-            let apic = topo.apic_id(*i);
-            let e1 = l.get(&(0x8000_0001, 0)).map(|r| r[2] >> 22 & 1);
-            let e = l.get(&(0x8000_001e, 0)).copied().unwrap_or_default();
-            let e8 = l.get(&(0x8000_0008, 0)).map(|r| r[2]).unwrap_or_default();
-            let ok = e1 == Some(1)
-                && (e[1] >> 8) & 0xff == topo.threads_per_core() - 1
-                && e[1] & 0xff == (apic >> topo.thread_bits()) & 0xff
-                && e[2] & 0xff == p.node
-                && e8 & 0xff == (n - 1).min(255)
-                && (e8 >> 12) & 0xf == topo.package_shift();
-            if !ok {
-                bad.push(format!(
-                    "vCPU {i}: TopoExt {e1:?} 0x8000001E {e:x?} 0x80000008.ecx {e8:#x}"
-                ));
-            }
+/// AMD's topology leaves: TopoExt, 0x8000_001E, 0x8000_0008.
+fn check_amd_leaves(c: &mut Vec<Check>, topo: &Topology, data: &GuestData) {
+    let n = topo.vcpus();
+    let mut bad = Vec::new();
+    for (i, l) in &data.cpus {
+        let p = topo.place(*i);
+        let apic = topo.apic_id(*i);
+        let e1 = l.get(&(0x8000_0001, 0)).map(|r| r[2] >> 22 & 1);
+        let e = l.get(&(0x8000_001e, 0)).copied().unwrap_or_default();
+        let e8 = l.get(&(0x8000_0008, 0)).map(|r| r[2]).unwrap_or_default();
+        let ok = e1 == Some(1)
+            && (e[1] >> 8) & 0xff == topo.threads_per_core() - 1
+            && e[1] & 0xff == (apic >> topo.thread_bits()) & 0xff
+            && e[2] & 0xff == p.node
+            && e8 & 0xff == (n - 1).min(255)
+            && (e8 >> 12) & 0xf == topo.package_shift();
+        if !ok {
+            bad.push(format!(
+                "vCPU {i}: TopoExt {e1:?} 0x8000001E {e:x?} 0x80000008.ecx {e8:#x}"
+            ));
         }
-        check(
-            &mut c,
-            "AMD leaves (TopoExt, 0x8000_001E, 0x8000_0008)",
-            bad.is_empty(),
-            if bad.is_empty() {
-                "consistent on every vCPU".into()
-            } else {
-                bad.join("; ")
-            },
-        );
     }
+    check(
+        c,
+        "AMD leaves (TopoExt, 0x8000_001E, 0x8000_0008)",
+        bad.is_empty(),
+        if bad.is_empty() {
+            "consistent on every vCPU".into()
+        } else {
+            bad.join("; ")
+        },
+    );
+}
 
+/// The topology Linux derives from what the guest saw equals the declared one.
+fn check_linux_derivation(
+    c: &mut Vec<Check>,
+    topo: &Topology,
+    data: &GuestData,
+) -> Option<Observed> {
+    let n = topo.vcpus();
     let observed = observe(data);
     let want_label = topo.to_string();
     let want_llc: Vec<usize> = (0..n).map(|i| topo.place(i).llc as usize).collect();
     check(
-        &mut c,
+        c,
         "topology Linux derives = declared",
         observed
             .as_ref()
@@ -367,7 +394,12 @@ pub fn check_guest(
         },
     );
 
-    // ACPI.
+    observed
+}
+
+/// The ACPI tables: present with valid checksums, MADT, SRAT (CPUs and memory), SLIT.
+fn check_acpi(c: &mut Vec<Check>, topo: &Topology, data: &GuestData, memory: u64) {
+    let n = topo.vcpus();
     let acpi = data.acpi.as_ref();
     let tables = acpi.and_then(|a| a.get("tables")).and_then(Value::as_array);
     let mut sigs = Vec::new();
@@ -384,7 +416,7 @@ pub fn check_guest(
         .iter()
         .all(|s| sigs.iter().any(|x| x == s));
     check(
-        &mut c,
+        c,
         "ACPI tables found and checksums valid",
         rsdp_ok && all_there && bad_sum.is_empty(),
         format!("RSDP ok {rsdp_ok}, tables {sigs:?}, bad checksums {bad_sum:?}"),
@@ -402,7 +434,7 @@ pub fn check_guest(
         .collect();
     let ioapics = madt.iter().filter(|e| e.first() == Some(&1)).count();
     check(
-        &mut c,
+        c,
         "MADT lists every vCPU with its APIC id",
         cpus == want && ioapics == 1,
         format!(
@@ -420,7 +452,7 @@ pub fn check_guest(
         .map(|i| (u64::from(topo.apic_id(i)), u64::from(topo.place(i).node)))
         .collect();
     check(
-        &mut c,
+        c,
         "SRAT puts every vCPU in its NUMA node",
         got == want,
         format!(
@@ -434,7 +466,7 @@ pub fn check_guest(
     let total: u64 = srat_mem.iter().filter_map(|e| e.get(2)).sum();
     let mem_nodes: BTreeSet<u64> = srat_mem.iter().filter_map(|e| e.first().copied()).collect();
     check(
-        &mut c,
+        c,
         "SRAT memory covers RAM, one range set per node",
         total == memory && mem_nodes == (0..u64::from(topo.numa_nodes())).collect(),
         format!(
@@ -453,9 +485,7 @@ pub fn check_guest(
         .flat_map(|i| (0..nn).map(move |j| (i, j)))
         .map(|(i, j)| u64::from(topo.distance(i, j)))
         .collect();
-    check(&mut c, "SLIT distances", slit == want, format!("{slit:?}"));
-
-    (c, observed, vendor)
+    check(c, "SLIT distances", slit == want, format!("{slit:?}"));
 }
 
 /// Runs the self-test once.
