@@ -10,7 +10,6 @@
 
 use std::fmt::Write as _;
 
-use ktstr_sidecar::PerfDeltaAssertionRecord;
 use serde::Serialize;
 
 use crate::assert::{Assert, Gate, MonitorThresholds};
@@ -546,6 +545,7 @@ fn attributes() -> Vec<Item> {
 mod tests {
     use std::collections::BTreeSet;
 
+    use ktstr_sidecar::PerfDeltaAssertionRecord;
     use serde::de::DeserializeOwned;
 
     use super::*;
