@@ -183,6 +183,24 @@ mod tests {
     }
 
     #[test]
+    fn presets_wider_than_qemu_tcg_skip_there_with_the_reason_and_run_on_kvm() {
+        use crate::engine::EngineKind;
+        use crate::test_support::execute::{engine_skip_reason, QEMU_TCG_MAX_VCPUS};
+        for p in PRESETS {
+            let t = p.topology();
+            let tcg = engine_skip_reason(EngineKind::QemuTcg, &t, 512, None);
+            assert_eq!(tcg.is_some(), t.vcpus() > QEMU_TCG_MAX_VCPUS, "{}", p.label);
+            if let Some(why) = tcg {
+                assert!(why.contains(p.label) && why.contains("KVM"), "{why}");
+            }
+            assert_eq!(engine_skip_reason(EngineKind::Kvm, &t, 512, None), None);
+        }
+        assert!(PRESETS
+            .iter()
+            .any(|p| p.topology().vcpus() > QEMU_TCG_MAX_VCPUS));
+    }
+
+    #[test]
     fn the_docs_table_lists_every_preset() {
         let src = include_str!("presets.rs");
         for p in PRESETS {
