@@ -191,3 +191,82 @@ fn canned_nested_steady(ctx: &TestCtx) -> TestSpec {
         assert_eq!(names, ["outer/heavy", "outer/light"]);
     })
 }
+
+/// CPU time a cgroup received over the run.
+fn cpu_ns(s: &SidecarResult, cgroup: &str) -> u64 {
+    s.stats.cgroup(cgroup).expect(cgroup).total_cpu_time_ns
+}
+
+#[ktstr_test(llcs = 2, cores = 1, memory_mib = 1024, num_snapshots = 2)]
+fn canned_weight_inversion(ctx: &TestCtx) -> TestSpec {
+    canned(ctx, "weight_inversion", |s| {
+        // Equal load, weights 400 and 25: the heavy cgroup gets the larger share.
+        let (heavy, light) = (cpu_ns(s, "heavy"), cpu_ns(s, "light"));
+        assert!(heavy > 2 * light, "heavy {heavy} ns, light {light} ns");
+    })
+}
+
+#[ktstr_test(llcs = 2, cores = 1, memory_mib = 1024, num_snapshots = 2)]
+fn canned_low_weight_starvation(ctx: &TestCtx) -> TestSpec {
+    canned(ctx, "low_weight_starvation", |s| {
+        // The weight-10 spinner got little but kept running (the default gates passed:
+        // not stuck, no gap over 2 s).
+        let (hogs, meek) = (cpu_ns(s, "hogs"), cpu_ns(s, "meek"));
+        assert!(meek > 0 && hogs > meek, "hogs {hogs} ns, meek {meek} ns");
+    })
+}
+
+#[ktstr_test(llcs = 2, cores = 1, memory_mib = 1024, num_snapshots = 2)]
+fn canned_cpuset_shrink(ctx: &TestCtx) -> TestSpec {
+    canned(ctx, "cpuset_shrink", |s| {
+        let cg = s.stats.cgroup("cg0").expect("cg0");
+        assert!(cg.cpus_used.contains(&0), "{cg:#?}");
+    })
+}
+
+#[ktstr_test(llcs = 2, cores = 1, memory_mib = 1024, num_snapshots = 2)]
+fn canned_freeze_storm(ctx: &TestCtx) -> TestSpec {
+    canned(ctx, "freeze_storm", |s| {
+        // Frozen for half the run, the victim got less CPU than the bystander.
+        let (victim, bystander) = (cpu_ns(s, "victim"), cpu_ns(s, "bystander"));
+        assert!(
+            victim < bystander,
+            "victim {victim} ns, bystander {bystander} ns"
+        );
+    })
+}
+
+#[ktstr_test(llcs = 2, cores = 1, memory_mib = 1024, num_snapshots = 2)]
+fn canned_affinity_storm(ctx: &TestCtx) -> TestSpec {
+    canned(ctx, "affinity_storm", |s| {
+        // The flipped workers ran on both halves over the run.
+        let flip = s.stats.cgroup("flip").expect("flip");
+        assert_eq!(flip.cpus_used.len(), 2, "{flip:#?}");
+        assert!(s.stats.cgroup("churn").is_some());
+    })
+}
+
+#[ktstr_test(llcs = 2, cores = 1, memory_mib = 1024, num_snapshots = 2)]
+fn canned_nested_oversubscribed(ctx: &TestCtx) -> TestSpec {
+    canned(ctx, "nested_oversubscribed", |s| {
+        let names: Vec<&str> = s
+            .stats
+            .cgroups
+            .iter()
+            .map(|c| c.cgroup_name.as_str())
+            .collect();
+        assert_eq!(names, ["outer/a", "outer/mid/b", "outer/mid/c"]);
+    })
+}
+
+#[ktstr_test(llcs = 2, cores = 1, memory_mib = 1024, num_snapshots = 2)]
+fn canned_fork_storm(ctx: &TestCtx) -> TestSpec {
+    canned(ctx, "fork_storm", |s| {
+        // Forking and reaping did not stop the spinners, and the forks completed.
+        assert!(cpu_ns(s, "spin") > 0);
+        assert!(s
+            .stats
+            .cgroup("fork")
+            .is_some_and(|c| c.total_iterations > 0));
+    })
+}

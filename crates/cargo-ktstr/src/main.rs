@@ -34,6 +34,9 @@ enum Command {
     /// the host's files at the same paths: tests the kvm engine on hosts without
     /// hardware virtualisation.
     Nested(cmd::nested::NestedArgs),
+    /// List what a test can use: work types, ops, topology presets, canned scenarios,
+    /// gates and `#[ktstr_test]` attributes, each with its parameters.
+    Describe(cmd::describe::DescribeArgs),
 }
 
 fn main() {
@@ -52,6 +55,7 @@ fn main() {
         Command::Shell(a) => cmd::shell::run(a),
         Command::Kernel(a) => cmd::kernel::run(a),
         Command::Nested(a) => cmd::nested::run(a),
+        Command::Describe(a) => cmd::describe::run(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -601,6 +601,30 @@ fn gate(e: &Expr) -> syn::Result<Gate> {
 mod tests {
     use super::*;
 
+    /// `cargo ktstr describe` (in `ktstr`, which this crate cannot link) describes every
+    /// key this parser accepts, and no other.
+    #[test]
+    fn describe_lists_every_key() {
+        let src = include_str!("../../ktstr/src/describe.rs");
+        let body = src
+            .split("fn attributes() -> Vec<Item> {")
+            .nth(1)
+            .and_then(|b| b.split("#[cfg(test)]").next())
+            .expect("ktstr's describe.rs has fn attributes()");
+        for key in KEYS {
+            assert!(
+                body.contains(&format!("\"{key}\",")),
+                "`{key}` is not described in ktstr/src/describe.rs"
+            );
+        }
+        let described = body.matches("        a(").count();
+        assert_eq!(
+            described,
+            KEYS.len(),
+            "describe lists a key the macro refuses"
+        );
+    }
+
     fn parse(src: &str) -> syn::Result<Attrs> {
         Attrs::from_args(syn::parse_str::<Args>(src)?)
     }

@@ -3,6 +3,7 @@
 
 pub mod assert;
 pub mod child;
+pub mod describe;
 pub mod engine;
 pub mod initramfs;
 pub mod interrupt;

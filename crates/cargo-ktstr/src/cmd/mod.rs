@@ -2,6 +2,7 @@
 //! returning the process exit code.
 
 pub mod comparison;
+pub mod describe;
 pub mod kernel;
 pub mod nested;
 pub mod perf_delta;

@@ -1,9 +1,98 @@
-//! Canned scenarios: ready-made [`Scenario`]s for common situations (steady load,
-//! oversubscription, cpuset and affinity changes, cgroup churn, mixed and nested work).
+//! Canned scenarios: ready-made [`Scenario`]s, each named for the kind of scheduler bug
+//! it hunts (steady load, oversubscription, cpuset and affinity changes, cgroup churn,
+//! weights, freezes, migrations). [`CANNED`] lists them with what they hunt.
 
 use ktstr_topology::TopoSize;
 
 use super::model::{CgroupDef, CpusetSpec, Hold, Op, Scenario, Step, WorkType};
+
+/// One canned scenario: its name, the bug class it hunts, and how to build it.
+#[derive(Debug, Clone, Copy)]
+pub struct Canned {
+    pub name: &'static str,
+    /// What it hunts, in one line (`cargo ktstr describe`).
+    pub hunts: &'static str,
+    pub build: fn(TopoSize) -> Scenario,
+}
+
+/// Every canned scenario, in the order [`Scenario::canned`] returns them.
+pub const CANNED: &[Canned] = &[
+    Canned {
+        name: "steady",
+        hunts: "the baseline: two cgroups spinning on half the CPUs each, nothing changes",
+        build: Scenario::steady,
+    },
+    Canned {
+        name: "steady_llc",
+        hunts: "placement across LLCs: one cgroup confined to each LLC, one spinner per CPU",
+        build: Scenario::steady_llc,
+    },
+    Canned {
+        name: "oversubscribed",
+        hunts: "unfairness under overload: four runnable spinners per CPU in two cgroups",
+        build: Scenario::oversubscribed,
+    },
+    Canned {
+        name: "cpuset_change",
+        hunts: "stale CPU masks: disjoint cpusets, swapped, then cleared under load",
+        build: Scenario::cpuset_change,
+    },
+    Canned {
+        name: "cgroup_churn",
+        hunts: "cgroup create/destroy races: cgroups come and go beside a steady one",
+        build: Scenario::cgroup_churn,
+    },
+    Canned {
+        name: "affinity_change",
+        hunts: "affinity handling: every worker pinned to half the CPUs, then unpinned",
+        build: Scenario::affinity_change,
+    },
+    Canned {
+        name: "mixed_workloads",
+        hunts: "latency-sensitive work starved by CPU hogs: pipes, futexes, timers, bursts beside spinners",
+        build: Scenario::mixed_workloads,
+    },
+    Canned {
+        name: "nested_steady",
+        hunts: "hierarchical weights: two nested cgroups of different weights in one parent",
+        build: Scenario::nested_steady,
+    },
+    Canned {
+        name: "weight_inversion",
+        hunts: "cgroup weight inversion: a weight-400 and a weight-25 cgroup, equally loaded",
+        build: Scenario::weight_inversion,
+    },
+    Canned {
+        name: "low_weight_starvation",
+        hunts: "starvation of a low-weight cgroup: one weight-10 spinner beside weight-1000 hogs",
+        build: Scenario::low_weight_starvation,
+    },
+    Canned {
+        name: "cpuset_shrink",
+        hunts: "cpuset shrink under load: an oversubscribed cgroup squeezed onto fewer CPUs, then freed",
+        build: Scenario::cpuset_shrink,
+    },
+    Canned {
+        name: "freeze_storm",
+        hunts: "freeze/thaw storm: a cgroup frozen and thawed three times beside a steady one",
+        build: Scenario::freeze_storm,
+    },
+    Canned {
+        name: "affinity_storm",
+        hunts: "migration storm: affinity flipped between CPU halves beside self-migrating workers",
+        build: Scenario::affinity_storm,
+    },
+    Canned {
+        name: "nested_oversubscribed",
+        hunts: "oversubscribed nested cgroups: ten spinners per two CPUs, three levels deep",
+        build: Scenario::nested_oversubscribed,
+    },
+    Canned {
+        name: "fork_storm",
+        hunts: "fork/exit storm: a child forked and reaped per unit on every CPU beside spinners",
+        build: Scenario::fork_storm,
+    },
+];
 
 /// Canned scenarios: each takes the topology's size; their holds are fractions of the
 /// test's duration, so each fits any duration.
@@ -150,18 +239,123 @@ impl Scenario {
             .step(Step::new("nested steady", Hold::Fraction(1.0)))
     }
 
-    /// Every canned scenario by name, for tests that run them all.
+    /// Two equally loaded cgroups of very different `cpu.weight` (400 and 25): the heavy
+    /// one must get the larger share, never the smaller.
+    pub fn weight_inversion(_topo: TopoSize) -> Self {
+        Self::new()
+            .cgroup(CgroupDef::new("heavy").workers_pct(100).cpu_weight(400))
+            .cgroup(CgroupDef::new("light").workers_pct(100).cpu_weight(25))
+            .step(Step::new("weighted", Hold::Fraction(1.0)))
+    }
+
+    /// Hogs of weight 1000 on every CPU, twice over, beside one spinner of weight 10:
+    /// the spinner's share is small but it must keep running (`not_stuck`, `max_gap`).
+    pub fn low_weight_starvation(_topo: TopoSize) -> Self {
+        Self::new()
+            .cgroup(CgroupDef::new("hogs").workers_pct(200).cpu_weight(1000))
+            .cgroup(CgroupDef::new("meek").workers(1).cpu_weight(10))
+            .step(Step::new("starve", Hold::Fraction(1.0)))
+    }
+
+    /// Two spinners per CPU, their cpuset shrunk to the lower half, then to CPU 0, then
+    /// cleared.
+    pub fn cpuset_shrink(topo: TopoSize) -> Self {
+        let (lo, _) = halves(topo);
+        let third = Hold::Fraction(1.0 / 3.0);
+        Self::new()
+            .cgroup(CgroupDef::new("cg0").workers_pct(200))
+            .step(Step::new("shrink to half", third).op(Op::SetCpuset {
+                cgroup: "cg0".into(),
+                cpuset: lo,
+            }))
+            .step(Step::new("shrink to one CPU", third).op(Op::SetCpuset {
+                cgroup: "cg0".into(),
+                cpuset: CpusetSpec::Cpus(vec![0]),
+            }))
+            .step(Step::new("restore", third).op(Op::ClearCpuset {
+                cgroup: "cg0".into(),
+            }))
+    }
+
+    /// A cgroup frozen and thawed three times while another keeps spinning.
+    pub fn freeze_storm(_topo: TopoSize) -> Self {
+        let sixth = Hold::Fraction(1.0 / 6.0);
+        let mut s = Self::new()
+            .cgroup(CgroupDef::new("victim").workers_pct(50))
+            .cgroup(CgroupDef::new("bystander").workers_pct(50));
+        for _ in 0..3 {
+            s = s
+                .step(Step::new("freeze", sixth).op(Op::Freeze {
+                    cgroup: "victim".into(),
+                }))
+                .step(Step::new("thaw", sixth).op(Op::Unfreeze {
+                    cgroup: "victim".into(),
+                }));
+        }
+        s
+    }
+
+    /// Spinners for every CPU whose affinity flips between the CPU halves, beside
+    /// workers that move themselves to another CPU every unit.
+    pub fn affinity_storm(topo: TopoSize) -> Self {
+        let (lo, hi) = halves(topo);
+        let fifth = Hold::Fraction(1.0 / 5.0);
+        let flip = |label: &str, cpus: &CpusetSpec| {
+            Step::new(label, fifth).op(Op::SetAffinity {
+                cgroup: "flip".into(),
+                cpus: cpus.clone(),
+            })
+        };
+        Self::new()
+            .cgroup(CgroupDef::new("flip").workers_pct(100))
+            .cgroup(
+                CgroupDef::new("churn")
+                    .workers_pct(50)
+                    .work(WorkType::AffinityChurn),
+            )
+            .step(flip("to lower half", &lo))
+            .step(flip("to upper half", &hi))
+            .step(flip("to lower half", &lo))
+            .step(flip("to upper half", &hi))
+            .step(flip(
+                "unpin",
+                &CpusetSpec::Range {
+                    start: 0,
+                    end: topo.vcpus.max(1),
+                },
+            ))
+    }
+
+    /// Five spinners per CPU spread over cgroups three levels deep.
+    pub fn nested_oversubscribed(_topo: TopoSize) -> Self {
+        Self::new()
+            .cgroup(
+                CgroupDef::new("outer")
+                    .nest(CgroupDef::new("a").workers_pct(200))
+                    .nest(
+                        CgroupDef::new("mid")
+                            .nest(CgroupDef::new("b").workers_pct(200).cpu_weight(200))
+                            .nest(CgroupDef::new("c").workers_pct(100).cpu_weight(50)),
+                    ),
+            )
+            .step(Step::new("nested oversubscribed", Hold::Fraction(1.0)))
+    }
+
+    /// A fork-and-reap worker per CPU beside a spinner per CPU.
+    pub fn fork_storm(_topo: TopoSize) -> Self {
+        Self::new()
+            .cgroup(CgroupDef::new("spin").workers_pct(100))
+            .cgroup(
+                CgroupDef::new("fork")
+                    .workers_pct(100)
+                    .work(WorkType::ForkExit),
+            )
+            .step(Step::new("fork storm", Hold::Fraction(1.0)))
+    }
+
+    /// Every canned scenario by name ([`CANNED`]), for tests that run them all.
     pub fn canned(topo: TopoSize) -> Vec<(&'static str, Scenario)> {
-        vec![
-            ("steady", Self::steady(topo)),
-            ("steady_llc", Self::steady_llc(topo)),
-            ("oversubscribed", Self::oversubscribed(topo)),
-            ("cpuset_change", Self::cpuset_change(topo)),
-            ("cgroup_churn", Self::cgroup_churn(topo)),
-            ("affinity_change", Self::affinity_change(topo)),
-            ("mixed_workloads", Self::mixed_workloads(topo)),
-            ("nested_steady", Self::nested_steady(topo)),
-        ]
+        CANNED.iter().map(|c| (c.name, (c.build)(topo))).collect()
     }
 }
 
@@ -199,5 +393,13 @@ mod tests {
                 assert!(s.primary_work_type().is_some(), "{name}");
             }
         }
+    }
+
+    #[test]
+    fn canned_names_are_unique_and_described() {
+        let names: std::collections::BTreeSet<_> = CANNED.iter().map(|c| c.name).collect();
+        assert_eq!(names.len(), CANNED.len());
+        assert!(CANNED.len() >= 14);
+        assert!(CANNED.iter().all(|c| !c.hunts.is_empty()));
     }
 }

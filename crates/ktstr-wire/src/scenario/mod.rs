@@ -23,6 +23,7 @@ mod canned;
 mod model;
 mod validate;
 
+pub use canned::{Canned, CANNED};
 pub use ktstr_topology::TopoSize;
 pub use model::*;
 pub use validate::*;

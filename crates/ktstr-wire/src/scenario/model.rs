@@ -189,6 +189,35 @@ impl WorkType {
     }
 }
 
+impl WorkType {
+    /// One line on what its workers do, for `cargo ktstr describe` (the parameters are
+    /// its fields, read from [`WorkType::all`]'s defaults).
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Self::SpinWait => "burn CPU in fixed-size units",
+            Self::YieldHeavy => "a short spin, then sched_yield: one unit per yield",
+            Self::Mixed => "spin, yield and a 1 ms sleep in turn (timer latency of the sleeps)",
+            Self::IoSyncWrite => "write 4 KiB to a tmpfs file and fdatasync it: syscall-heavy work",
+            Self::Bursty { .. } => {
+                "spin for burst_ms, sleep sleep_ms (timer latency of the sleeps)"
+            }
+            Self::PipeIo => "pairs pass a timestamp through two pipes: wake latency of each hop",
+            Self::FutexPingPong => {
+                "pairs take turns through a futex word: wake latency of each hand-over"
+            }
+            Self::CachePressure { .. } => {
+                "read-modify-write a kib KiB buffer with a cache-line stride"
+            }
+            Self::ForkExit => "fork a child that exits at once and reap it: one unit per child",
+            Self::NiceSweep => "spin while stepping its own nice value through -5..=19 and back",
+            Self::AffinityChurn => "spin while moving itself to another allowed CPU every unit",
+            Self::TimerLatency { .. } => {
+                "sleep interval_us with clock_nanosleep over and over: timer overshoot"
+            }
+        }
+    }
+}
+
 /// A work type and how its workers are set up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkSpec {

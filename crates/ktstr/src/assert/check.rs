@@ -37,24 +37,45 @@ pub enum Gate {
     Payload,
 }
 
-impl Gate {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Gate::Run => "run",
-            Gate::Topology => "topology",
-            Gate::NotStuck => "not_stuck",
-            Gate::MaxGap => "max_gap",
-            Gate::Spread => "spread",
-            Gate::ScenarioSpread => "scenario_spread",
-            Gate::Isolation => "isolation",
-            Gate::MigrationRatio => "migration_ratio",
-            Gate::WorkRate => "work_rate",
-            Gate::WakeLatency => "wake_latency",
-            Gate::Monitor => "monitor",
-            Gate::Snapshots => "snapshots",
-            Gate::Payload => "payload",
+/// Every gate with its name and a one-line description, in one table: `as_str`, `about`
+/// and `ALL` are generated from it, and `as_str` is an exhaustive match, so a gate added
+/// to the enum but not here does not compile.
+macro_rules! gate_table {
+    ($($gate:ident => $name:literal, $about:literal;)*) => {
+        impl Gate {
+            /// Every gate, in declaration order.
+            pub const ALL: &'static [Gate] = &[$(Gate::$gate),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Gate::$gate => $name,)*
+                }
+            }
+
+            /// What the gate judges, in one line (`cargo ktstr describe`).
+            pub fn about(self) -> &'static str {
+                match self {
+                    $(Gate::$gate => $about,)*
+                }
+            }
         }
-    }
+    };
+}
+
+gate_table! {
+    Run => "run", "the guest booted, reported, finished cleanly; every step and op ran; the ring stayed sound";
+    Topology => "topology", "the guest sees exactly the declared topology";
+    NotStuck => "not_stuck", "every worker completed at least one work unit";
+    MaxGap => "max_gap", "longest wall gap between two progress checkpoints of one worker";
+    Spread => "spread", "off-CPU share spread (max - min) between the workers of one cgroup";
+    ScenarioSpread => "scenario_spread", "off-CPU share spread between all workers of the scenario";
+    Isolation => "isolation", "workers ran only on CPUs their cgroup's cpuset allowed";
+    MigrationRatio => "migration_ratio", "migrations per work unit of one cgroup";
+    WorkRate => "work_rate", "work units per CPU-second a worker received";
+    WakeLatency => "wake_latency", "p99 wake-up latency of one cgroup";
+    Monitor => "monitor", "the 100 ms system samples: run-queue imbalance, stuck CPUs, DSQ depth";
+    Snapshots => "snapshots", "as many periodic snapshots arrived as were asked for";
+    Payload => "payload", "a payload's exit code and the checks on the metrics read from its output";
 }
 
 impl fmt::Display for Gate {

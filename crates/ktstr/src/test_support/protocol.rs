@@ -565,6 +565,7 @@ mod tests {
                 ("ktstr/plain", false),
                 ("ktstr/sweep", false),
                 // 1n1l2c1t is sweep's own topology: covered by the base variant.
+                ("gauntlet/sweep/1n1l3c1t", true),
                 ("gauntlet/sweep/1n1l4c1t", true),
                 ("gauntlet/sweep/1n1l2c2t", true),
                 ("gauntlet/sweep/1n2l2c1t", true),
