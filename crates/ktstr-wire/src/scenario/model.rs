@@ -159,7 +159,11 @@ pub enum WorkType {
     /// over Unix sockets and hands them to a pool of `pool` threads, which spin
     /// `work_us` and reply. One unit per request answered; wake latency is the
     /// request's round trip (send to reply read).
-    EpollServer { clients: u32, pool: u32, work_us: u32 },
+    EpollServer {
+        clients: u32,
+        pool: u32,
+        work_us: u32,
+    },
     /// Create a file on tmpfs, write `kib` KiB, `fsync`, close and unlink it: one unit
     /// per file.
     TmpfsFsync { kib: u32 },
