@@ -41,6 +41,8 @@ impl Program {
         // async-signal-safe functions (open, dup2, execv, _exit) on memory prepared
         // before the fork.
         match unsafe { fork() } {
+            // SAFETY: in the child: plain syscalls on memory prepared before the fork,
+            // ending in exec or `_exit`.
             Ok(ForkResult::Child) => unsafe {
                 let fd = libc::open(null.as_ptr(), libc::O_RDWR);
                 if fd >= 0 {
