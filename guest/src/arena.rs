@@ -42,6 +42,8 @@ pub struct PairSlot {
     pub turn: AtomicU32,
     /// CLOCK_MONOTONIC ns at which the last hand-over (the wake call) happened.
     pub handed_at_ns: AtomicU64,
+    /// The two workers' pids, each written by its worker (`SignalPingPong`).
+    pub pids: [AtomicU32; 2],
 }
 
 /// Worker and pair slots in shared memory, handed out in order.

@@ -36,6 +36,13 @@ use ktstr_wire::spec::{GuestSpec, SPEC_PATH};
 use report::{log_error, log_info, log_warn};
 
 fn main() {
+    // `ForkExec` workers exec the runtime with this argument: it exits at once.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == ktstr_wire::scenario::EXIT_AT_ONCE_ARG)
+    {
+        std::process::exit(0);
+    }
     let nested = Path::new(ktstr_wire::nested::NESTED_SPEC_PATH);
     if is_pid1() && nested.exists() {
         nested::run(nested);

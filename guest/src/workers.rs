@@ -110,7 +110,18 @@ fn fork_all(
                 let (c, d) = pipe()?;
                 pipes = [Some(a), Some(b), Some(c), Some(d)];
             }
-            WorkType::FutexPingPong if first_of_pair => futex_slot = Some(arena.pair()?),
+            WorkType::FutexPingPong | WorkType::SignalPingPong if first_of_pair => {
+                futex_slot = Some(arena.pair()?)
+            }
+            WorkType::UnixSocketPingPong if first_of_pair => {
+                let (a, b) = work::socket_pair().context("creating a socket pair")?;
+                let (a2, b2) = (
+                    a.try_clone().context("duplicating a socket")?,
+                    b.try_clone().context("duplicating a socket")?,
+                );
+                // Same layout as a pipe pair: the first reads [2] and writes [1].
+                pipes = [Some(b2), Some(a), Some(a2), Some(b)];
+            }
             _ => {}
         }
         let (_, slot) = arena.worker()?;
@@ -123,7 +134,7 @@ fn fork_all(
                 report::enter_worker();
                 drop(rd);
                 let partner = match wt {
-                    WorkType::PipeIo => {
+                    WorkType::PipeIo | WorkType::UnixSocketPingPong => {
                         // First: reads b->a, writes a->b; second: the other way round.
                         // The ends it does not use are closed so EOF works.
                         let (rx, tx) = if first_of_pair { (2, 1) } else { (0, 3) };
@@ -140,6 +151,10 @@ fn fork_all(
                         }
                     }
                     WorkType::FutexPingPong => futex_slot.map(|slot| Partner::Futex {
+                        first: first_of_pair,
+                        slot,
+                    }),
+                    WorkType::SignalPingPong => futex_slot.map(|slot| Partner::Signal {
                         first: first_of_pair,
                         slot,
                     }),
@@ -331,7 +346,12 @@ mod tests {
     fn pairs_start_together_and_measure_wake_latency() {
         let (_d, tree) = fake_tree(&["p"]);
         let mut arena = Arena::create().unwrap();
-        for wt in [WorkType::PipeIo, WorkType::FutexPingPong] {
+        for wt in [
+            WorkType::PipeIo,
+            WorkType::FutexPingPong,
+            WorkType::UnixSocketPingPong,
+            WorkType::SignalPingPong,
+        ] {
             let work = WorkSpec::new(wt.clone());
             let ws = spawn_batch(&mut arena, &tree, &batch("p", 4, &work)).unwrap();
             while ws.iter().any(|w| w.slot.units() < 3) {

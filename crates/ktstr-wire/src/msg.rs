@@ -218,6 +218,10 @@ pub struct WorkerReport {
     pub timer_latency_ns: Vec<u64>,
     #[serde(default)]
     pub timer_samples_total: u64,
+    /// Periods whose run ended after the period's end (`PeriodicDuty`; 0 for work
+    /// types without deadlines).
+    #[serde(default)]
+    pub deadline_misses: u64,
     /// What went wrong inside the worker without stopping it (a failed `setaffinity`),
     /// at most a few lines.
     #[serde(default)]

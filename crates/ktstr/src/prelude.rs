@@ -10,6 +10,7 @@ pub use ktstr_sidecar::{read_sidecar, Outcome, Polarity, SidecarResult};
 pub use ktstr_topology::Topology;
 pub use ktstr_wire::scenario::{
     CgroupDef, CpusetSpec, Hold, Op, Scenario, Step, WorkSpec, WorkType, WorkerCount,
+    EXIT_AT_ONCE_ARG,
 };
 pub use ktstr_wire::spec::{GuestSpec, WorkKind, WorkerSpec};
 pub use std::time::Duration;

@@ -125,6 +125,69 @@ pub enum WorkType {
     AffinityChurn,
     /// Sleep `interval_us` with `clock_nanosleep` over and over: timer latency (overshoot).
     TimerLatency { interval_us: u32 },
+    /// `threads` threads of one worker contend on one futex-based lock and hold it for
+    /// `hold_us` of spinning: one unit per critical section (any thread); wake latency
+    /// from an unlock's wake call to the woken waiter running.
+    LockConvoy { threads: u32, hold_us: u32 },
+    /// Create a thread that exits at once and join it: one unit per thread.
+    ThreadChurn,
+    /// Fork a child that execs the runtime itself (which exits at once) and reap it:
+    /// one unit per exec'd child.
+    ForkExec,
+    /// Map `kib` KiB of anonymous memory, write every page (one page fault each) and
+    /// unmap it: one unit per map-touch-unmap round.
+    PageFault { kib: u32 },
+    /// Copy one `kib` KiB buffer into another (stream-like): one unit per full copy.
+    MemBandwidth { kib: u32 },
+    /// Read-modify-write a `kib` KiB buffer bound to another NUMA node than the one the
+    /// worker starts on: one unit per pass. With one node the buffer is local (the
+    /// worker logs that it fell back).
+    NumaRemote { kib: u32 },
+    /// rt-app-like periodic task: spin `run_us` every `period_us` (absolute periods).
+    /// One unit per period; timer latency is how late each period's run started;
+    /// a run that ends after its period's end counts as a deadline miss.
+    PeriodicDuty { run_us: u32, period_us: u32 },
+    /// `threads` threads each sleep `interval_us` over and over (many short timers):
+    /// one unit per sleep (any thread); timer latency of the sleeps.
+    TimerStorm { threads: u32, interval_us: u32 },
+    /// Pairs pass a timestamp back and forth over a Unix stream socket pair: wake
+    /// latency of each hop.
+    UnixSocketPingPong,
+    /// Pairs wake each other with `SIGUSR1` (`sigtimedwait`): wake latency of each hop.
+    SignalPingPong,
+    /// schbench-like: one epoll thread receives requests from `clients` client threads
+    /// over Unix sockets and hands them to a pool of `pool` threads, which spin
+    /// `work_us` and reply. One unit per request answered; wake latency is the
+    /// request's round trip (send to reply read).
+    EpollServer {
+        clients: u32,
+        pool: u32,
+        work_us: u32,
+    },
+    /// Create a file on tmpfs, write `kib` KiB, `fsync`, close and unlink it: one unit
+    /// per file.
+    TmpfsFsync { kib: u32 },
+    /// `threads` threads take a spin lock, holding it for a short spin; waiters call
+    /// `sched_yield` while it is taken: one unit per acquisition (any thread).
+    YieldSpinLock { threads: u32 },
+    /// Spin under `SCHED_FIFO` at `priority` (1..=99; the kernel's RT throttling is left
+    /// as it is): one unit per spin unit.
+    FifoHog { priority: u32 },
+    /// Spin under `SCHED_RR` at `priority` (1..=99): one unit per spin unit.
+    RrHog { priority: u32 },
+    /// Spin under `SCHED_IDLE`: one unit per spin unit.
+    IdleBackground,
+    /// Spin under `SCHED_BATCH`: one unit per spin unit.
+    BatchBackground,
+    /// Spin with a nice value chosen by the worker's index from -5, 0, 5, 10, 19 (so
+    /// one cgroup holds several nice levels): one unit per spin unit.
+    MixedNice,
+    /// Every `gap_ms`, start a thread that spins `burst_us` and exits, and join it: one
+    /// unit per burst thread; wake latency is from the spawn call to the thread running.
+    ThreadBurst { burst_us: u32, gap_ms: u32 },
+    /// Run `path` (an absolute path in the guest, such as a packed payload binary) with
+    /// `args` over and over, waiting for each run: one unit per run that exited 0.
+    Command { path: String, args: Vec<String> },
 }
 
 impl WorkType {
@@ -146,6 +209,45 @@ impl WorkType {
             Self::NiceSweep,
             Self::AffinityChurn,
             Self::TimerLatency { interval_us: 1000 },
+            Self::LockConvoy {
+                threads: 4,
+                hold_us: 20,
+            },
+            Self::ThreadChurn,
+            Self::ForkExec,
+            Self::PageFault { kib: 1024 },
+            Self::MemBandwidth { kib: 8192 },
+            Self::NumaRemote { kib: 4096 },
+            Self::PeriodicDuty {
+                run_us: 2000,
+                period_us: 10_000,
+            },
+            Self::TimerStorm {
+                threads: 8,
+                interval_us: 100,
+            },
+            Self::UnixSocketPingPong,
+            Self::SignalPingPong,
+            Self::EpollServer {
+                clients: 4,
+                pool: 2,
+                work_us: 50,
+            },
+            Self::TmpfsFsync { kib: 64 },
+            Self::YieldSpinLock { threads: 4 },
+            Self::FifoHog { priority: 1 },
+            Self::RrHog { priority: 1 },
+            Self::IdleBackground,
+            Self::BatchBackground,
+            Self::MixedNice,
+            Self::ThreadBurst {
+                burst_us: 500,
+                gap_ms: 5,
+            },
+            Self::Command {
+                path: "/init".into(),
+                args: vec![EXIT_AT_ONCE_ARG.into()],
+            },
         ]
     }
 
@@ -164,27 +266,63 @@ impl WorkType {
             Self::NiceSweep => "NiceSweep",
             Self::AffinityChurn => "AffinityChurn",
             Self::TimerLatency { .. } => "TimerLatency",
+            Self::LockConvoy { .. } => "LockConvoy",
+            Self::ThreadChurn => "ThreadChurn",
+            Self::ForkExec => "ForkExec",
+            Self::PageFault { .. } => "PageFault",
+            Self::MemBandwidth { .. } => "MemBandwidth",
+            Self::NumaRemote { .. } => "NumaRemote",
+            Self::PeriodicDuty { .. } => "PeriodicDuty",
+            Self::TimerStorm { .. } => "TimerStorm",
+            Self::UnixSocketPingPong => "UnixSocketPingPong",
+            Self::SignalPingPong => "SignalPingPong",
+            Self::EpollServer { .. } => "EpollServer",
+            Self::TmpfsFsync { .. } => "TmpfsFsync",
+            Self::YieldSpinLock { .. } => "YieldSpinLock",
+            Self::FifoHog { .. } => "FifoHog",
+            Self::RrHog { .. } => "RrHog",
+            Self::IdleBackground => "IdleBackground",
+            Self::BatchBackground => "BatchBackground",
+            Self::MixedNice => "MixedNice",
+            Self::ThreadBurst { .. } => "ThreadBurst",
+            Self::Command { .. } => "Command",
         }
     }
 
     /// Workers that work together: the count must be a multiple of this.
     pub fn group_size(&self) -> u32 {
         match self {
-            Self::PipeIo | Self::FutexPingPong => 2,
+            Self::PipeIo
+            | Self::FutexPingPong
+            | Self::UnixSocketPingPong
+            | Self::SignalPingPong => 2,
             _ => 1,
         }
     }
 
     /// Whether its workers record wake-up latency samples.
     pub fn measures_wake_latency(&self) -> bool {
-        matches!(self, Self::PipeIo | Self::FutexPingPong)
+        matches!(
+            self,
+            Self::PipeIo
+                | Self::FutexPingPong
+                | Self::LockConvoy { .. }
+                | Self::UnixSocketPingPong
+                | Self::SignalPingPong
+                | Self::EpollServer { .. }
+                | Self::ThreadBurst { .. }
+        )
     }
 
     /// Whether its workers record timer (sleep overshoot) latency samples.
     pub fn measures_timer_latency(&self) -> bool {
         matches!(
             self,
-            Self::Mixed | Self::Bursty { .. } | Self::TimerLatency { .. }
+            Self::Mixed
+                | Self::Bursty { .. }
+                | Self::TimerLatency { .. }
+                | Self::PeriodicDuty { .. }
+                | Self::TimerStorm { .. }
         )
     }
 }
@@ -214,9 +352,47 @@ impl WorkType {
             Self::TimerLatency { .. } => {
                 "sleep interval_us with clock_nanosleep over and over: timer overshoot"
             }
+            Self::LockConvoy { .. } => {
+                "threads contend for one futex lock held hold_us at a time: wake latency of each hand-over"
+            }
+            Self::ThreadChurn => "create a thread and join it: one unit per thread",
+            Self::ForkExec => "fork a child that execs the runtime (exits at once), reap it",
+            Self::PageFault { .. } => "map kib KiB, touch every page, unmap: page-fault heavy",
+            Self::MemBandwidth { .. } => "copy a kib KiB buffer end to end: memory bandwidth",
+            Self::NumaRemote { .. } => {
+                "pass over a kib KiB buffer bound to the next NUMA node (local with one node)"
+            }
+            Self::PeriodicDuty { .. } => {
+                "run run_us every period_us (rt-app-like): start lateness and deadline misses"
+            }
+            Self::TimerStorm { .. } => "threads sleep interval_us over and over: timer overshoot",
+            Self::UnixSocketPingPong => {
+                "pairs hand a token over a unix socket pair: wake latency of each hop"
+            }
+            Self::SignalPingPong => "pairs hand over with SIGUSR1: wake latency of each hop",
+            Self::EpollServer { .. } => {
+                "clients send requests to an epoll server with a worker pool (schbench-like): request latency"
+            }
+            Self::TmpfsFsync { .. } => "create, write kib KiB, fsync and unlink a tmpfs file",
+            Self::YieldSpinLock { .. } => {
+                "threads take one spin lock, waiters calling sched_yield"
+            }
+            Self::FifoHog { .. } => "spin under SCHED_FIFO at priority (RT throttling left on)",
+            Self::RrHog { .. } => "spin under SCHED_RR at priority (RT throttling left on)",
+            Self::IdleBackground => "spin under SCHED_IDLE: background load",
+            Self::BatchBackground => "spin under SCHED_BATCH: background load",
+            Self::MixedNice => "spin at nice -5, 0, 5, 10 or 19 by worker index",
+            Self::ThreadBurst { .. } => {
+                "spawn a thread that spins burst_us, then wait gap_ms: wake latency of each spawn"
+            }
+            Self::Command { .. } => "run path with args to completion: one unit per exit 0",
         }
     }
 }
+
+/// The argument that makes the guest runtime exit 0 at once: what `ForkExec` execs,
+/// and a `Command` that needs no packed binary.
+pub const EXIT_AT_ONCE_ARG: &str = "--ktstr-exit-at-once";
 
 /// A work type and how its workers are set up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -584,7 +760,7 @@ mod tests {
     #[test]
     fn work_type_names_are_the_sidecar_names() {
         let names: Vec<_> = WorkType::all().iter().map(WorkType::name).collect();
-        assert_eq!(names.len(), 12);
+        assert_eq!(names.len(), 32);
         assert!(names.contains(&"FutexPingPong"));
         let unique: BTreeSet<_> = names.iter().collect();
         assert_eq!(unique.len(), names.len());

@@ -21,6 +21,17 @@ pub const MAX_DEPTH: usize = 4;
 /// Largest `CachePressure` buffer, KiB.
 pub const MAX_CACHE_KIB: u32 = 1 << 18;
 
+/// Most threads one worker of a threaded work type runs (`LockConvoy`, `TimerStorm`,
+/// `EpollServer`, `YieldSpinLock`).
+pub const MAX_WORKER_THREADS: u32 = 64;
+/// Largest buffer of the memory work types (`PageFault`, `MemBandwidth`, `NumaRemote`,
+/// `TmpfsFsync`), KiB.
+pub const MAX_BUFFER_KIB: u32 = 1 << 20;
+/// Longest spin or period of the timed work types, microseconds (10 s).
+pub const MAX_WORK_US: u32 = 10_000_000;
+/// Most arguments of a `Command` work type.
+pub const MAX_COMMAND_ARGS: usize = 64;
+
 /// What is wrong with a spec, and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {problem}")]
@@ -137,8 +148,81 @@ impl WorkType {
                     "TimerLatency interval_us must be 1..=10000000 (got {interval_us})"
                 ))
             }
+            Self::LockConvoy { threads, hold_us } => {
+                in_range("LockConvoy threads", threads, 2, MAX_WORKER_THREADS)?;
+                in_range("LockConvoy hold_us", hold_us, 1, MAX_WORK_US)
+            }
+            Self::PageFault { kib } => in_range("PageFault kib", kib, 4, MAX_BUFFER_KIB),
+            Self::MemBandwidth { kib } => in_range("MemBandwidth kib", kib, 4, MAX_BUFFER_KIB),
+            Self::NumaRemote { kib } => in_range("NumaRemote kib", kib, 4, MAX_BUFFER_KIB),
+            Self::TmpfsFsync { kib } => in_range("TmpfsFsync kib", kib, 1, MAX_BUFFER_KIB),
+            Self::PeriodicDuty { run_us, period_us } => {
+                in_range("PeriodicDuty period_us", period_us, 100, MAX_WORK_US)?;
+                if run_us == 0 || run_us >= period_us {
+                    return Err(format!(
+                        "PeriodicDuty needs 0 < run_us < period_us (got run_us {run_us}, \
+                         period_us {period_us})"
+                    ));
+                }
+                Ok(())
+            }
+            Self::TimerStorm {
+                threads,
+                interval_us,
+            } => {
+                in_range("TimerStorm threads", threads, 1, MAX_WORKER_THREADS)?;
+                in_range("TimerStorm interval_us", interval_us, 1, MAX_WORK_US)
+            }
+            Self::EpollServer {
+                clients,
+                pool,
+                work_us,
+            } => {
+                in_range("EpollServer clients", clients, 1, MAX_WORKER_THREADS)?;
+                in_range("EpollServer pool", pool, 1, MAX_WORKER_THREADS)?;
+                in_range("EpollServer work_us", work_us, 0, MAX_WORK_US)
+            }
+            Self::YieldSpinLock { threads } => {
+                in_range("YieldSpinLock threads", threads, 2, MAX_WORKER_THREADS)
+            }
+            Self::FifoHog { priority } => in_range("FifoHog priority", priority, 1, 99),
+            Self::RrHog { priority } => in_range("RrHog priority", priority, 1, 99),
+            Self::ThreadBurst { burst_us, gap_ms } => {
+                in_range("ThreadBurst burst_us", burst_us, 1, MAX_WORK_US)?;
+                in_range("ThreadBurst gap_ms", gap_ms, 1, 60_000)
+            }
+            Self::Command { ref path, ref args } => {
+                if !path.starts_with('/') || path.contains('\0') {
+                    return Err(format!(
+                        "Command path `{}` is not an absolute path in the guest",
+                        path.escape_debug()
+                    ));
+                }
+                if args.len() > MAX_COMMAND_ARGS {
+                    return Err(format!(
+                        "Command takes at most {MAX_COMMAND_ARGS} arguments (got {})",
+                        args.len()
+                    ));
+                }
+                if let Some(a) = args.iter().find(|a| a.contains('\0')) {
+                    return Err(format!(
+                        "Command argument `{}` holds a NUL byte",
+                        a.escape_debug()
+                    ));
+                }
+                Ok(())
+            }
             _ => Ok(()),
         }
+    }
+}
+
+/// `Err` naming `what` unless `lo <= v <= hi`.
+fn in_range(what: &str, v: u32, lo: u32, hi: u32) -> Result<(), String> {
+    if (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(format!("{what} must be {lo}..={hi} (got {v})"))
     }
 }
 
@@ -891,6 +975,104 @@ mod tests {
             let e = err(&one_step(CgroupDef::new("cg0").work(w)));
             assert_eq!(e.field, "scenario.cgroups[0].work.work_type");
         }
+        // Every default is valid; each bad parameter is named in the message.
+        for w in WorkType::all() {
+            let g = w.group_size();
+            let s = one_step(CgroupDef::new("cg0").workers(g).work(w.clone()));
+            assert!(s.validate(T, 1000).is_ok(), "{}", w.name());
+        }
+        for (w, says) in [
+            (
+                WorkType::LockConvoy {
+                    threads: 1,
+                    hold_us: 10,
+                },
+                "LockConvoy threads must be 2..=64 (got 1)",
+            ),
+            (
+                WorkType::LockConvoy {
+                    threads: 4,
+                    hold_us: 0,
+                },
+                "LockConvoy hold_us",
+            ),
+            (WorkType::PageFault { kib: 0 }, "PageFault kib"),
+            (
+                WorkType::MemBandwidth {
+                    kib: MAX_BUFFER_KIB + 1,
+                },
+                "MemBandwidth kib",
+            ),
+            (WorkType::NumaRemote { kib: 1 }, "NumaRemote kib"),
+            (WorkType::TmpfsFsync { kib: 0 }, "TmpfsFsync kib"),
+            (
+                WorkType::PeriodicDuty {
+                    run_us: 10_000,
+                    period_us: 10_000,
+                },
+                "0 < run_us < period_us",
+            ),
+            (
+                WorkType::PeriodicDuty {
+                    run_us: 1,
+                    period_us: 10,
+                },
+                "PeriodicDuty period_us",
+            ),
+            (
+                WorkType::TimerStorm {
+                    threads: 65,
+                    interval_us: 100,
+                },
+                "TimerStorm threads",
+            ),
+            (
+                WorkType::EpollServer {
+                    clients: 1,
+                    pool: 0,
+                    work_us: 10,
+                },
+                "EpollServer pool",
+            ),
+            (WorkType::YieldSpinLock { threads: 0 }, "YieldSpinLock"),
+            (
+                WorkType::FifoHog { priority: 0 },
+                "FifoHog priority must be 1..=99",
+            ),
+            (WorkType::RrHog { priority: 100 }, "RrHog priority"),
+            (
+                WorkType::ThreadBurst {
+                    burst_us: 0,
+                    gap_ms: 1,
+                },
+                "ThreadBurst burst_us",
+            ),
+            (
+                WorkType::Command {
+                    path: "bin/x".into(),
+                    args: vec![],
+                },
+                "not an absolute path",
+            ),
+            (
+                WorkType::Command {
+                    path: "/bin/x".into(),
+                    args: vec!["a\0b".into()],
+                },
+                "NUL byte",
+            ),
+        ] {
+            let e = err(&one_step(CgroupDef::new("cg0").work(w.clone())));
+            assert_eq!(e.kind, SpecErrorKind::OutOfRange, "{}", w.name());
+            assert!(e.problem.contains(says), "{}: {}", w.name(), e.problem);
+        }
+        // Pairs come in twos.
+        let e = err(&one_step(
+            CgroupDef::new("cg0")
+                .workers(3)
+                .work(WorkType::SignalPingPong),
+        ));
+        assert_eq!(e.kind, SpecErrorKind::IndivisibleGroup);
         let e = err(&one_step(CgroupDef::new("cg0").cpu_weight(0)));
         assert_eq!(e.field, "scenario.cgroups[0].cpu_weight");
         let e = err(&one_step(CgroupDef::new("cg0").cpu_max(10, 100_000)));

@@ -505,6 +505,7 @@ pub(crate) mod tests {
             wake_samples_total: 0,
             timer_latency_ns: vec![],
             timer_samples_total: 0,
+            deadline_misses: 0,
             errors: vec![],
         }
     }

@@ -8,6 +8,9 @@
 //! passed through the pipe or the shared pair slot) to this worker running again; timer
 //! latency is how much later than the requested absolute time a sleep returned.
 //!
+//! The work types that run threads, touch memory, run programs or change their
+//! scheduling class live in the submodules; the simple ones and the pairs are here.
+//!
 //! A worker is a forked copy of the runtime that may have had other threads: it never
 //! takes a lock the runtime might have held (no std stdio, no ring), it logs with raw
 //! `write(2)` and ends with `_exit`.
@@ -26,6 +29,13 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 
+mod memory;
+mod policy;
+mod process;
+mod threaded;
+
+pub use threaded::socket_pair;
+
 use crate::arena::{PairSlot, WorkerSlot};
 use crate::procfs::parse_schedstat;
 use crate::report;
@@ -35,14 +45,14 @@ use crate::report;
 /// iterations took ~10 ms there).
 pub const SPIN_ITERS: u32 = 4096;
 /// A short spin between two hand-overs of the pair work types, and before a yield.
-const SHORT_SPIN: u32 = SPIN_ITERS / 16;
+pub(crate) const SHORT_SPIN: u32 = SPIN_ITERS / 16;
 /// Longest a worker blocks before it looks at its stop flag again.
-const WAIT_SLICE: Duration = Duration::from_millis(50);
+pub(crate) const WAIT_SLICE: Duration = Duration::from_millis(50);
 /// Most error lines a worker keeps.
 const MAX_ERRORS: usize = 8;
 /// `CachePressure` touches this many cache lines per work unit.
 const LINES_PER_UNIT: usize = 1024;
-const CACHE_LINE: usize = 64;
+pub(crate) const CACHE_LINE: usize = 64;
 /// `IoSyncWrite` writes this much per unit, cycling over this many blocks.
 const IO_BLOCK: usize = 4096;
 const IO_BLOCKS: u64 = 256;
@@ -65,7 +75,7 @@ pub fn mono_ns() -> u64 {
         .saturating_add(ts.tv_nsec as u64)
 }
 
-fn ns(d: Duration) -> u64 {
+pub(crate) fn ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
@@ -147,6 +157,7 @@ pub struct Meter {
     migrations: u64,
     wake: Reservoir,
     timer: Reservoir,
+    deadline_misses: u64,
     errors: Vec<String>,
 }
 
@@ -174,6 +185,7 @@ impl Meter {
             migrations: 0,
             wake: Reservoir::new(MAX_LATENCY_SAMPLES, seed),
             timer: Reservoir::new(MAX_LATENCY_SAMPLES, seed.rotate_left(17)),
+            deadline_misses: 0,
             errors: Vec::new(),
         };
         m.see_cpu(current_cpu());
@@ -211,6 +223,18 @@ impl Meter {
             self.max_gap_cpu = cpu;
             self.max_gap_at = now.saturating_duration_since(self.t0);
         }
+    }
+
+    /// Units other threads of this worker completed (added to the count at the end).
+    pub fn add_units(&mut self, n: u64) {
+        self.units += n;
+        if let Some(s) = self.slot {
+            s.units.store(self.units, Ordering::Relaxed);
+        }
+    }
+
+    pub fn deadline_missed(&mut self, n: u64) {
+        self.deadline_misses += n;
     }
 
     /// Time the worker chose not to run (a sleep, a wait for its partner): not a gap.
@@ -285,6 +309,7 @@ impl Meter {
             wake_latency_ns: self.wake.into_samples(),
             timer_samples_total: self.timer.total(),
             timer_latency_ns: self.timer.into_samples(),
+            deadline_misses: self.deadline_misses,
             errors,
         }
     }
@@ -353,9 +378,13 @@ pub fn spin(mut x: u64, iters: u32) -> u64 {
 /// Sleeps until `dur` from now on CLOCK_MONOTONIC, in slices so a stop request is seen.
 /// Records the overshoot past the requested time as a timer latency; returns false
 /// (no sample) when it stopped early.
-fn timed_sleep(m: &mut Meter, dur: Duration) -> bool {
+pub(crate) fn timed_sleep(m: &mut Meter, dur: Duration) -> bool {
+    sleep_until_ns(m, mono_ns().saturating_add(ns(dur)))
+}
+
+/// Sleeps until CLOCK_MONOTONIC reaches `target` ns, like [`timed_sleep`].
+pub(crate) fn sleep_until_ns(m: &mut Meter, target: u64) -> bool {
     let began = Instant::now();
-    let target = mono_ns().saturating_add(ns(dur));
     loop {
         let now = mono_ns();
         if now >= target {
@@ -397,6 +426,11 @@ pub enum Partner {
     },
     /// `FutexPingPong`: take turns on the shared slot.
     Futex {
+        first: bool,
+        slot: &'static PairSlot,
+    },
+    /// `SignalPingPong`: the shared slot carries both pids and the hand-over stamp.
+    Signal {
         first: bool,
         slot: &'static PairSlot,
     },
@@ -454,7 +488,19 @@ pub fn run(work: &WorkType, partner: Option<Partner>, m: &mut Meter) {
         (WorkType::FutexPingPong, Some(Partner::Futex { first, slot })) => {
             futex_ping_pong(m, first, slot)
         }
-        (WorkType::PipeIo | WorkType::FutexPingPong, _) => {
+        (WorkType::UnixSocketPingPong, Some(Partner::Pipe { first, rx, tx })) => {
+            pipe_io(m, first, rx, tx)
+        }
+        (WorkType::SignalPingPong, Some(Partner::Signal { first, slot })) => {
+            signal_ping_pong(m, first, slot)
+        }
+        (
+            WorkType::PipeIo
+            | WorkType::FutexPingPong
+            | WorkType::UnixSocketPingPong
+            | WorkType::SignalPingPong,
+            _,
+        ) => {
             m.error(format!(
                 "{} worker started without its partner",
                 work.name()
@@ -491,6 +537,58 @@ pub fn run(work: &WorkType, partner: Option<Partner>, m: &mut Meter) {
                 break;
             }
         },
+        (WorkType::LockConvoy { threads, hold_us }, _) => {
+            threaded::lock_convoy(m, *threads, *hold_us)
+        }
+        (WorkType::ThreadChurn, _) => threaded::thread_churn(m),
+        (WorkType::ForkExec, _) => process::fork_exec(m),
+        (WorkType::PageFault { kib }, _) => memory::page_fault(m, *kib),
+        (WorkType::MemBandwidth { kib }, _) => memory::mem_bandwidth(m, *kib),
+        (WorkType::NumaRemote { kib }, _) => memory::numa_remote(m, *kib),
+        (WorkType::PeriodicDuty { run_us, period_us }, _) => {
+            policy::periodic_duty(m, *run_us, *period_us)
+        }
+        (
+            WorkType::TimerStorm {
+                threads,
+                interval_us,
+            },
+            _,
+        ) => threaded::timer_storm(m, *threads, *interval_us),
+        (
+            WorkType::EpollServer {
+                clients,
+                pool,
+                work_us,
+            },
+            _,
+        ) => threaded::epoll_server(m, *clients, *pool, *work_us),
+        (WorkType::TmpfsFsync { kib }, _) => process::tmpfs_fsync(m, *kib),
+        (WorkType::YieldSpinLock { threads }, _) => threaded::yield_spin_lock(m, *threads),
+        (WorkType::FifoHog { priority }, _) => {
+            policy::policy_hog(m, "FifoHog", libc::SCHED_FIFO, *priority)
+        }
+        (WorkType::RrHog { priority }, _) => {
+            policy::policy_hog(m, "RrHog", libc::SCHED_RR, *priority)
+        }
+        (WorkType::IdleBackground, _) => {
+            policy::policy_hog(m, "IdleBackground", libc::SCHED_IDLE, 0)
+        }
+        (WorkType::BatchBackground, _) => {
+            policy::policy_hog(m, "BatchBackground", libc::SCHED_BATCH, 0)
+        }
+        // The nice value was set from the worker's index before the work began.
+        (WorkType::MixedNice, _) => loop {
+            x = spin(x, SPIN_ITERS);
+            m.checkpoint();
+            if m.should_stop() {
+                break;
+            }
+        },
+        (WorkType::ThreadBurst { burst_us, gap_ms }, _) => {
+            threaded::thread_burst(m, *burst_us, *gap_ms)
+        }
+        (WorkType::Command { path, args }, _) => process::command(m, path, args),
     }
     black_box(x);
 }
@@ -549,7 +647,7 @@ fn wait_readable(m: &Meter, fd: &OwnedFd) -> bool {
 }
 
 /// Reads one 8-byte stamp; None on EOF or error (the partner is gone).
-fn read_stamp(fd: &OwnedFd) -> Option<u64> {
+pub(crate) fn read_stamp(fd: &OwnedFd) -> Option<u64> {
     let mut buf = [0u8; 8];
     let mut got = 0;
     while got < buf.len() {
@@ -565,7 +663,7 @@ fn read_stamp(fd: &OwnedFd) -> Option<u64> {
 
 /// Writes one stamp (8 bytes, below PIPE_BUF, so in one piece); false when the
 /// partner is gone.
-fn write_stamp(fd: &OwnedFd, stamp: u64) -> bool {
+pub(crate) fn write_stamp(fd: &OwnedFd, stamp: u64) -> bool {
     loop {
         match nix::unistd::write(fd, &stamp.to_le_bytes()) {
             Ok(8) => return true,
@@ -627,7 +725,7 @@ fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32, timeout: Durat
     };
 }
 
-fn futex_wake(word: &std::sync::atomic::AtomicU32) {
+pub(crate) fn futex_wake(word: &std::sync::atomic::AtomicU32) {
     // SAFETY: FUTEX_WAKE of at most one waiter on a live, aligned u32 in shared memory.
     unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1) };
 }
@@ -657,6 +755,78 @@ fn futex_ping_pong(m: &mut Meter, first: bool, slot: &'static PairSlot) {
         slot.turn.store(other, Ordering::Release);
         futex_wake(&slot.turn);
         if stopping {
+            break;
+        }
+    }
+    black_box(x);
+}
+
+/// Blocks `SIGUSR1` (so it is only taken by `sigtimedwait`) and returns the set.
+fn block_sigusr1() -> libc::sigset_t {
+    // SAFETY: builds a signal set on the stack and blocks it for this thread, which is
+    // the whole (single-threaded) worker.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Waits up to [`WAIT_SLICE`] for `SIGUSR1`; true when it came.
+fn wait_sigusr1(set: &libc::sigset_t) -> bool {
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: WAIT_SLICE.as_nanos() as libc::c_long,
+    };
+    // SAFETY: waits for a blocked signal of `set` with a valid timeout; the info
+    // argument may be null.
+    unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) == libc::SIGUSR1 }
+}
+
+fn signal_ping_pong(m: &mut Meter, first: bool, slot: &'static PairSlot) {
+    let set = block_sigusr1();
+    let me = usize::from(!first);
+    let other = 1 - me;
+    slot.pids[me].store(std::process::id(), Ordering::Release);
+    // The partner's pid, once it has blocked the signal and published itself.
+    let partner = loop {
+        let p = slot.pids[other].load(Ordering::Acquire);
+        if p != 0 {
+            break Pid::from_raw(p as i32);
+        }
+        if m.should_stop() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let send = |m: &mut Meter| {
+        slot.handed_at_ns.store(mono_ns(), Ordering::Release);
+        if let Err(e) = nix::sys::signal::kill(partner, nix::sys::signal::Signal::SIGUSR1) {
+            m.error(format!("SignalPingPong: kill({partner}): {e}"));
+            return false;
+        }
+        true
+    };
+    if first && !send(m) {
+        return;
+    }
+    let mut x = u64::from(std::process::id()) | 1;
+    loop {
+        let began = Instant::now();
+        if !wait_sigusr1(&set) {
+            m.rested(began.elapsed());
+            if m.should_stop() {
+                break;
+            }
+            continue;
+        }
+        m.wake_latency(mono_ns().saturating_sub(slot.handed_at_ns.load(Ordering::Acquire)));
+        m.rested(began.elapsed());
+        x = spin(x, SHORT_SPIN);
+        m.checkpoint();
+        if m.should_stop() || !send(m) {
             break;
         }
     }
@@ -794,6 +964,12 @@ pub fn worker_main(ctx: WorkerCtx, go: OwnedFd, out: OwnedFd) -> ! {
     if let Some(n) = ctx.work.nice {
         if let Err(e) = set_nice(n) {
             m.error(format!("setpriority({n}): {e}"));
+        }
+    }
+    if ctx.work.work_type == WorkType::MixedNice {
+        let n = policy::MIXED_NICE[ctx.index as usize % policy::MIXED_NICE.len()];
+        if let Err(e) = set_nice(n) {
+            m.error(format!("MixedNice: setpriority({n}): {e}"));
         }
     }
     run(&ctx.work.work_type, ctx.partner, &mut m);
