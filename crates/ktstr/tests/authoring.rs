@@ -114,6 +114,7 @@ fn terse_list_shows_base_and_gauntlet_variants_and_plain_tests() {
             "ktstr/fixture_spec_panics: test",
             "ktstr/fixture_too_big_for_tcg: test",
             "gauntlet/fixture_gauntlet/1n1l2c1t: test",
+            "gauntlet/fixture_gauntlet/1n1l3c1t: test",
             "gauntlet/fixture_gauntlet/1n1l4c1t: test",
             "gauntlet/fixture_gauntlet/1n1l2c2t: test",
             "gauntlet/fixture_gauntlet/2n2l2c1t: test",
@@ -150,7 +151,7 @@ fn pretty_list_counts_and_filters() {
     assert!(o.status.success(), "{}", describe(&o));
     let out = stdout(&o);
     assert!(out.starts_with("ktstr/fixture_gauntlet: test\n"), "{out}");
-    assert!(out.ends_with("\n5 tests, 0 benchmarks\n"), "{out}");
+    assert!(out.ends_with("\n6 tests, 0 benchmarks\n"), "{out}");
 }
 
 #[test]
