@@ -150,6 +150,7 @@ fn specs() -> Vec<(String, GuestSpec)> {
         count: 2,
         work: WorkKind::Spin,
     });
+    flat.materialize();
     out.push(("flat-workers.json".into(), flat));
     let mut exec = GuestSpec::new("shell", 0);
     exec.exec = Some(ExecSpec {

@@ -125,9 +125,10 @@ fn run() -> Result<i32> {
 /// Runs the spec's parts in order: the scenario, then the program, then the shell.
 fn run_spec(spec: &GuestSpec, topo: &SeenTopology) -> Result<i32> {
     let mut code = 0;
-    if let Some(sc) = spec.effective_scenario() {
+    // The host built the scenario (flat workers never travel).
+    if let Some(sc) = &spec.scenario {
         phase("scenario");
-        code = code.max(scenario::run(spec, &sc, topo));
+        code = code.max(scenario::run(spec, sc, topo));
     }
     if let Some(exec) = &spec.exec {
         phase("exec");

@@ -88,6 +88,8 @@ fn spin_spec(duration_ms: u64, count: u32) -> GuestSpec {
         count,
         work: WorkKind::Spin,
     });
+    // As the host sends it: one scenario.
+    s.materialize();
     s
 }
 

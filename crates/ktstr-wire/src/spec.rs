@@ -36,9 +36,10 @@ pub struct GuestSpec {
     /// and the whole scenario fits in it (the host may stop earlier through
     /// `stop_request`).
     pub duration_ms: u64,
-    /// Flat worker groups (the first-light form): run as a one-step scenario with one
-    /// cgroup per group. Ignored when `scenario` is set.
-    #[serde(default)]
+    /// Flat worker groups, a test author's shorthand on the host: [`GuestSpec::materialize`]
+    /// turns them into `scenario` once, before the spec is sent, so the wire carries one
+    /// form (never serialised). Ignored when `scenario` is set.
+    #[serde(skip)]
     pub workers: Vec<WorkerSpec>,
     /// The scenario to run (cgroups, workers, steps).
     #[serde(default)]
@@ -203,6 +204,14 @@ impl GuestSpec {
             sysctls: Vec::new(),
             payloads: Vec::new(),
         }
+    }
+
+    /// Build the scenario once, on the host: `scenario` becomes [`Self::effective_scenario`]
+    /// and the flat `workers` are cleared, so what is sent (and what the guest and the
+    /// host's judges read afterwards) is the one scenario.
+    pub fn materialize(&mut self) {
+        self.scenario = self.effective_scenario();
+        self.workers.clear();
     }
 
     /// The scenario the guest runs: `scenario`, else the flat `workers` and `payloads` as
@@ -389,6 +398,14 @@ mod tests {
             argv: vec!["/bin/true".into()],
             env: vec![("RUST_LOG".into(), "debug".into())],
         });
+        // Flat workers never travel: the host sends the scenario built from them.
+        let sent = GuestSpec::from_json(&s.to_json()).unwrap();
+        assert!(sent.workers.is_empty() && sent.scenario.is_none());
+        let scenario = s.effective_scenario();
+        s.materialize();
+        assert!(s.workers.is_empty());
+        assert_eq!(s.scenario, scenario);
+        assert_eq!(s.scenario.as_ref().unwrap().cgroups[0].name, "spinners");
         assert_eq!(GuestSpec::from_json(&s.to_json()).unwrap(), s);
     }
 
@@ -486,6 +503,8 @@ mod tests {
         let sc = w.effective_scenario().unwrap();
         assert_eq!(sc.hold_plan_ms(2000), [2000]);
         assert_eq!(sc.cgroups.len(), 1);
+        w.materialize();
+        assert_eq!(w.scenario.as_ref(), Some(&sc));
         assert_eq!(GuestSpec::from_json(&w.to_json()).unwrap(), w);
     }
 
@@ -635,12 +654,13 @@ mod tests {
 
     #[test]
     fn json_shape() {
+        // A `workers` key (an old host's) is not part of the wire any more: ignored.
         let s = GuestSpec::from_json(
             br#"{"version":1,"test_name":"t","duration_ms":5,
                  "workers":[{"group":"a","count":2,"work":{"type":"spin"}}]}"#,
         )
         .unwrap();
-        assert_eq!(s.workers[0].work, WorkKind::Spin);
+        assert!(s.workers.is_empty());
         assert_eq!(s.exec, None);
         assert!(!s.interactive_shell);
     }
@@ -650,7 +670,7 @@ mod tests {
         for bad in [
             &br#"{"version":2,"test_name":"t","duration_ms":5}"#[..],
             br#"{"version":1,"test_name":"t"}"#,
-            br#"{"version":1,"test_name":"t","duration_ms":5,"workers":[{"group":"a","count":1,"work":{"type":"teleport"}}]}"#,
+            br#"{"version":1,"test_name":"t","duration_ms":5,"scenario":{"cgroups":[{"name":"a","work":{"work_type":{"type":"teleport"}}}],"steps":[]}}"#,
             br#"{"version":1,"test_name":"t","duration_ms":5,"exec":{"argv":[]}}"#,
             b"not json",
         ] {

@@ -111,8 +111,9 @@ pub fn prepare(
     }))
 }
 
-/// `req.spec` with its `payloads` filled from `req.payloads`, after checking the payloads
-/// on the host: binaries that exist, are executable and have resolvable libraries.
+/// `req.spec` with its `payloads` filled from `req.payloads` (after checking the payloads
+/// on the host: binaries that exist, are executable and have resolvable libraries) and
+/// its scenario built ([`GuestSpec::materialize`]).
 pub fn spec_with_payloads(req: &RunRequest) -> anyhow::Result<GuestSpec> {
     crate::payload::validate_all(&req.payloads)
         .map_err(|e| anyhow::anyhow!("test `{}`: {e}", req.test_name))?;
@@ -128,6 +129,9 @@ pub fn spec_with_payloads(req: &RunRequest) -> anyhow::Result<GuestSpec> {
     );
     let mut spec = req.spec.clone();
     spec.payloads = runs;
+    // One form from here on: the scenario, built once (flat workers and payloads folded
+    // in); the guest and every judge read that.
+    spec.materialize();
     Ok(spec)
 }
 
