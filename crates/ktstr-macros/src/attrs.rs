@@ -168,180 +168,208 @@ impl Attrs {
             if CONSTRAINT_KEYS.contains(&key.as_str()) {
                 constraint_keys.push(arg.key.clone());
             }
-            let r: syn::Result<()> = (|| {
-                match key.as_str() {
-                    "numa_nodes" | "llcs" | "cores" | "threads" => {
-                        let v = u32_value(&arg)?;
-                        if v.value == 0 {
-                            return Err(syn::Error::new(
-                                v.span,
-                                format!(
-                                    "`{key}` must be at least 1: a topology has no empty dimension"
-                                ),
-                            ));
-                        }
-                        *match key.as_str() {
-                            "numa_nodes" => &mut a.numa_nodes,
-                            "llcs" => &mut a.llcs,
-                            "cores" => &mut a.cores,
-                            _ => &mut a.threads,
-                        } = Some(v);
-                    }
-                    "memory_mib" => {
-                        let v = int_value::<u64>(&arg)?;
-                        if v.value < MIN_MEMORY_MIB {
-                            return Err(syn::Error::new(
-                                v.span,
-                                format!("`memory_mib = {}` is below the {MIN_MEMORY_MIB} MiB a guest needs", v.value),
-                            ));
-                        }
-                        a.memory_mib = Some(v.value);
-                    }
-                    "cpu_budget" => {
-                        let v = u32_value(&arg)?;
-                        if v.value == 0 {
-                            return Err(syn::Error::new(
-                                v.span,
-                                "`cpu_budget` must be at least 1 host CPU",
-                            ));
-                        }
-                        a.cpu_budget = Some(v.value);
-                    }
-                    "scheduler" => {
-                        let v = str_value(&arg)?;
-                        if v.value.trim().is_empty() {
-                            return Err(syn::Error::new(
-                                v.span,
-                                "`scheduler` is empty; leave it out (or write \"eevdf\") for the kernel's own scheduler",
-                            ));
-                        }
-                        a.scheduler = Some(v.value);
-                    }
-                    "sysctls" => {
-                        let sysctls = a.sysctls.insert(Vec::new());
-                        for s in str_list(&arg)? {
-                            let kv = s.value.strip_prefix("sysctl.").unwrap_or(&s.value);
-                            if kv.split_once('=').is_none_or(|(k, _)| k.trim().is_empty()) {
-                                return Err(syn::Error::new(
-                                    s.span,
-                                    format!("sysctl `{}` is not `key=value` (e.g. \"kernel.sched_autogroup_enabled=0\")", s.value),
-                                ));
-                            }
-                            sysctls.push(s.value);
-                        }
-                    }
-                    "kargs" => {
-                        let kargs = a.kargs.insert(Vec::new());
-                        for s in str_list(&arg)? {
-                            if s.value.is_empty() || s.value.contains(char::is_whitespace) {
-                                return Err(syn::Error::new(
-                                    s.span,
-                                    "each karg is one non-empty argument without spaces: write [\"a=1\", \"b\"]",
-                                ));
-                            }
-                            kargs.push(s.value);
-                        }
-                    }
-                    "includes" => {
-                        let includes = a.includes.insert(Vec::new());
-                        for s in str_list(&arg)? {
-                            if s.value.is_empty() {
-                                return Err(syn::Error::new(
-                                    s.span,
-                                    "an include is a host path, not an empty string",
-                                ));
-                            }
-                            includes.push(s.value);
-                        }
-                    }
-                    "duration_s" => {
-                        let v = int_value::<u64>(&arg)?;
-                        if v.value == 0 {
-                            return Err(syn::Error::new(v.span, "`duration_s` must be at least 1"));
-                        }
-                        a.duration_s = Some(v.value);
-                    }
-                    "num_snapshots" => a.num_snapshots = Some(u32_value(&arg)?.value),
-                    "expect_err" => a.expect_err = Some(bool_value(&arg)?),
-                    "gauntlet" => a.gauntlet = Some(bool_value(&arg)?),
-                    "ignore" => a.ignore = Some(bool_value(&arg)?),
-                    "requires_smt" => a.requires_smt = Some(bool_value(&arg)?),
-                    "perf_delta_assertions" => a.perf_delta_assertions = Some(gates(&arg)?),
-                    "min_numa_nodes" | "max_numa_nodes" | "min_llcs" | "max_llcs" | "min_cpus"
-                    | "max_cpus" => {
-                        let v = u32_value(&arg)?;
-                        if v.value == 0 {
-                            return Err(syn::Error::new(
-                                v.span,
-                                format!("`{key}` must be at least 1"),
-                            ));
-                        }
-                        let name = CONSTRAINT_KEYS
-                            .iter()
-                            .find(|k| **k == key)
-                            .expect("listed above");
-                        bounds.push((name, v));
-                    }
-                    _ => return Err(unknown_key(&arg.key)),
-                }
-                Ok(())
-            })();
-            if let Err(e) = r {
+            if let Err(e) = set_key(&mut a, &arg, &key, &mut bounds) {
                 errs.push(e);
             }
         }
-
-        a.constraints = bounds.iter().map(|(name, v)| (*name, v.value)).collect();
-        for dim in ["numa_nodes", "llcs", "cpus"] {
-            let find = |k: String| bounds.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
-            if let (Some(lo), Some(hi)) = (find(format!("min_{dim}")), find(format!("max_{dim}"))) {
-                if lo.value > hi.value {
-                    errs.at(
-                        lo.span,
-                        format!(
-                            "`min_{dim} = {}` is larger than `max_{dim} = {}`: no preset can fit",
-                            lo.value, hi.value
-                        ),
-                    );
-                }
-            }
-        }
-        // A flag left out is off.
-        if a.gauntlet != Some(true) {
-            for k in &constraint_keys {
-                errs.at(
-                    k.span(),
-                    format!("`{k}` only narrows gauntlet presets; add `gauntlet` or remove it"),
-                );
-            }
-        }
-
-        // Cross-field topology checks, when every dimension involved was given; with a
-        // dimension left out the expansion checks the same against `TestAttrs::DEFAULT`
-        // (see `codegen::topology_checks`).
-        if let (Some(n), Some(l)) = (a.numa_nodes, a.llcs) {
-            if !l.value.is_multiple_of(n.value) {
-                errs.at(
-                    l.span,
-                    uneven_llcs(
-                        &format!("`llcs = {}`", l.value),
-                        &format!("`numa_nodes = {}`", n.value),
-                    ),
-                );
-            }
-        }
-        if let (Some(l), Some(c), Some(t)) = (a.llcs, a.cores, a.threads) {
-            let vcpus = u64::from(l.value) * u64::from(c.value) * u64::from(t.value);
-            if vcpus > MAX_VCPUS {
-                errs.at(
-                    l.span,
-                    format!(
-                        "llcs * cores * threads = {vcpus} vCPUs; at most {MAX_VCPUS} are supported"
-                    ),
-                );
-            }
-        }
+        check_constraints(&mut a, &bounds, &constraint_keys, &mut errs);
+        check_topology(&a, &mut errs);
         errs.finish(a)
+    }
+}
+
+/// Reads one attribute into `a` (constraint bounds into `bounds`), checking its value.
+fn set_key(
+    a: &mut Attrs,
+    arg: &Arg,
+    key: &str,
+    bounds: &mut Vec<(&'static str, At<u32>)>,
+) -> syn::Result<()> {
+    match key {
+        "numa_nodes" | "llcs" | "cores" | "threads" => {
+            let v = u32_value(arg)?;
+            if v.value == 0 {
+                return Err(syn::Error::new(
+                    v.span,
+                    format!("`{key}` must be at least 1: a topology has no empty dimension"),
+                ));
+            }
+            *match key {
+                "numa_nodes" => &mut a.numa_nodes,
+                "llcs" => &mut a.llcs,
+                "cores" => &mut a.cores,
+                _ => &mut a.threads,
+            } = Some(v);
+        }
+        "memory_mib" => {
+            let v = int_value::<u64>(arg)?;
+            if v.value < MIN_MEMORY_MIB {
+                return Err(syn::Error::new(
+                    v.span,
+                    format!(
+                        "`memory_mib = {}` is below the {MIN_MEMORY_MIB} MiB a guest needs",
+                        v.value
+                    ),
+                ));
+            }
+            a.memory_mib = Some(v.value);
+        }
+        "cpu_budget" => {
+            let v = u32_value(arg)?;
+            if v.value == 0 {
+                return Err(syn::Error::new(
+                    v.span,
+                    "`cpu_budget` must be at least 1 host CPU",
+                ));
+            }
+            a.cpu_budget = Some(v.value);
+        }
+        "scheduler" => {
+            let v = str_value(arg)?;
+            if v.value.trim().is_empty() {
+                return Err(syn::Error::new(
+                        v.span,
+                        "`scheduler` is empty; leave it out (or write \"eevdf\") for the kernel's own scheduler",
+                    ));
+            }
+            a.scheduler = Some(v.value);
+        }
+        "sysctls" | "kargs" | "includes" => set_list_key(a, arg, key)?,
+        "duration_s" => {
+            let v = int_value::<u64>(arg)?;
+            if v.value == 0 {
+                return Err(syn::Error::new(v.span, "`duration_s` must be at least 1"));
+            }
+            a.duration_s = Some(v.value);
+        }
+        "num_snapshots" => a.num_snapshots = Some(u32_value(arg)?.value),
+        "expect_err" => a.expect_err = Some(bool_value(arg)?),
+        "gauntlet" => a.gauntlet = Some(bool_value(arg)?),
+        "ignore" => a.ignore = Some(bool_value(arg)?),
+        "requires_smt" => a.requires_smt = Some(bool_value(arg)?),
+        "perf_delta_assertions" => a.perf_delta_assertions = Some(gates(arg)?),
+        "min_numa_nodes" | "max_numa_nodes" | "min_llcs" | "max_llcs" | "min_cpus" | "max_cpus" => {
+            let v = u32_value(arg)?;
+            if v.value == 0 {
+                return Err(syn::Error::new(
+                    v.span,
+                    format!("`{key}` must be at least 1"),
+                ));
+            }
+            let name = CONSTRAINT_KEYS
+                .iter()
+                .find(|k| **k == key)
+                .expect("listed above");
+            bounds.push((name, v));
+        }
+        _ => return Err(unknown_key(&arg.key)),
+    }
+    Ok(())
+}
+
+/// The list attributes: sysctls, kargs and includes, each element checked.
+fn set_list_key(a: &mut Attrs, arg: &Arg, key: &str) -> syn::Result<()> {
+    match key {
+        "sysctls" => {
+            let sysctls = a.sysctls.insert(Vec::new());
+            for s in str_list(arg)? {
+                let kv = s.value.strip_prefix("sysctl.").unwrap_or(&s.value);
+                if kv.split_once('=').is_none_or(|(k, _)| k.trim().is_empty()) {
+                    return Err(syn::Error::new(
+                            s.span,
+                            format!("sysctl `{}` is not `key=value` (e.g. \"kernel.sched_autogroup_enabled=0\")", s.value),
+                        ));
+                }
+                sysctls.push(s.value);
+            }
+        }
+        "kargs" => {
+            let kargs = a.kargs.insert(Vec::new());
+            for s in str_list(arg)? {
+                if s.value.is_empty() || s.value.contains(char::is_whitespace) {
+                    return Err(syn::Error::new(
+                            s.span,
+                            "each karg is one non-empty argument without spaces: write [\"a=1\", \"b\"]",
+                        ));
+                }
+                kargs.push(s.value);
+            }
+        }
+        "includes" => {
+            let includes = a.includes.insert(Vec::new());
+            for s in str_list(arg)? {
+                if s.value.is_empty() {
+                    return Err(syn::Error::new(
+                        s.span,
+                        "an include is a host path, not an empty string",
+                    ));
+                }
+                includes.push(s.value);
+            }
+        }
+        _ => unreachable!("only list keys come here"),
+    }
+    Ok(())
+}
+
+/// Gauntlet constraints: min <= max per dimension, and only with `gauntlet`.
+fn check_constraints(
+    a: &mut Attrs,
+    bounds: &[(&'static str, At<u32>)],
+    constraint_keys: &[Ident],
+    errs: &mut Errors,
+) {
+    a.constraints = bounds.iter().map(|(name, v)| (*name, v.value)).collect();
+    for dim in ["numa_nodes", "llcs", "cpus"] {
+        let find = |k: String| bounds.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+        if let (Some(lo), Some(hi)) = (find(format!("min_{dim}")), find(format!("max_{dim}"))) {
+            if lo.value > hi.value {
+                errs.at(
+                    lo.span,
+                    format!(
+                        "`min_{dim} = {}` is larger than `max_{dim} = {}`: no preset can fit",
+                        lo.value, hi.value
+                    ),
+                );
+            }
+        }
+    }
+    // A flag left out is off.
+    if a.gauntlet != Some(true) {
+        for k in constraint_keys {
+            errs.at(
+                k.span(),
+                format!("`{k}` only narrows gauntlet presets; add `gauntlet` or remove it"),
+            );
+        }
+    }
+}
+
+/// Cross-field topology checks, when every dimension involved was given; with a
+/// dimension left out the expansion checks the same against `TestAttrs::DEFAULT`
+/// (see `codegen::topology_checks`).
+fn check_topology(a: &Attrs, errs: &mut Errors) {
+    if let (Some(n), Some(l)) = (a.numa_nodes, a.llcs) {
+        if !l.value.is_multiple_of(n.value) {
+            errs.at(
+                l.span,
+                uneven_llcs(
+                    &format!("`llcs = {}`", l.value),
+                    &format!("`numa_nodes = {}`", n.value),
+                ),
+            );
+        }
+    }
+    if let (Some(l), Some(c), Some(t)) = (a.llcs, a.cores, a.threads) {
+        let vcpus = u64::from(l.value) * u64::from(c.value) * u64::from(t.value);
+        if vcpus > MAX_VCPUS {
+            errs.at(
+                l.span,
+                format!(
+                    "llcs * cores * threads = {vcpus} vCPUs; at most {MAX_VCPUS} are supported"
+                ),
+            );
+        }
     }
 }
 
