@@ -485,19 +485,26 @@ impl Drop for Tmpfs {
     }
 }
 
-/// Runs the `boot_smoke` VM test with its sidecar directory at `dir`; its output.
-fn boot_smoke_into(dir: &Path) -> std::process::Output {
+/// Runs the `boot_smoke` VM test with its sidecar directory at `dir`: its exit status
+/// and its stdout and stderr together.
+fn boot_smoke_into(dir: &Path) -> (std::process::ExitStatus, String) {
     let ws = Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
         .nth(2)
         .unwrap();
-    Command::new(env!("CARGO"))
+    let out = Command::new(env!("CARGO"))
         .current_dir(ws)
         .args(["nextest", "run", "-p", "ktstr", "--test", "boot_smoke"])
         .args(["--no-fail-fast", "--success-output", "never"])
         .env("KTSTR_SIDECAR_DIR", dir)
         .output()
-        .expect("cargo nextest runs")
+        .expect("cargo nextest runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status, text)
 }
 
 #[test]
@@ -510,14 +517,9 @@ fn a_read_only_run_directory_fails_before_boot_with_the_reason() {
     let Some(_ro) = Tmpfs::mount(dir.path(), "ro,size=1m") else {
         return;
     };
-    let out = boot_smoke_into(dir.path());
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (status, text) = boot_smoke_into(dir.path());
     assert!(
-        !out.status.success(),
+        !status.success(),
         "a run that cannot keep its result passed:\n{text}"
     );
     assert!(
@@ -541,14 +543,9 @@ fn a_full_run_directory_fails_the_test_and_leaves_no_partial_sidecar() {
     let block = vec![0u8; 4096];
     while std::io::Write::write_all(&mut filler, &block).is_ok() {}
     drop(filler);
-    let out = boot_smoke_into(dir.path());
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (status, text) = boot_smoke_into(dir.path());
     assert!(
-        !out.status.success(),
+        !status.success(),
         "a run whose sidecar was lost passed:\n{text}"
     );
     assert!(
