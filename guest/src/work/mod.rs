@@ -382,6 +382,25 @@ pub(crate) fn timed_sleep(m: &mut Meter, dur: Duration) -> bool {
     sleep_until_ns(m, mono_ns().saturating_add(ns(dur)))
 }
 
+/// One absolute `clock_nanosleep` on CLOCK_MONOTONIC until `target` (ns); may end early
+/// on a signal.
+pub(crate) fn sleep_until_mono_ns(target: u64) {
+    let ts = libc::timespec {
+        tv_sec: (target / 1_000_000_000) as libc::time_t,
+        tv_nsec: (target % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: an absolute sleep on CLOCK_MONOTONIC with a valid timespec; no remainder is
+    // needed for TIMER_ABSTIME.
+    unsafe {
+        libc::clock_nanosleep(
+            libc::CLOCK_MONOTONIC,
+            libc::TIMER_ABSTIME,
+            &ts,
+            std::ptr::null_mut(),
+        )
+    };
+}
+
 /// Sleeps until CLOCK_MONOTONIC reaches `target` ns, like [`timed_sleep`].
 pub(crate) fn sleep_until_ns(m: &mut Meter, target: u64) -> bool {
     let began = Instant::now();
@@ -391,20 +410,8 @@ pub(crate) fn sleep_until_ns(m: &mut Meter, target: u64) -> bool {
             break;
         }
         let wake_at = target.min(now.saturating_add(ns(WAIT_SLICE)));
-        let ts = libc::timespec {
-            tv_sec: (wake_at / 1_000_000_000) as libc::time_t,
-            tv_nsec: (wake_at % 1_000_000_000) as libc::c_long,
-        };
-        // SAFETY: an absolute sleep on CLOCK_MONOTONIC with a valid timespec; no
-        // remainder is needed for TIMER_ABSTIME. EINTR just loops.
-        unsafe {
-            libc::clock_nanosleep(
-                libc::CLOCK_MONOTONIC,
-                libc::TIMER_ABSTIME,
-                &ts,
-                std::ptr::null_mut(),
-            )
-        };
+        // EINTR just loops.
+        sleep_until_mono_ns(wake_at);
         if wake_at < target && m.should_stop() {
             m.rested(began.elapsed());
             return false;

@@ -254,19 +254,7 @@ pub fn yield_spin_lock(m: &mut Meter, threads: u32) {
 /// One relative `clock_nanosleep`; returns how late it ended.
 fn short_sleep(d: Duration) -> u64 {
     let target = mono_ns().saturating_add(super::ns(d));
-    let ts = libc::timespec {
-        tv_sec: (target / 1_000_000_000) as libc::time_t,
-        tv_nsec: (target % 1_000_000_000) as libc::c_long,
-    };
-    // SAFETY: an absolute sleep on CLOCK_MONOTONIC with a valid timespec.
-    unsafe {
-        libc::clock_nanosleep(
-            libc::CLOCK_MONOTONIC,
-            libc::TIMER_ABSTIME,
-            &ts,
-            std::ptr::null_mut(),
-        )
-    };
+    super::sleep_until_mono_ns(target);
     mono_ns().saturating_sub(target)
 }
 
