@@ -619,21 +619,10 @@ mod tests {
     #[test]
     fn hostile_pools_are_read_once_without_hanging_or_growing() {
         let root = tempfile::tempdir().expect("tempdir");
-        let run = root.path().join("7.2.13-abc1234");
+        let run = crate::testutil::plant_hostile_pool(root.path());
         SidecarResult::new("one", "1n1l1c1t", "eevdf")
             .write_to_dir(&run)
             .expect("write");
-        // Links to the run directory, and a link back up to the root.
-        for i in 0..6 {
-            std::os::unix::fs::symlink(&run, root.path().join(format!("again{i}"))).unwrap();
-        }
-        std::os::unix::fs::symlink(root.path(), run.join("loop")).unwrap();
-        // A FIFO and a link to /dev/zero named like sidecars.
-        let fifo = std::ffi::CString::new(run.join("fifo.ktstr.json").to_str().unwrap().as_bytes())
-            .unwrap();
-        // SAFETY: a NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
-        std::os::unix::fs::symlink("/dev/zero", run.join("zero.ktstr.json")).unwrap();
 
         let pool = load_pool(&[root.path().to_path_buf()], false);
         assert_eq!(pool.sidecars().count(), 1);

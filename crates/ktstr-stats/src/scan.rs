@@ -544,19 +544,8 @@ mod tests {
     #[test]
     fn hostile_pools_are_listed_once_without_hanging_or_growing() {
         let root = tempfile::tempdir().expect("tempdir");
-        let run = root.path().join("7.2.13-abc1234");
+        let run = ktstr_sidecar::testutil::plant_hostile_pool(root.path());
         write(&run, "one", Outcome::Pass);
-        // Links to the run directory, and a link back up to the root.
-        for i in 0..6 {
-            std::os::unix::fs::symlink(&run, root.path().join(format!("again{i}"))).unwrap();
-        }
-        std::os::unix::fs::symlink(root.path(), run.join("loop")).unwrap();
-        // A FIFO and a link to /dev/zero named like sidecars.
-        let fifo = std::ffi::CString::new(run.join("fifo.ktstr.json").to_str().unwrap().as_bytes())
-            .unwrap();
-        // SAFETY: a NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
-        std::os::unix::fs::symlink("/dev/zero", run.join("zero.ktstr.json")).unwrap();
 
         let listing = list(
             &[Source {
