@@ -1,5 +1,6 @@
 //! The test's cgroups under cgroup v2: one directory per scenario cgroup below
-//! `<cgroupfs>/ktstr`, with the cpu and cpuset controllers enabled down the tree, and
+//! `<cgroupfs>/ktstr`, with the cpu and cpuset controllers enabled down the tree (and
+//! memory, io and pids where the kernel has them, for the ops that set their knobs), and
 //! readers for what snapshots report (`cpu.stat`, `cgroup.events`, ...).
 //!
 //! Outside a VM on a host without a writable cgroup v2 (development runs of the
@@ -21,6 +22,9 @@ use crate::report::log_warn;
 pub const TEST_ROOT: &str = "ktstr";
 /// Controllers the scenario needs in every non-leaf cgroup.
 const CONTROLLERS: [&str; 2] = ["cpuset", "cpu"];
+/// Controllers enabled when the kernel has them: only the ops that write their knobs
+/// need them, and those say so when the knob is missing.
+const OPTIONAL_CONTROLLERS: [&str; 3] = ["memory", "io", "pids"];
 
 /// The test's cgroup tree.
 #[derive(Debug, Clone)]
@@ -52,6 +56,11 @@ fn enable_controllers(dir: &Path) -> Result<()> {
             continue;
         }
         write_file(&path, &format!("+{c}"))?;
+    }
+    for c in OPTIONAL_CONTROLLERS {
+        if available.split_ascii_whitespace().any(|x| x == c) {
+            write_file(&path, &format!("+{c}"))?;
+        }
     }
     if !missing.is_empty() {
         log_warn!(
@@ -133,6 +142,30 @@ impl CgroupTree {
             "cpu.max",
             &format!("{} {}\n", m.quota_us, m.period_us),
         )
+    }
+
+    /// `cpu.max` (None: `max`, no limit).
+    pub fn set_max_opt(&self, name: &str, m: Option<CpuMax>) -> Result<()> {
+        match m {
+            Some(m) => self.set_max(name, m),
+            None => self.knob(name, "cpu.max", "max"),
+        }
+    }
+
+    /// Writes a controller's knob (`memory.max`); a missing file means its controller
+    /// is not enabled here, and the error says so.
+    pub fn knob(&self, name: &str, file: &str, value: &str) -> Result<()> {
+        let Some(p) = self.file(name, file) else {
+            return Ok(());
+        };
+        if !p.exists() {
+            let controller = file.split('.').next().unwrap_or(file);
+            anyhow::bail!(
+                "{} does not exist: the {controller} controller is not enabled for cgroup `{name}` (is it in the kernel? cgroup.controllers lists what is)",
+                p.display()
+            );
+        }
+        write_file(&p, &format!("{value}\n"))
     }
 
     pub fn set_frozen(&self, name: &str, frozen: bool) -> Result<()> {
@@ -266,9 +299,15 @@ mod tests {
         .unwrap();
         std::fs::write(d.path().join(TEST_ROOT).join("cgroup.subtree_control"), "").unwrap();
         let t = CgroupTree::setup(d.path()).unwrap();
-        // The last controller written is what a plain file keeps.
+        // The last controller written is what a plain file keeps: io is optional and
+        // the root has it; the test root has none of the optional ones.
         assert_eq!(
             std::fs::read_to_string(d.path().join("cgroup.subtree_control")).unwrap(),
+            "+io"
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.path().join(TEST_ROOT).join("cgroup.subtree_control"))
+                .unwrap(),
             "+cpu"
         );
         t.create("cg0", false).unwrap();
@@ -294,6 +333,14 @@ mod tests {
         assert_eq!(rd("cgroup.freeze"), "1\n");
         t.set_cpus("cg0", None).unwrap();
         assert_eq!(rd("cpuset.cpus"), "\n");
+        t.set_max_opt("cg0", None).unwrap();
+        assert_eq!(rd("cpu.max"), "max\n");
+        // A knob whose controller is not enabled is named with the controller.
+        let e = t.knob("cg0", "memory.max", "1048576").unwrap_err().to_string();
+        assert!(e.contains("memory controller is not enabled"), "{e}");
+        std::fs::write(dir.join("pids.max"), "").unwrap();
+        t.knob("cg0", "pids.max", "64").unwrap();
+        assert_eq!(rd("pids.max"), "64\n");
         std::fs::write(dir.join("cpu.stat"), "usage_usec 10\nnr_throttled 2\n").unwrap();
         std::fs::write(dir.join("cgroup.events"), "populated 1\nfrozen 1\n").unwrap();
         let s = t.snapshot("cg0");

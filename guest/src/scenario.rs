@@ -4,14 +4,14 @@
 //! is stopped and its report forwarded, the cgroups are removed and a `ScenarioEnd`
 //! says what was sent.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use ktstr_wire::msg::{GuestMsg, ScenarioEnd, SeenTopology, StepPhase, Stimulus};
-use ktstr_wire::scenario::{CgroupDef, Op, Scenario, WorkSpec};
+use ktstr_wire::scenario::{CgroupDef, CpusetSpec, Op, SchedPolicy, Scenario, WorkSpec};
 use ktstr_wire::spec::GuestSpec;
 use nix::sched::{sched_setaffinity, CpuSet};
 use nix::sys::signal::{kill, Signal};
@@ -22,6 +22,7 @@ use crate::cgroup::CgroupTree;
 use crate::monitor::{self, LiveNames, Sampler};
 use crate::payload::Payloads;
 use crate::report::{self, log_error, log_info, log_warn};
+use crate::scheduler::{self, Change};
 use crate::workers::{self, Batch, Worker};
 
 /// Time workers get to stop and report once asked.
@@ -61,6 +62,8 @@ struct Executor<'a> {
     reported: u32,
     failed_reports: u32,
     payloads: Payloads,
+    /// CPUs an op took offline (brought back at the end).
+    offline: BTreeSet<u32>,
 }
 
 /// Reports a scenario that stopped before anything ran; returns exit code 1.
@@ -258,6 +261,7 @@ impl<'a> Executor<'a> {
             reported: 0,
             failed_reports: 0,
             payloads,
+            offline: BTreeSet::new(),
         })
     }
 
@@ -331,11 +335,16 @@ impl<'a> Executor<'a> {
 
     fn spawn(&mut self, cgroup: &str, count: u32, work: &WorkSpec) -> Result<()> {
         let first_index = self.next_index.get(cgroup).copied().unwrap_or(0);
+        let affinity = match &work.affinity {
+            Some(a) => Some(a.resolve(self.topo).map_err(|e| anyhow!("affinity: {e}"))?),
+            None => None,
+        };
         let batch = Batch {
             group: cgroup,
             first_index,
             count,
             work,
+            affinity,
             t0: self.t0,
             deadline: self.deadline,
         };
@@ -437,7 +446,132 @@ impl<'a> Executor<'a> {
             Op::StartPayload { name } => self.payloads.start(name, &self.tree),
             Op::WaitPayload { name } => self.payloads.wait(name),
             Op::KillPayload { name } => self.payloads.kill(name),
+            Op::StopWorkers { cgroup, count } => self.stop_workers(cgroup, *count),
+            Op::OfflineCpus { cpus } => self.hotplug(cpus, false),
+            Op::OnlineCpus { cpus } => self.hotplug(cpus, true),
+            Op::DetachScheduler => sched_op(op, Change::Detach),
+            Op::AttachScheduler => sched_op(op, Change::Attach),
+            Op::RestartScheduler => sched_op(op, Change::Restart),
+            Op::ReplaceScheduler { scheduler, args } => sched_op(
+                op,
+                Change::Replace {
+                    scheduler: scheduler.as_deref(),
+                    args,
+                },
+            ),
+            Op::SetNice { cgroup, nice } => self.each_thread(cgroup, |tid| {
+                // SAFETY: setpriority on a thread id; no memory is passed.
+                let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, *nice) };
+                errno_result(r, "setpriority")
+            }),
+            Op::SetPolicy { cgroup, policy } => {
+                self.each_thread(cgroup, |tid| set_thread_policy(tid, *policy))
+            }
+            Op::SetCpuWeight { cgroup, weight } => {
+                self.live(cgroup)?;
+                self.tree.set_weight(cgroup, *weight)
+            }
+            Op::SetCpuMax { cgroup, max } => {
+                self.live(cgroup)?;
+                self.tree.set_max_opt(cgroup, *max)
+            }
+            Op::SetMemoryMax { cgroup, bytes } => {
+                self.live(cgroup)?;
+                self.tree.knob(cgroup, "memory.max", &max_or(*bytes))
+            }
+            Op::SetIoWeight { cgroup, weight } => {
+                self.live(cgroup)?;
+                self.tree
+                    .knob(cgroup, "io.weight", &format!("default {weight}"))
+            }
+            Op::SetPidsMax { cgroup, max } => {
+                self.live(cgroup)?;
+                self.tree.knob(cgroup, "pids.max", &max_or(*max))
+            }
+            Op::WriteSysctl { key, value } => {
+                scheduler::write_sysctl(key, value).map_err(|e| anyhow!(e))?;
+                log_info!("sysctl {key}={value}");
+                Ok(())
+            }
+            Op::DropCaches => {
+                // SAFETY: sync(2) takes no arguments.
+                unsafe { libc::sync() };
+                std::fs::write("/proc/sys/vm/drop_caches", "3")
+                    .context("writing 3 to /proc/sys/vm/drop_caches")
+            }
         }
+    }
+
+    /// Stops the `count` newest running workers of the cgroup and forwards their reports.
+    fn stop_workers(&mut self, cgroup: &str, count: u32) -> Result<()> {
+        self.live(cgroup)?;
+        let mut theirs: Vec<usize> = self
+            .running
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.group == cgroup)
+            .map(|(i, _)| i)
+            .collect();
+        if theirs.is_empty() {
+            bail!("cgroup `{cgroup}` has no running worker to stop");
+        }
+        theirs.sort_by_key(|&i| std::cmp::Reverse(self.running[i].index));
+        let chosen: BTreeSet<usize> = theirs.into_iter().take(count as usize).collect();
+        let mut leaving = Vec::new();
+        let mut staying = Vec::new();
+        for (i, w) in std::mem::take(&mut self.running).into_iter().enumerate() {
+            if chosen.contains(&i) {
+                leaving.push(w);
+            } else {
+                staying.push(w);
+            }
+        }
+        self.running = staying;
+        let n = leaving.len();
+        self.forward(workers::stop_and_collect(
+            leaving,
+            Instant::now() + WORKER_GRACE,
+        ));
+        if n < count as usize {
+            log_warn!("stop_workers: `{cgroup}` had only {n} running workers of the {count} asked");
+        }
+        Ok(())
+    }
+
+    /// Takes CPUs offline or brings them back; the kernel's refusal is the error.
+    fn hotplug(&mut self, cpus: &CpusetSpec, online: bool) -> Result<()> {
+        let cpus = cpus.resolve(self.topo).map_err(|e| anyhow!("cpus: {e}"))?;
+        for cpu in cpus {
+            set_cpu_online(cpu, online)?;
+            if online {
+                self.offline.remove(&cpu);
+            } else {
+                self.offline.insert(cpu);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `f` to every thread of every process in the cgroup's subtree; the error
+    /// lists the threads it failed for.
+    fn each_thread(&self, cgroup: &str, f: impl Fn(i32) -> Result<()>) -> Result<()> {
+        self.live(cgroup)?;
+        let mut failures = Vec::new();
+        let mut done = 0;
+        for pid in self.subtree_pids(cgroup)? {
+            for tid in threads_of(pid) {
+                match f(tid) {
+                    Ok(()) => done += 1,
+                    // A thread that ended meanwhile is not a failure.
+                    Err(e) if e.to_string().contains("No such process") => {}
+                    Err(e) => failures.push(format!("tid {tid}: {e:#}")),
+                }
+            }
+        }
+        if !failures.is_empty() {
+            bail!("{} of {} threads: {}", failures.len(), failures.len() + done, failures.join(", "));
+        }
+        Ok(())
     }
 
     /// Sets or clears (None) a cgroup's cpuset and recomputes what its subtree may use.
@@ -554,6 +688,11 @@ impl<'a> Executor<'a> {
         // Background payloads nobody waited for end first, while the scenario's load
         // is still what they ran under.
         self.payloads.finish();
+        for cpu in std::mem::take(&mut self.offline) {
+            if let Err(e) = set_cpu_online(cpu, true) {
+                log_warn!("bringing CPU {cpu} back online for teardown: {e:#}");
+            }
+        }
         let frozen: Vec<String> = self
             .cgroups
             .iter()
@@ -589,6 +728,61 @@ impl<'a> Executor<'a> {
         );
         self.failed_reports > 0
     }
+}
+
+/// A scheduler op through the supervisor.
+fn sched_op(op: &Op, change: Change) -> Result<()> {
+    scheduler::transition(op.kind(), change).map_err(|e| anyhow!(e))
+}
+
+/// `max` for None, else the number.
+fn max_or(v: Option<u64>) -> String {
+    v.map_or_else(|| "max".to_string(), |n| n.to_string())
+}
+
+fn errno_result(r: libc::c_int, what: &str) -> Result<()> {
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(anyhow!("{what}: {}", std::io::Error::last_os_error()))
+    }
+}
+
+/// Sets a thread's scheduling policy and priority.
+fn set_thread_policy(tid: i32, policy: SchedPolicy) -> Result<()> {
+    let (raw, prio) = policy.raw();
+    let p = libc::sched_param {
+        sched_priority: prio as i32,
+    };
+    // SAFETY: sched_setscheduler on a thread id with a valid sched_param.
+    let r = unsafe { libc::sched_setscheduler(tid, raw, &p) };
+    errno_result(r, &format!("sched_setscheduler({})", policy.label()))
+}
+
+/// Thread ids of a process (just the process when its task list cannot be read).
+fn threads_of(pid: Pid) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return vec![pid.as_raw()];
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Writes a CPU's `online` file; the kernel's refusal (`EBUSY`, `EINVAL`) is the error,
+/// with the errno's words.
+pub fn set_cpu_online(cpu: u32, online: bool) -> Result<()> {
+    let path = format!("/sys/devices/system/cpu/cpu{cpu}/online");
+    if !Path::new(&path).exists() {
+        bail!("{path} does not exist: CPU {cpu} cannot be hotplugged (the boot CPU, or a kernel without CONFIG_HOTPLUG_CPU)");
+    }
+    let v = if online { "1" } else { "0" };
+    std::fs::write(&path, v).map_err(|e| {
+        anyhow!(
+            "the kernel refused to take CPU {cpu} {}: writing {v} to {path}: {e}",
+            if online { "online" } else { "offline" }
+        )
+    })
 }
 
 /// A cgroup whose last process just died may stay busy for a moment.

@@ -5,6 +5,10 @@
 //! `state` back to `disabled`). Everything it sees becomes a [`SchedEvent`]; after attach
 //! it reports the verifier cost of every struct_ops program ([`struct_ops_progs`]).
 //!
+//! Scenario ops detach, attach, restart or replace the scheduler mid-run
+//! ([`transition`]); each successful one is a [`SchedEvent::Transition`] with its
+//! timings.
+//!
 //! One thread per scheduler owns the child process: it pumps the output pipes and polls
 //! the process and `/sys/kernel/sched_ext` every [`POLL`]. It writes only to the ring,
 //! never to the console, so a worker forked meanwhile cannot inherit a held stderr lock.
@@ -49,8 +53,20 @@ fn to_host() -> Sink {
     Arc::new(|e| report::send(&GuestMsg::Scheduler(e)))
 }
 
-/// The scheduler of this run, for [`check_alive`].
+/// The scheduler attached now, for [`check_alive`].
 static CURRENT: Mutex<Option<Arc<Shared>>> = Mutex::new(None);
+
+/// The run's schedulers: what the spec asked for and the process attached now.
+static SLOT: Mutex<Option<Slot>> = Mutex::new(None);
+
+struct Slot {
+    /// The run's scheduler, as the spec gives it.
+    spec: SchedulerSpec,
+    /// Schedulers a `ReplaceScheduler` op may name.
+    replacements: Vec<SchedulerSpec>,
+    /// The process attached (or attaching) now; None after a detach.
+    running: Option<Running>,
+}
 
 /// Between the supervisor thread and the runtime.
 #[derive(Default)]
@@ -59,6 +75,8 @@ struct Shared {
     stop: AtomicBool,
     /// Why the scheduler is no longer running (set once, by the thread).
     gone: Mutex<Option<String>>,
+    /// How the asked-for detach went: `Some(None)` clean, `Some(Some(why))` not.
+    detach: Mutex<Option<Option<String>>>,
 }
 
 impl Shared {
@@ -73,24 +91,20 @@ impl Shared {
 /// Ok when the run has no scheduler or it is still attached; otherwise why it is gone.
 /// For the scenario executor to call between steps.
 pub fn check_alive() -> Result<(), String> {
-    let shared = CURRENT.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let shared = lock(&CURRENT).clone();
     let Some(shared) = shared else {
         return Ok(());
     };
-    let gone = shared
-        .gone
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let gone = lock(&shared.gone).clone();
     match gone {
         Some(why) => Err(why),
         None => Ok(()),
     }
 }
 
-/// The run's scheduler (or none: EEVDF).
+/// The run's scheduler (or none: EEVDF); the process itself lives in the slot so that
+/// scenario ops can replace it.
 pub struct Supervisor {
-    running: Option<Running>,
     ready: bool,
 }
 
@@ -121,15 +135,15 @@ pub fn start(spec: &GuestSpec) -> Supervisor {
         }));
     }
     let Some(sched) = &spec.scheduler else {
-        return Supervisor {
-            running: None,
-            ready: true,
-        };
+        return Supervisor { ready: true };
     };
     let (running, ready) = spawn(sched, to_host());
-    if let Some(r) = &running {
-        *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = Some(r.shared.clone());
-    }
+    set_current(running.as_ref());
+    *lock(&SLOT) = Some(Slot {
+        spec: sched.clone(),
+        replacements: spec.replacement_schedulers.clone(),
+        running,
+    });
     if ready {
         match struct_ops_progs() {
             Ok(progs) => {
@@ -144,7 +158,15 @@ pub fn start(spec: &GuestSpec) -> Supervisor {
             Err(e) => log_warn!("listing BPF programs for verifier stats: {e}"),
         }
     }
-    Supervisor { running, ready }
+    Supervisor { ready }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn set_current(running: Option<&Running>) {
+    *lock(&CURRENT) = running.map(|r| r.shared.clone());
 }
 
 impl Supervisor {
@@ -153,16 +175,126 @@ impl Supervisor {
         self.ready
     }
 
-    /// Detaches the scheduler (SIGINT, wait, SIGKILL after its stop timeout) and waits
-    /// for the supervisor thread's last report.
+    /// Detaches the scheduler attached now, if any (SIGINT, wait, SIGKILL after its
+    /// stop timeout) and waits for the supervisor thread's last report.
     pub fn stop(self) {
-        let Some(r) = self.running else { return };
-        r.shared.stop.store(true, Ordering::SeqCst);
-        if r.thread.join().is_err() {
-            log_error!("the supervisor thread of {} panicked", r.name);
+        let running = lock(&SLOT).as_mut().and_then(|s| s.running.take());
+        set_current(None);
+        if let Some(r) = running {
+            let _ = stop_running(r);
         }
-        *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
+}
+
+/// Asks the supervisor thread to detach its scheduler and waits for it; `Err` says why
+/// the detach was not clean.
+fn stop_running(r: Running) -> Result<(), String> {
+    r.shared.stop.store(true, Ordering::SeqCst);
+    if r.thread.join().is_err() {
+        log_error!("the supervisor thread of {} panicked", r.name);
+        return Err(format!("the supervisor thread of {} panicked", r.name));
+    }
+    match lock(&r.shared.detach).clone() {
+        Some(None) => Ok(()),
+        Some(Some(why)) => Err(why),
+        // The thread ended before it was asked: the scheduler had died or never attached.
+        None => Err(lock(&r.shared.gone)
+            .clone()
+            .unwrap_or_else(|| format!("{} was not running", r.name))),
+    }
+}
+
+/// What a scheduler op does: detach the attached scheduler, attach one, or both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change<'a> {
+    Detach,
+    Attach,
+    Restart,
+    /// Another scheduler (by name, None: the run's own binary), with other arguments
+    /// when given.
+    Replace {
+        scheduler: Option<&'a str>,
+        args: &'a [String],
+    },
+}
+
+/// Runs a scheduler op (`op` is its kind, for the event) and reports its timings as a
+/// [`SchedEvent::Transition`]; `Err` says what went wrong (the kernel's reason when the
+/// new scheduler did not attach is in its own events).
+pub fn transition(op: &str, change: Change) -> Result<(), String> {
+    let t0 = Instant::now();
+    let mut guard = lock(&SLOT);
+    let slot = guard
+        .as_mut()
+        .ok_or("this run has no sched_ext scheduler (it runs on EEVDF)")?;
+    let next = match &change {
+        Change::Detach => None,
+        Change::Attach | Change::Restart => Some(slot.spec.clone()),
+        Change::Replace { scheduler, args } => {
+            let mut s = match scheduler {
+                None => slot.spec.clone(),
+                Some(name) => slot
+                    .replacements
+                    .iter()
+                    .chain(std::iter::once(&slot.spec))
+                    .find(|s| s.name == *name)
+                    .cloned()
+                    .ok_or_else(|| {
+                        format!("scheduler `{name}` was not packed for this run (the host resolves the ones ReplaceScheduler names)")
+                    })?,
+            };
+            if !args.is_empty() {
+                s.args = args.to_vec();
+            }
+            Some(s)
+        }
+    };
+    let mut detach_ms = None;
+    if change != Change::Attach {
+        let r = slot.running.take().ok_or(
+            "no scheduler is attached (an earlier op detached it, or it never attached)",
+        )?;
+        let gone = lock(&r.shared.gone).clone();
+        if let Some(why) = gone {
+            slot.running = Some(r);
+            return Err(format!("the scheduler is already gone: {why}"));
+        }
+        set_current(None);
+        let name = r.name.clone();
+        stop_running(r).map_err(|why| format!("detaching {name}: {why}"))?;
+        detach_ms = Some(t0.elapsed().as_millis() as u64);
+    } else if slot.running.is_some() {
+        return Err("a scheduler is attached already".into());
+    }
+    let mut attach_ms = None;
+    let name = next.as_ref().map(|s| s.name.clone());
+    if let Some(spec) = next {
+        let t1 = Instant::now();
+        let (running, ready) = spawn(&spec, to_host());
+        set_current(running.as_ref());
+        slot.running = running;
+        if !ready {
+            return Err(format!(
+                "{} did not attach (its scheduler events say why)",
+                spec.name
+            ));
+        }
+        attach_ms = Some(t1.elapsed().as_millis() as u64);
+    }
+    let gap_ms = t0.elapsed().as_millis() as u64;
+    log_info!(
+        "{op}: {} in {gap_ms} ms",
+        name.as_deref().unwrap_or("detached")
+    );
+    to_host()(SchedEvent::Transition {
+        op: op.to_string(),
+        scheduler: name,
+        detach_ms,
+        attach_ms,
+        gap_ms,
+        elapsed_ms: report::elapsed_ms(),
+    });
+    Ok(())
 }
 
 /// `/proc/sys/` path of a dotted sysctl key; None for keys that could escape it.
@@ -175,7 +307,7 @@ pub fn sysctl_path(key: &str) -> Option<String> {
     ok.then(|| format!("/proc/sys/{}", key.replace('.', "/")))
 }
 
-fn write_sysctl(key: &str, value: &str) -> Result<(), String> {
+pub fn write_sysctl(key: &str, value: &str) -> Result<(), String> {
     let path = sysctl_path(key).ok_or_else(|| format!("`{key}` is not a sysctl name"))?;
     std::fs::write(&path, value).map_err(|e| format!("writing {path}: {e}"))?;
     let back = std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
@@ -483,6 +615,7 @@ impl Watch {
         }
         let clean = problems.is_empty();
         let detail = (!clean).then(|| problems.join("; "));
+        *lock(&self.shared.detach) = Some(detail.clone());
         if !clean {
             let tail = self.output.tail();
             if !tail.is_empty() {

@@ -45,6 +45,8 @@ pub struct Batch<'a> {
     pub first_index: u32,
     pub count: u32,
     pub work: &'a WorkSpec,
+    /// CPUs of the spec's `affinity`, resolved on the guest's topology.
+    pub affinity: Option<Vec<u32>>,
     /// Scenario start and the workers' backstop deadline.
     pub t0: Instant,
     pub deadline: Instant,
@@ -164,6 +166,7 @@ fn fork_all(
                     group: batch.group.to_string(),
                     index: batch.first_index + i,
                     work: batch.work.clone(),
+                    affinity: batch.affinity.clone(),
                     slot,
                     partner,
                     t0: batch.t0,
@@ -315,6 +318,7 @@ mod tests {
             first_index: 0,
             count,
             work,
+            affinity: None,
             t0,
             deadline: t0 + Duration::from_secs(60),
         }

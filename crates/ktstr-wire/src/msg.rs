@@ -222,6 +222,10 @@ pub struct WorkerReport {
     /// types without deadlines).
     #[serde(default)]
     pub deadline_misses: u64,
+    /// Scheduling policy at the end (`other`, `fifo:10`, `ext`); None from a runtime
+    /// that does not report it.
+    #[serde(default)]
+    pub policy: Option<String>,
     /// What went wrong inside the worker without stopping it (a failed `setaffinity`),
     /// at most a few lines.
     #[serde(default)]

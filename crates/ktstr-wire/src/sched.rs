@@ -147,6 +147,20 @@ pub enum SchedEvent {
         detail: Option<String>,
         elapsed_ms: u64,
     },
+    /// A scenario op detached, attached, restarted or replaced the scheduler, and it
+    /// worked. `detach_ms`: from the op to sched_ext `disabled`; `attach_ms`: from the
+    /// new process's start to `enabled`; `gap_ms`: from the op to the end of the
+    /// transition, the time the workload ran without the scheduler in charge.
+    Transition {
+        /// The op's kind (`restart_scheduler`).
+        op: String,
+        /// The scheduler attached afterwards (None after a detach).
+        scheduler: Option<String>,
+        detach_ms: Option<u64>,
+        attach_ms: Option<u64>,
+        gap_ms: u64,
+        elapsed_ms: u64,
+    },
 }
 
 impl SchedEvent {
@@ -162,6 +176,7 @@ impl SchedEvent {
             SchedEvent::Ejected { .. } => "ejected",
             SchedEvent::Died { .. } => "died",
             SchedEvent::Detached { .. } => "detached",
+            SchedEvent::Transition { .. } => "transition",
         }
     }
 }

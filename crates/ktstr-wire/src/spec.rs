@@ -59,6 +59,10 @@ pub struct GuestSpec {
     /// The sched_ext scheduler to start before the workload; None runs under EEVDF.
     #[serde(default)]
     pub scheduler: Option<crate::sched::SchedulerSpec>,
+    /// Schedulers a `ReplaceScheduler` op names, besides the run's own (the host
+    /// resolves and packs them).
+    #[serde(default)]
+    pub replacement_schedulers: Vec<crate::sched::SchedulerSpec>,
     /// `(key, value)` sysctls written before the scheduler starts (and without one).
     #[serde(default)]
     pub sysctls: Vec<(String, String)>,
@@ -201,6 +205,7 @@ impl GuestSpec {
             exec: None,
             interactive_shell: false,
             scheduler: None,
+            replacement_schedulers: Vec::new(),
             sysctls: Vec::new(),
             payloads: Vec::new(),
         }

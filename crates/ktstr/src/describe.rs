@@ -14,7 +14,9 @@ use serde::Serialize;
 
 use crate::assert::{Assert, Gate, MonitorThresholds};
 use crate::engine::EngineKind;
-use crate::scenario::{CgroupDef, CpusetSpec, Op, WorkSpec, WorkType, CANNED};
+use crate::scenario::{
+    CgroupDef, CpuMax, CpusetSpec, Op, SchedPolicy, WorkSpec, WorkType, CANNED,
+};
 use crate::test_support::entry::{Constraints, PerfDeltaGate, TestAttrs};
 use crate::test_support::execute::engine_skip_reason;
 use crate::test_support::presets::PRESETS;
@@ -192,6 +194,59 @@ pub fn op_examples() -> Vec<Op> {
         Op::StartPayload { name: "p".into() },
         Op::WaitPayload { name: "p".into() },
         Op::KillPayload { name: "p".into() },
+        Op::StopWorkers {
+            cgroup: cg(),
+            count: 1,
+        },
+        Op::OfflineCpus {
+            cpus: CpusetSpec::Cpus(vec![1]),
+        },
+        Op::OnlineCpus {
+            cpus: CpusetSpec::Cpus(vec![1]),
+        },
+        Op::DetachScheduler,
+        Op::AttachScheduler,
+        Op::RestartScheduler,
+        Op::ReplaceScheduler {
+            scheduler: Some("ktstr-stall".into()),
+            args: Vec::new(),
+        },
+        Op::SetNice {
+            cgroup: cg(),
+            nice: 5,
+        },
+        Op::SetPolicy {
+            cgroup: cg(),
+            policy: SchedPolicy::Batch,
+        },
+        Op::SetCpuWeight {
+            cgroup: cg(),
+            weight: 200,
+        },
+        Op::SetCpuMax {
+            cgroup: cg(),
+            max: Some(CpuMax {
+                quota_us: 50_000,
+                period_us: 100_000,
+            }),
+        },
+        Op::SetMemoryMax {
+            cgroup: cg(),
+            bytes: Some(256 << 20),
+        },
+        Op::SetIoWeight {
+            cgroup: cg(),
+            weight: 50,
+        },
+        Op::SetPidsMax {
+            cgroup: cg(),
+            max: Some(64),
+        },
+        Op::WriteSysctl {
+            key: "kernel.sched_rt_runtime_us".into(),
+            value: "950000".into(),
+        },
+        Op::DropCaches,
     ]
 }
 
@@ -244,6 +299,67 @@ fn op_doc(op: &Op) -> (&'static str, ParamDoc) {
             "SIGKILL a background payload's process group and report it",
             PAYLOAD,
         ),
+        Op::StopWorkers { .. } => (
+            "stop the cgroup's newest workers; they report like at the end",
+            &[("cgroup", "String"), ("count", "u32")],
+        ),
+        Op::OfflineCpus { .. } => (
+            "CPU hotplug: take CPUs offline; the kernel's refusal fails the step with its reason",
+            &[("cpus", "CpusetSpec")],
+        ),
+        Op::OnlineCpus { .. } => (
+            "CPU hotplug: bring offline CPUs back (the scenario's end does it too)",
+            &[("cpus", "CpusetSpec")],
+        ),
+        Op::DetachScheduler => (
+            "detach the run's sched_ext scheduler; the workload goes on under EEVDF",
+            &[],
+        ),
+        Op::AttachScheduler => (
+            "start the run's scheduler again after a detach and wait for attach",
+            &[],
+        ),
+        Op::RestartScheduler => (
+            "detach and restart the run's scheduler; the gap is measured",
+            &[],
+        ),
+        Op::ReplaceScheduler { .. } => (
+            "detach the scheduler and attach another (or the same binary with other args); the gap is measured",
+            &[("scheduler", "Option<String>"), ("args", "Vec<String>")],
+        ),
+        Op::SetNice { .. } => (
+            "set the nice value of every thread in the cgroup",
+            &[("cgroup", "String"), ("nice", "i32")],
+        ),
+        Op::SetPolicy { .. } => (
+            "set the scheduling policy (other, batch, idle, fifo, rr) of every thread in the cgroup",
+            &[("cgroup", "String"), ("policy", "SchedPolicy")],
+        ),
+        Op::SetCpuWeight { .. } => (
+            "write cpu.weight",
+            &[("cgroup", "String"), ("weight", "u32")],
+        ),
+        Op::SetCpuMax { .. } => (
+            "write cpu.max (None: max)",
+            &[("cgroup", "String"), ("max", "Option<CpuMax>")],
+        ),
+        Op::SetMemoryMax { .. } => (
+            "write memory.max in bytes (None: max)",
+            &[("cgroup", "String"), ("bytes", "Option<u64>")],
+        ),
+        Op::SetIoWeight { .. } => (
+            "write io.weight",
+            &[("cgroup", "String"), ("weight", "u32")],
+        ),
+        Op::SetPidsMax { .. } => (
+            "write pids.max (None: max)",
+            &[("cgroup", "String"), ("max", "Option<u64>")],
+        ),
+        Op::WriteSysctl { .. } => (
+            "write a sysctl and read it back",
+            &[("key", "String"), ("value", "String")],
+        ),
+        Op::DropCaches => ("sync, then drop the page cache, dentries and inodes", &[]),
     }
 }
 

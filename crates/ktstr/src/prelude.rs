@@ -9,8 +9,8 @@ pub use crate::test_support::{TestCtx, TestSpec, Variant};
 pub use ktstr_sidecar::{read_sidecar, Outcome, Polarity, SidecarResult};
 pub use ktstr_topology::Topology;
 pub use ktstr_wire::scenario::{
-    CgroupDef, CpusetSpec, Hold, Op, Scenario, Step, WorkSpec, WorkType, WorkerCount,
-    EXIT_AT_ONCE_ARG,
+    CgroupDef, CpuMax, CpusetSpec, Hold, MemPolicy, Op, SchedPolicy, Scenario, Step, WorkSpec,
+    WorkType, WorkerCount, EXIT_AT_ONCE_ARG,
 };
 pub use ktstr_wire::spec::{GuestSpec, WorkKind, WorkerSpec};
 pub use std::time::Duration;

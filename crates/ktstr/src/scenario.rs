@@ -266,6 +266,24 @@ impl Sim {
             | Op::StartPayload { .. }
             | Op::WaitPayload { .. }
             | Op::KillPayload { .. } => {}
+            // Stopped workers keep their reports; hotplug, priorities, knobs, sysctls
+            // and scheduler changes never widen where a worker may run.
+            Op::StopWorkers { .. }
+            | Op::OfflineCpus { .. }
+            | Op::OnlineCpus { .. }
+            | Op::DetachScheduler
+            | Op::AttachScheduler
+            | Op::RestartScheduler
+            | Op::ReplaceScheduler { .. }
+            | Op::SetNice { .. }
+            | Op::SetPolicy { .. }
+            | Op::SetCpuWeight { .. }
+            | Op::SetCpuMax { .. }
+            | Op::SetMemoryMax { .. }
+            | Op::SetIoWeight { .. }
+            | Op::SetPidsMax { .. }
+            | Op::WriteSysctl { .. }
+            | Op::DropCaches => {}
         }
     }
 

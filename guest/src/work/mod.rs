@@ -32,6 +32,7 @@ use nix::unistd::Pid;
 mod memory;
 mod policy;
 mod process;
+mod settings;
 mod threaded;
 
 pub use threaded::socket_pair;
@@ -310,6 +311,7 @@ impl Meter {
             timer_samples_total: self.timer.total(),
             timer_latency_ns: self.timer.into_samples(),
             deadline_misses: self.deadline_misses,
+            policy: None,
             errors,
         }
     }
@@ -938,6 +940,8 @@ pub struct WorkerCtx {
     pub group: String,
     pub index: u32,
     pub work: WorkSpec,
+    /// CPUs of the spec's `affinity`, resolved on the guest's topology.
+    pub affinity: Option<Vec<u32>>,
     pub slot: &'static WorkerSlot,
     pub partner: Option<Partner>,
     /// Scenario start.
@@ -968,11 +972,7 @@ pub fn worker_main(ctx: WorkerCtx, go: OwnedFd, out: OwnedFd) -> ! {
         exit(3);
     }
     let mut m = Meter::new(Some(ctx.slot), ctx.t0, ctx.deadline);
-    if let Some(n) = ctx.work.nice {
-        if let Err(e) = set_nice(n) {
-            m.error(format!("setpriority({n}): {e}"));
-        }
-    }
+    settings::apply(&ctx.work, ctx.affinity.as_deref(), &mut m);
     if ctx.work.work_type == WorkType::MixedNice {
         let n = policy::MIXED_NICE[ctx.index as usize % policy::MIXED_NICE.len()];
         if let Err(e) = set_nice(n) {
@@ -980,7 +980,8 @@ pub fn worker_main(ctx: WorkerCtx, go: OwnedFd, out: OwnedFd) -> ! {
         }
     }
     run(&ctx.work.work_type, ctx.partner, &mut m);
-    let report = m.into_report(&ctx.group, ctx.index, ctx.work.name());
+    let mut report = m.into_report(&ctx.group, ctx.index, ctx.work.name());
+    report.policy = Some(settings::current_policy());
     let code = match serde_json::to_vec(&report) {
         Ok(json) => match File::from(out).write_all(&json) {
             Ok(()) => 0,

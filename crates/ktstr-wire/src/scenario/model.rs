@@ -65,6 +65,12 @@ pub enum CpusetSpec {
     Range { start: u32, end: u32 },
     /// Exactly these CPUs.
     Cpus(Vec<u32>),
+    /// Part `index` of the guest's CPUs cut into `of` contiguous, near-equal parts that
+    /// share no CPU (`Disjoint { index: 1, of: 2 }` on 8 CPUs is 4-7).
+    Disjoint { index: u32, of: u32 },
+    /// Part `index` of `of` contiguous parts like [`CpusetSpec::Disjoint`], widened by
+    /// `percent` of a part's size into each neighbour, so neighbouring parts share CPUs.
+    Overlap { index: u32, of: u32, percent: u32 },
 }
 
 /// How many workers a cgroup gets.
@@ -401,6 +407,102 @@ pub struct WorkSpec {
     /// Nice value the workers start with (-20..=19); None leaves 0.
     #[serde(default)]
     pub nice: Option<i32>,
+    /// Scheduling policy the workers start under; None leaves `SCHED_OTHER` (work
+    /// types that pick their own class, `FifoHog` and the like, switch after this).
+    #[serde(default)]
+    pub policy: Option<SchedPolicy>,
+    /// CPU affinity the workers start with (`sched_setaffinity`), within their cgroup's
+    /// cpuset; None leaves every CPU of the cpuset.
+    #[serde(default)]
+    pub affinity: Option<CpusetSpec>,
+    /// NUMA memory policy the workers start with (`set_mempolicy`); None leaves the
+    /// kernel's default (local allocation).
+    #[serde(default)]
+    pub mem_policy: Option<MemPolicy>,
+    /// Thread name (`comm`, at most 15 bytes) the workers take; None keeps the runtime's.
+    #[serde(default)]
+    pub comm: Option<String>,
+    /// User and group ids the workers drop to after the settings above (which need
+    /// root); None stays root.
+    #[serde(default)]
+    pub uid: Option<u32>,
+    #[serde(default)]
+    pub gid: Option<u32>,
+}
+
+/// A Linux scheduling policy with its priority where it takes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SchedPolicy {
+    /// `SCHED_OTHER` (EEVDF, or the sched_ext scheduler when one is attached).
+    Other,
+    /// `SCHED_BATCH`: CPU-bound, never preempts on wake-up.
+    Batch,
+    /// `SCHED_IDLE`: runs only when nothing else wants the CPU.
+    Idle,
+    /// `SCHED_FIFO` at this priority (1..=99).
+    Fifo(u32),
+    /// `SCHED_RR` at this priority (1..=99).
+    Rr(u32),
+}
+
+impl SchedPolicy {
+    /// The policy number `sched_setscheduler` takes, and the priority.
+    pub fn raw(self) -> (i32, u32) {
+        match self {
+            Self::Other => (0, 0),
+            Self::Fifo(p) => (1, p),
+            Self::Rr(p) => (2, p),
+            Self::Batch => (3, 0),
+            Self::Idle => (5, 0),
+        }
+    }
+
+    /// How a worker report names it (`fifo:10`, `other`).
+    pub fn label(self) -> String {
+        match self {
+            Self::Other => "other".into(),
+            Self::Batch => "batch".into(),
+            Self::Idle => "idle".into(),
+            Self::Fifo(p) => format!("fifo:{p}"),
+            Self::Rr(p) => format!("rr:{p}"),
+        }
+    }
+
+    /// The policy `sched_getscheduler`/`sched_getparam` returned; None for one this
+    /// model has no name for (`SCHED_DEADLINE`, `SCHED_EXT`).
+    pub fn from_raw(policy: i32, priority: u32) -> Option<Self> {
+        match policy {
+            0 => Some(Self::Other),
+            1 => Some(Self::Fifo(priority)),
+            2 => Some(Self::Rr(priority)),
+            3 => Some(Self::Batch),
+            5 => Some(Self::Idle),
+            _ => None,
+        }
+    }
+}
+
+/// A NUMA memory policy, on node numbers the guest sees.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemPolicy {
+    /// `MPOL_BIND`: allocate only on these nodes.
+    Bind(Vec<u32>),
+    /// `MPOL_INTERLEAVE`: spread pages round-robin over these nodes.
+    Interleave(Vec<u32>),
+    /// `MPOL_PREFERRED`: this node first, others when it is full.
+    Preferred(u32),
+}
+
+impl MemPolicy {
+    /// The nodes it names.
+    pub fn nodes(&self) -> Vec<u32> {
+        match self {
+            Self::Bind(n) | Self::Interleave(n) => n.clone(),
+            Self::Preferred(n) => vec![*n],
+        }
+    }
 }
 
 impl WorkSpec {
@@ -408,11 +510,44 @@ impl WorkSpec {
         Self {
             work_type,
             nice: None,
+            policy: None,
+            affinity: None,
+            mem_policy: None,
+            comm: None,
+            uid: None,
+            gid: None,
         }
     }
 
     pub fn nice(mut self, nice: i32) -> Self {
         self.nice = Some(nice);
+        self
+    }
+
+    pub fn policy(mut self, policy: SchedPolicy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    pub fn affinity(mut self, cpus: CpusetSpec) -> Self {
+        self.affinity = Some(cpus);
+        self
+    }
+
+    pub fn mem_policy(mut self, policy: MemPolicy) -> Self {
+        self.mem_policy = Some(policy);
+        self
+    }
+
+    pub fn comm(mut self, name: impl Into<String>) -> Self {
+        self.comm = Some(name.into());
+        self
+    }
+
+    /// Run the workers as `uid`:`gid`.
+    pub fn user(mut self, uid: u32, gid: u32) -> Self {
+        self.uid = Some(uid);
+        self.gid = Some(gid);
         self
     }
 
@@ -504,6 +639,59 @@ pub enum Op {
     /// Kill the payload started in the background (its whole process group, SIGKILL)
     /// and report it.
     KillPayload { name: String },
+    /// Stop the `count` newest workers of the cgroup (they report, like at the end).
+    StopWorkers { cgroup: String, count: u32 },
+    /// Take CPUs offline (`/sys/devices/system/cpu/cpuN/online`); the kernel's refusal
+    /// fails the step with its reason. CPUs still offline at the end come back.
+    OfflineCpus { cpus: CpusetSpec },
+    /// Bring offline CPUs back online.
+    OnlineCpus { cpus: CpusetSpec },
+    /// Detach the run's sched_ext scheduler (SIGINT, wait for `disabled`): the
+    /// workload goes on under EEVDF.
+    DetachScheduler,
+    /// Start the run's scheduler again after a `DetachScheduler` and wait for attach.
+    AttachScheduler,
+    /// Detach the run's scheduler and start it again; the gap is measured.
+    RestartScheduler,
+    /// Detach the run's scheduler and attach another one in its place: `scheduler`
+    /// names it (None: the run's own binary), `args` replace its arguments when given.
+    /// The gap is measured.
+    ReplaceScheduler {
+        #[serde(default)]
+        scheduler: Option<String>,
+        #[serde(default)]
+        args: Vec<String>,
+    },
+    /// Set the nice value of every thread in the cgroup (and nested ones).
+    SetNice { cgroup: String, nice: i32 },
+    /// Set the scheduling policy of every thread in the cgroup (and nested ones).
+    SetPolicy { cgroup: String, policy: SchedPolicy },
+    /// Write `cpu.weight`.
+    SetCpuWeight { cgroup: String, weight: u32 },
+    /// Write `cpu.max` (None: `max`, no limit).
+    SetCpuMax {
+        cgroup: String,
+        #[serde(default)]
+        max: Option<CpuMax>,
+    },
+    /// Write `memory.max` in bytes (None: `max`).
+    SetMemoryMax {
+        cgroup: String,
+        #[serde(default)]
+        bytes: Option<u64>,
+    },
+    /// Write `io.weight` (`default <weight>`, 1..=10000).
+    SetIoWeight { cgroup: String, weight: u32 },
+    /// Write `pids.max` (None: `max`).
+    SetPidsMax {
+        cgroup: String,
+        #[serde(default)]
+        max: Option<u64>,
+    },
+    /// Write a sysctl (`kernel.sched_rt_runtime_us`) and read it back.
+    WriteSysctl { key: String, value: String },
+    /// `sync`, then drop the page cache, dentries and inodes (`vm.drop_caches = 3`).
+    DropCaches,
 }
 
 impl Op {
@@ -524,7 +712,34 @@ impl Op {
             Self::StartPayload { .. } => "start_payload",
             Self::WaitPayload { .. } => "wait_payload",
             Self::KillPayload { .. } => "kill_payload",
+            Self::StopWorkers { .. } => "stop_workers",
+            Self::OfflineCpus { .. } => "offline_cpus",
+            Self::OnlineCpus { .. } => "online_cpus",
+            Self::DetachScheduler => "detach_scheduler",
+            Self::AttachScheduler => "attach_scheduler",
+            Self::RestartScheduler => "restart_scheduler",
+            Self::ReplaceScheduler { .. } => "replace_scheduler",
+            Self::SetNice { .. } => "set_nice",
+            Self::SetPolicy { .. } => "set_policy",
+            Self::SetCpuWeight { .. } => "set_cpu_weight",
+            Self::SetCpuMax { .. } => "set_cpu_max",
+            Self::SetMemoryMax { .. } => "set_memory_max",
+            Self::SetIoWeight { .. } => "set_io_weight",
+            Self::SetPidsMax { .. } => "set_pids_max",
+            Self::WriteSysctl { .. } => "write_sysctl",
+            Self::DropCaches => "drop_caches",
         }
+    }
+
+    /// True for the ops that detach or attach the run's sched_ext scheduler.
+    pub fn is_scheduler_op(&self) -> bool {
+        matches!(
+            self,
+            Self::DetachScheduler
+                | Self::AttachScheduler
+                | Self::RestartScheduler
+                | Self::ReplaceScheduler { .. }
+        )
     }
 
     /// The payload the op starts (`RunPayload`, `StartPayload`), if it starts one.
@@ -562,6 +777,14 @@ impl CpusetSpec {
             Self::Node(i) => nth_group(|c| c.node, *i, "NUMA node")?,
             Self::Range { start, end } => (*start..*end).collect(),
             Self::Cpus(list) => list.clone(),
+            Self::Disjoint { index, of } => {
+                let all: Vec<u32> = online.iter().copied().collect();
+                split_part(&all, *index, *of, 0)?
+            }
+            Self::Overlap { index, of, percent } => {
+                let all: Vec<u32> = online.iter().copied().collect();
+                split_part(&all, *index, *of, *percent)?
+            }
         };
         let set: BTreeSet<u32> = set.into_iter().collect();
         if let Some(off) = set.iter().find(|c| !online.contains(c)) {
@@ -572,6 +795,25 @@ impl CpusetSpec {
         }
         Ok(set.into_iter().collect())
     }
+}
+
+/// Part `index` of `cpus` cut into `of` contiguous parts (sizes differ by one at most),
+/// widened by `percent` of the part's size into each neighbour (rounded up).
+pub fn split_part(cpus: &[u32], index: u32, of: u32, percent: u32) -> Result<Vec<u32>, String> {
+    let n = cpus.len();
+    let (i, of) = (index as usize, of as usize);
+    if of == 0 || i >= of {
+        return Err(format!("part {index} of {of} does not exist (parts are numbered from 0)"));
+    }
+    if of > n {
+        return Err(format!("{n} CPUs cannot be cut into {of} non-empty parts"));
+    }
+    let start = i * n / of;
+    let end = (i + 1) * n / of;
+    let widen = ((end - start) * percent as usize).div_ceil(100);
+    let lo = start.saturating_sub(widen);
+    let hi = (end + widen).min(n);
+    Ok(cpus[lo..hi].to_vec())
 }
 
 /// Renders CPUs as a kernel CPU list (`0-3,6`), as `cpuset.cpus` takes it.
@@ -600,6 +842,11 @@ pub fn render_cpulist(cpus: &[u32]) -> String {
 impl Scenario {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Every op of every step, in order.
+    pub fn ops(&self) -> impl Iterator<Item = &Op> {
+        self.steps.iter().flat_map(|s| s.ops.iter())
     }
 
     /// Adds a cgroup created before the first step.

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ktstr_topology::TopoSize;
 
-use super::model::{CgroupDef, CpusetSpec, Hold, Op, Scenario, WorkSpec, WorkType};
+use super::model::{
+    CgroupDef, CpuMax, CpusetSpec, Hold, Op, SchedPolicy, Scenario, WorkSpec, WorkType,
+};
 
 /// Most workers one scenario may start over its whole run (spawned ones included).
 pub const MAX_WORKERS: u32 = 1024;
@@ -73,6 +75,9 @@ pub enum SpecErrorKind {
     /// A payload started twice at once, waited for or killed while not running, or
     /// declared and never run.
     PayloadState,
+    /// A scheduler op out of order: attaching an attached scheduler, detaching or
+    /// restarting a detached one.
+    SchedulerState,
 }
 
 impl SpecError {
@@ -124,7 +129,89 @@ impl CpusetSpec {
                 }
                 Ok(list.iter().collect::<BTreeSet<_>>().len() as u32)
             }
+            Self::Disjoint { index, of } | Self::Overlap { index, of, .. } if *of == 0 => {
+                outside(format!("part {index} of 0 parts"))
+            }
+            Self::Disjoint { index, of } | Self::Overlap { index, of, .. } if index >= of => {
+                outside(format!(
+                    "part {index} of {of} does not exist (parts are numbered from 0)"
+                ))
+            }
+            Self::Disjoint { of, .. } | Self::Overlap { of, .. } if *of > topo.vcpus => {
+                outside(format!(
+                    "{} CPUs cannot be cut into {of} non-empty parts",
+                    topo.vcpus
+                ))
+            }
+            Self::Overlap { percent, .. } if !(1..=100).contains(percent) => Err(SpecError::new(
+                field,
+                SpecErrorKind::OutOfRange,
+                format!("overlap percent {percent} is outside 1..=100"),
+            )),
+            Self::Disjoint { index, of } | Self::Overlap { index, of, .. } => {
+                let all: Vec<u32> = (0..topo.vcpus).collect();
+                let percent = match self {
+                    Self::Overlap { percent, .. } => *percent,
+                    _ => 0,
+                };
+                let part = super::model::split_part(&all, *index, *of, percent)
+                    .map_err(|p| SpecError::new(field, SpecErrorKind::CpusetOutsideTopology, p))?;
+                Ok(part.len() as u32)
+            }
         }
+    }
+}
+
+/// Checks a cgroup's `cpu.max`.
+fn check_cpu_max(field: &str, m: CpuMax) -> Result<(), SpecError> {
+    if !(1_000..=1_000_000).contains(&m.period_us) || m.quota_us < 1_000 {
+        return Err(SpecError::new(
+            field,
+            SpecErrorKind::OutOfRange,
+            format!(
+                "cpu.max needs period_us in 1000..=1000000 and quota_us >= 1000 (got {} {})",
+                m.quota_us, m.period_us
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a weight (`cpu.weight`, `io.weight`): 1..=10000.
+fn check_weight(field: &str, what: &str, w: u32) -> Result<(), SpecError> {
+    if !(1..=10_000).contains(&w) {
+        return Err(SpecError::new(
+            field,
+            SpecErrorKind::OutOfRange,
+            format!("{what} {w} is outside 1..=10000"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a nice value: -20..=19.
+fn check_nice(field: &str, n: i32) -> Result<(), SpecError> {
+    if !(-20..=19).contains(&n) {
+        return Err(SpecError::new(
+            field,
+            SpecErrorKind::OutOfRange,
+            format!("nice {n} is outside -20..=19"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a policy's priority: 1..=99 for the real-time classes.
+fn check_policy(field: &str, p: SchedPolicy) -> Result<(), SpecError> {
+    match p {
+        SchedPolicy::Fifo(prio) | SchedPolicy::Rr(prio) if !(1..=99).contains(&prio) => {
+            Err(SpecError::new(
+                field,
+                SpecErrorKind::OutOfRange,
+                format!("real-time priority {prio} is outside 1..=99"),
+            ))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -244,6 +331,10 @@ struct Checker<'p> {
     running: BTreeSet<String>,
     /// Payloads some op starts.
     started: BTreeSet<String>,
+    /// A `DetachScheduler` ran and no attach since.
+    sched_detached: bool,
+    /// CPUs an op took offline and no op brought back.
+    offline: BTreeSet<u32>,
 }
 
 impl<'p> Checker<'p> {
@@ -277,13 +368,50 @@ impl<'p> Checker<'p> {
             )
         })?;
         if let Some(n) = work.nice {
-            if !(-20..=19).contains(&n) {
+            check_nice(&format!("{field}.work.nice"), n)?;
+        }
+        if let Some(p) = work.policy {
+            check_policy(&format!("{field}.work.policy"), p)?;
+        }
+        if let Some(a) = &work.affinity {
+            a.check(self.topo, &format!("{field}.work.affinity"))?;
+        }
+        if let Some(m) = &work.mem_policy {
+            let nodes = m.nodes();
+            let f = format!("{field}.work.mem_policy");
+            if nodes.is_empty() {
                 return Err(SpecError::new(
-                    format!("{field}.work.nice"),
+                    f,
                     SpecErrorKind::OutOfRange,
-                    format!("nice {n} is outside -20..=19"),
+                    "the memory policy names no node",
                 ));
             }
+            if let Some(n) = nodes.iter().find(|&&n| n >= self.topo.nodes) {
+                return Err(SpecError::new(
+                    f,
+                    SpecErrorKind::CpusetOutsideTopology,
+                    format!(
+                        "NUMA node {n} is outside the topology ({} nodes, numbered from 0)",
+                        self.topo.nodes
+                    ),
+                ));
+            }
+        }
+        if let Some(c) = &work.comm {
+            if c.is_empty() || c.len() > 15 || c.contains('\0') {
+                return Err(SpecError::new(
+                    format!("{field}.work.comm"),
+                    SpecErrorKind::BadName,
+                    format!("thread name `{}` must be 1..=15 bytes without NUL", c.escape_debug()),
+                ));
+            }
+        }
+        if work.uid.is_some() != work.gid.is_some() {
+            return Err(SpecError::new(
+                format!("{field}.work.uid"),
+                SpecErrorKind::Conflict,
+                "give uid and gid together (a worker that changes one keeps root's other)",
+            ));
         }
         let g = work.work_type.group_size();
         if !count.is_multiple_of(g) {
@@ -357,25 +485,10 @@ impl<'p> Checker<'p> {
             None => parent_cpus,
         };
         if let Some(w) = def.cpu_weight {
-            if !(1..=10_000).contains(&w) {
-                return Err(SpecError::new(
-                    format!("{field}.cpu_weight"),
-                    SpecErrorKind::OutOfRange,
-                    format!("cpu.weight {w} is outside 1..=10000"),
-                ));
-            }
+            check_weight(&format!("{field}.cpu_weight"), "cpu.weight", w)?;
         }
         if let Some(m) = def.cpu_max {
-            if !(1_000..=1_000_000).contains(&m.period_us) || m.quota_us < 1_000 {
-                return Err(SpecError::new(
-                    format!("{field}.cpu_max"),
-                    SpecErrorKind::OutOfRange,
-                    format!(
-                        "cpu.max needs period_us in 1000..=1000000 and quota_us >= 1000 (got {} {})",
-                        m.quota_us, m.period_us
-                    ),
-                ));
-            }
+            check_cpu_max(&format!("{field}.cpu_max"), m)?;
         }
         let count = def.workers.resolve(cpus, def.work.work_type.group_size());
         let has_children = !def.nested.is_empty();
@@ -567,6 +680,162 @@ impl<'p> Checker<'p> {
                 }
                 Ok(())
             }
+            Op::StopWorkers { cgroup, count } => {
+                self.leaf(&format!("{field}.cgroup"), cgroup)?;
+                if *count == 0 {
+                    return Err(SpecError::new(
+                        format!("{field}.count"),
+                        SpecErrorKind::ZeroWorkers,
+                        "stopping zero workers",
+                    ));
+                }
+                Ok(())
+            }
+            Op::OfflineCpus { cpus } | Op::OnlineCpus { cpus } => {
+                let f = format!("{field}.cpus");
+                cpus.check(self.topo, &f)?;
+                // What the set resolves to on the declared topology (the guest's CPU
+                // numbers are the same: they are validated against it at boot).
+                let all: Vec<u32> = (0..self.topo.vcpus).collect();
+                let listed: Vec<u32> = match cpus {
+                    CpusetSpec::Cpus(l) => l.clone(),
+                    CpusetSpec::Range { start, end } => (*start..*end).collect(),
+                    CpusetSpec::Disjoint { index, of } => {
+                        super::model::split_part(&all, *index, *of, 0).unwrap_or_default()
+                    }
+                    CpusetSpec::Overlap { index, of, percent } => {
+                        super::model::split_part(&all, *index, *of, *percent).unwrap_or_default()
+                    }
+                    // LLC and node CPUs depend on the guest's numbering: checked there.
+                    CpusetSpec::Llc(_) | CpusetSpec::Node(_) => Vec::new(),
+                };
+                if matches!(op, Op::OfflineCpus { .. }) {
+                    if listed.contains(&0) {
+                        return Err(SpecError::new(
+                            f,
+                            SpecErrorKind::OutOfRange,
+                            "CPU 0 cannot go offline on x86 (the kernel keeps the boot CPU)",
+                        ));
+                    }
+                    self.offline.extend(listed);
+                    if self.offline.len() as u32 >= self.topo.vcpus {
+                        return Err(SpecError::new(
+                            f,
+                            SpecErrorKind::OutOfRange,
+                            "this would take every CPU offline",
+                        ));
+                    }
+                } else {
+                    for c in listed {
+                        self.offline.remove(&c);
+                    }
+                }
+                Ok(())
+            }
+            Op::DetachScheduler => {
+                self.sched_attached(field, "detach")?;
+                self.sched_detached = true;
+                Ok(())
+            }
+            Op::AttachScheduler => {
+                if !self.sched_detached {
+                    return Err(SpecError::new(
+                        field,
+                        SpecErrorKind::SchedulerState,
+                        "the scheduler is attached at this point; AttachScheduler follows a DetachScheduler",
+                    ));
+                }
+                self.sched_detached = false;
+                Ok(())
+            }
+            Op::RestartScheduler => self.sched_attached(field, "restart"),
+            Op::ReplaceScheduler { scheduler, args } => {
+                self.sched_attached(field, "replace")?;
+                if scheduler.as_deref().is_some_and(str::is_empty) {
+                    return Err(SpecError::new(
+                        format!("{field}.scheduler"),
+                        SpecErrorKind::BadName,
+                        "the replacement scheduler's name is empty",
+                    ));
+                }
+                if let Some(a) = args.iter().find(|a| a.contains('\0')) {
+                    return Err(SpecError::new(
+                        format!("{field}.args"),
+                        SpecErrorKind::BadName,
+                        format!("argument `{}` holds a NUL byte", a.escape_debug()),
+                    ));
+                }
+                Ok(())
+            }
+            Op::SetNice { cgroup, nice } => {
+                self.known(&format!("{field}.cgroup"), cgroup)?;
+                check_nice(&format!("{field}.nice"), *nice)
+            }
+            Op::SetPolicy { cgroup, policy } => {
+                self.known(&format!("{field}.cgroup"), cgroup)?;
+                check_policy(&format!("{field}.policy"), *policy)
+            }
+            Op::SetCpuWeight { cgroup, weight } => {
+                self.known(&format!("{field}.cgroup"), cgroup)?;
+                check_weight(&format!("{field}.weight"), "cpu.weight", *weight)
+            }
+            Op::SetIoWeight { cgroup, weight } => {
+                self.known(&format!("{field}.cgroup"), cgroup)?;
+                check_weight(&format!("{field}.weight"), "io.weight", *weight)
+            }
+            Op::SetCpuMax { cgroup, max } => {
+                self.known(&format!("{field}.cgroup"), cgroup)?;
+                match max {
+                    Some(m) => check_cpu_max(&format!("{field}.max"), *m),
+                    None => Ok(()),
+                }
+            }
+            Op::SetMemoryMax { cgroup, bytes } => {
+                self.known(&format!("{field}.cgroup"), cgroup)?;
+                match bytes {
+                    // Below a few pages the kernel OOM-kills at once: surely a unit slip.
+                    Some(b) if *b < 1 << 20 => Err(SpecError::new(
+                        format!("{field}.bytes"),
+                        SpecErrorKind::OutOfRange,
+                        format!("memory.max {b} bytes is below 1 MiB (the value is in bytes)"),
+                    )),
+                    _ => Ok(()),
+                }
+            }
+            Op::SetPidsMax { cgroup, max } => {
+                self.known(&format!("{field}.cgroup"), cgroup)?;
+                match max {
+                    Some(0) => Err(SpecError::new(
+                        format!("{field}.max"),
+                        SpecErrorKind::OutOfRange,
+                        "pids.max 0 would stop every fork in the cgroup; use at least 1",
+                    )),
+                    _ => Ok(()),
+                }
+            }
+            Op::WriteSysctl { key, value } => {
+                let ok = !key.is_empty()
+                    && key
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
+                    && !key.split(['.', '/']).any(|p| p.is_empty() || p == "..");
+                if !ok {
+                    return Err(SpecError::new(
+                        format!("{field}.key"),
+                        SpecErrorKind::BadName,
+                        format!("`{}` is not a sysctl name (`kernel.sched_rt_runtime_us`)", key.escape_debug()),
+                    ));
+                }
+                if value.contains('\0') {
+                    return Err(SpecError::new(
+                        format!("{field}.value"),
+                        SpecErrorKind::BadName,
+                        "the sysctl value holds a NUL byte",
+                    ));
+                }
+                Ok(())
+            }
+            Op::DropCaches => Ok(()),
             Op::WaitPayload { name } | Op::KillPayload { name } => {
                 self.payload(field, name)?;
                 if !self.running.remove(name) {
@@ -581,6 +850,18 @@ impl<'p> Checker<'p> {
                 Ok(())
             }
         }
+    }
+
+    /// The scheduler must be attached for `what` at this point.
+    fn sched_attached(&self, field: &str, what: &str) -> Result<(), SpecError> {
+        if self.sched_detached {
+            return Err(SpecError::new(
+                field,
+                SpecErrorKind::SchedulerState,
+                format!("cannot {what} the scheduler: an earlier DetachScheduler left none attached (AttachScheduler first)"),
+            ));
+        }
+        Ok(())
     }
 
     /// A declared payload: its index and cgroup (None: the root cgroup).
@@ -656,6 +937,8 @@ impl Scenario {
                 .collect(),
             running: BTreeSet::new(),
             started: BTreeSet::new(),
+            sched_detached: false,
+            offline: BTreeSet::new(),
         };
         for (i, def) in self.cgroups.iter().enumerate() {
             c.add(&format!("scenario.cgroups[{i}]"), def, None)?;

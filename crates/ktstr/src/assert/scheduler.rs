@@ -29,12 +29,18 @@ pub fn check_scheduler(prepared: &Prepared, events: &[SchedEvent], finished: boo
             .iter()
             .any(|e| matches!(e, SchedEvent::Detached { clean: true, .. }));
         if let Some((ops, ms)) = attach {
+            let transitions: Vec<String> = events.iter().filter_map(transition_line).collect();
             checks.push(Check::new(
                 Gate::Run,
                 subject,
                 Outcome::Pass,
                 format!(
-                    "attached as `{ops}` after {ms} ms{}",
+                    "attached as `{ops}` after {ms} ms{}{}",
+                    if transitions.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {}", transitions.join("; "))
+                    },
                     if detached { ", detached cleanly" } else { "" }
                 ),
             ));
@@ -136,13 +142,15 @@ pub fn failures(prepared: &Prepared, events: &[SchedEvent], finished: bool) -> V
                 let already = reasons.iter().any(|r| r.contains(name.as_str()));
                 if !already {
                     reasons.push(format!(
-                        "scheduler {name} did not detach cleanly at the end (sched_ext state \
+                        "scheduler {name} did not detach cleanly (sched_ext state \
                          `{state_after}`): {}",
                         detail.as_deref().unwrap_or("no detail")
                     ));
                 }
             }
             SchedEvent::Detached { .. } => {}
+            // A transition that failed is the op's error (the step fails with it).
+            SchedEvent::Transition { .. } => {}
         }
     }
     if prepared.guest.is_some() && finished {
@@ -158,6 +166,25 @@ pub fn failures(prepared: &Prepared, events: &[SchedEvent], finished: bool) -> V
         }
     }
     reasons
+}
+
+/// `restart_scheduler: gap 812 ms (detach 301 ms, attach 511 ms)`.
+fn transition_line(e: &SchedEvent) -> Option<String> {
+    let SchedEvent::Transition {
+        op,
+        detach_ms,
+        attach_ms,
+        gap_ms,
+        ..
+    } = e
+    else {
+        return None;
+    };
+    let parts: Vec<String> = [("detach", detach_ms), ("attach", attach_ms)]
+        .into_iter()
+        .filter_map(|(what, ms)| ms.map(|ms| format!("{what} {ms} ms")))
+        .collect();
+    Some(format!("{op}: gap {gap_ms} ms ({})", parts.join(", ")))
 }
 
 fn describe_exit(exit: &ProcExit) -> String {
@@ -204,6 +231,31 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("runnable task stall"), "{line}");
+    }
+
+    #[test]
+    fn a_restart_shows_its_gap_in_the_passing_check() {
+        let events = [
+            started(),
+            attached(),
+            SchedEvent::Transition {
+                op: "restart_scheduler".into(),
+                scheduler: Some("ktstr-stall".into()),
+                detach_ms: Some(301),
+                attach_ms: Some(511),
+                gap_ms: 812,
+                elapsed_ms: 6000,
+            },
+            clean_detach(),
+        ];
+        let checks = check_scheduler(&prepared(), &events, true);
+        assert_eq!(checks.len(), 1, "{checks:#?}");
+        assert_eq!(checks[0].outcome, Outcome::Pass);
+        let msg = &checks[0].message;
+        assert!(
+            msg.contains("restart_scheduler: gap 812 ms (detach 301 ms, attach 511 ms)"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -506,6 +506,7 @@ pub(crate) mod tests {
             timer_latency_ns: vec![],
             timer_samples_total: 0,
             deadline_misses: 0,
+            policy: None,
             errors: vec![],
         }
     }

@@ -12,6 +12,7 @@ use ktstr_sidecar::stimulus::StimulusEvent;
 use ktstr_sidecar::{CgroupStats, PhaseBucket, PhaseCgroupStats, ScenarioStats, SidecarResult};
 use ktstr_topology::Topology;
 use ktstr_wire::msg::{MonitorSample, ScenarioEnd, StepPhase, Stimulus, WorkerReport};
+use ktstr_wire::sched::SchedEvent;
 use ktstr_wire::spec::GuestSpec;
 
 use super::boot::Attempt;
@@ -86,6 +87,7 @@ pub fn measure(spec: &GuestSpec, topology: &Topology, a: &Assert, data: &Collect
                 .insert(format!("scx_rate_per_cpu_s.{event}"), *rate);
         }
     }
+    record_transitions(&mut stats.ext_metrics, &data.scheduler_events);
     let events = stimulus_events(
         &data.stimuli,
         data.scenario_end.as_ref(),
@@ -98,6 +100,40 @@ pub fn measure(spec: &GuestSpec, topology: &Topology, a: &Assert, data: &Collect
         stimulus_events: events,
         periodic_fired: fired.len() as u32,
         periodic_target,
+    }
+}
+
+/// Scheduler ops' timings as run-level `ext_metrics`: the longest gap, detach and
+/// attach per op kind (`scheduler_gap_ms.restart_scheduler`), and how many ran.
+pub fn record_transitions(ext: &mut BTreeMap<String, f64>, events: &[SchedEvent]) {
+    let mut count = 0u32;
+    for e in events {
+        let SchedEvent::Transition {
+            op,
+            detach_ms,
+            attach_ms,
+            gap_ms,
+            ..
+        } = e
+        else {
+            continue;
+        };
+        count += 1;
+        for (what, ms) in [
+            ("gap", Some(*gap_ms)),
+            ("detach", *detach_ms),
+            ("attach", *attach_ms),
+        ] {
+            if let Some(ms) = ms {
+                let v = ext
+                    .entry(format!("scheduler_{what}_ms.{op}"))
+                    .or_insert(0.0);
+                *v = v.max(ms as f64);
+            }
+        }
+    }
+    if count > 0 {
+        ext.insert("scheduler_transitions".into(), f64::from(count));
     }
 }
 
@@ -118,6 +154,8 @@ pub fn scenario_stats(plans: &[CgroupPlan], reports: &[WorkerReport]) -> Scenari
         *e = e.max(v);
     };
     let mut gap_seen = false;
+    // Deadline misses of all cgroups that have deadlines (a sum, not a worst).
+    let mut misses: Option<f64> = None;
     for (name, rs) in group_reports(plans, reports) {
         let cg = cgroup_stats(&name, &rs);
         stats.total_workers += cg.num_workers;
@@ -143,6 +181,9 @@ pub fn scenario_stats(plans: &[CgroupPlan], reports: &[WorkerReport]) -> Scenari
             fold("worst_p99_timer_latency_us", cg.p99_timer_latency_us);
             fold("worst_p999_timer_latency_us", cg.p999_timer_latency_us);
         }
+        if let Some(m) = cg.ext_metrics.get("deadline_misses") {
+            *misses.get_or_insert(0.0) += m;
+        }
         if cg.run_delay_measured {
             fold(WORST_RUN_DELAY_US, cg.worst_run_delay_us);
             fold("worst_mean_run_delay_us", cg.mean_run_delay_us);
@@ -152,6 +193,9 @@ pub fn scenario_stats(plans: &[CgroupPlan], reports: &[WorkerReport]) -> Scenari
     stats
         .ext_metrics
         .extend(worst.into_iter().map(|(k, v)| (k.to_string(), v)));
+    if let Some(m) = misses {
+        stats.ext_metrics.insert("deadline_misses".into(), m);
+    }
     stats
 }
 
@@ -215,6 +259,14 @@ fn cgroup_stats(name: &str, rs: &[&WorkerReport]) -> CgroupStats {
         .fold(0, u64::saturating_add);
     if timer.is_some() {
         ext.insert("timer_samples_total".into(), timer_total as f64);
+    }
+    // Deadlines exist for the periodic work types only; elsewhere the key is absent.
+    let misses: u64 = rs
+        .iter()
+        .map(|r| r.deadline_misses)
+        .fold(0, u64::saturating_add);
+    if misses > 0 || rs.iter().any(|r| r.work_type == "PeriodicDuty") {
+        ext.insert("deadline_misses".into(), misses as f64);
     }
 
     CgroupStats {

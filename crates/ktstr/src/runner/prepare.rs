@@ -82,10 +82,22 @@ pub fn prepare(
             ))))
         }
     };
+    check_scheduler_ops(&req, &sched)?;
+    let replacements = match replacement_schedulers(&req) {
+        Ok(r) => r,
+        Err(missing) => {
+            return Ok(Err(Box::new(missing_outcome(
+                sidecar,
+                sidecar_dir,
+                missing,
+                started,
+            ))))
+        }
+    };
     let work = ScratchDir::create(&std::env::temp_dir(), "ktstr-run-")
         .context("cannot create a temporary directory for the run")?;
     let initrd = work.path().join("initramfs.cpio");
-    pack_initramfs(&req, &sched, &initrd)?;
+    pack_initramfs(&req, &sched, &replacements, &initrd)?;
     let boot = BootSpec {
         topology: req.topology,
         memory_mib: req.memory_mib,
@@ -170,11 +182,61 @@ fn check_writable(dir: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// Scheduler ops (detach, attach, restart, replace) need a sched_ext scheduler to act
+/// on: on EEVDF they are a mistake in the test, said before anything boots.
+fn check_scheduler_ops(req: &RunRequest, sched: &scheduler::Prepared) -> anyhow::Result<()> {
+    let Some(op) = req
+        .spec
+        .scenario
+        .iter()
+        .flat_map(|s| s.ops())
+        .find(|op| op.is_scheduler_op())
+    else {
+        return Ok(());
+    };
+    anyhow::ensure!(
+        sched.guest.is_some(),
+        "test `{}` runs op {} but its scheduler is EEVDF: scheduler ops act on a sched_ext scheduler (set `scheduler = \"scx_bpfland\"`, or drop the op)",
+        req.test_name,
+        op.kind()
+    );
+    Ok(())
+}
+
+/// The schedulers `ReplaceScheduler` ops name, found (or built) like the run's own and
+/// named as the op names them (the guest looks them up by that name).
+fn replacement_schedulers(req: &RunRequest) -> Result<Vec<scheduler::Prepared>, Missing> {
+    let mut names: Vec<&str> = Vec::new();
+    for op in req.spec.scenario.iter().flat_map(|s| s.ops()) {
+        if let ktstr_wire::scenario::Op::ReplaceScheduler {
+            scheduler: Some(name),
+            ..
+        } = op
+        {
+            if !names.contains(&name.as_str()) {
+                names.push(name);
+            }
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let mut p = scheduler::Scheduler::from(name).prepare()?;
+            if let Some(g) = &mut p.guest {
+                g.name = name.to_string();
+            }
+            Ok(p)
+        })
+        .collect()
+}
+
 /// Pack the initramfs into `initrd`: the cached base (guest runtime, kernel modules,
-/// includes, the scheduler and payload binaries) and the guest spec.
+/// includes, the scheduler, its replacements and the payload binaries) and the guest
+/// spec.
 fn pack_initramfs(
     req: &RunRequest,
     sched: &scheduler::Prepared,
+    replacements: &[scheduler::Prepared],
     initrd: &Path,
 ) -> anyhow::Result<()> {
     let mut base = req.includes.iter().fold(
@@ -184,6 +246,11 @@ fn pack_initramfs(
     if let Some(bin) = &sched.binary {
         base = base.include(bin);
     }
+    for r in replacements {
+        if let Some(bin) = r.binary.as_ref().filter(|b| Some(*b) != sched.binary.as_ref()) {
+            base = base.include(bin);
+        }
+    }
     let mut packed: Vec<&Path> = req.includes.iter().map(PathBuf::as_path).collect();
     for p in &req.payloads {
         if !packed.contains(&p.binary.as_path()) {
@@ -191,7 +258,8 @@ fn pack_initramfs(
             base = base.include(&p.binary);
         }
     }
-    let guest_spec = guest_spec(&req.spec, &req.sysctls, sched)?;
+    let mut guest_spec = guest_spec(&req.spec, &req.sysctls, sched)?;
+    guest_spec.replacement_schedulers = replacements.iter().filter_map(|r| r.guest.clone()).collect();
     initramfs::build_initramfs(&base, &guest_spec.to_json(), initrd)
         .context("cannot build the initramfs")?;
     Ok(())
