@@ -30,6 +30,8 @@ const WORKER_GRACE: Duration = Duration::from_secs(10);
 /// Workers stop by themselves this long after the planned end, should the runtime
 /// never ask them.
 const BACKSTOP: Duration = Duration::from_secs(20);
+/// Extra backstop per scheduler op (the host's budget per op is 20 s).
+const SCHEDULER_OP_BACKSTOP: Duration = Duration::from_secs(15);
 /// How often a hold looks at the host's stop request.
 const HOLD_SLICE: Duration = Duration::from_millis(20);
 /// Payloads still running this long after the test's duration are killed, so their
@@ -95,7 +97,10 @@ pub fn run(spec: &GuestSpec, scenario: &Scenario, topo: &SeenTopology) -> i32 {
     let payload_deadline =
         t0 + planned.max(Duration::from_millis(spec.duration_ms)) + PAYLOAD_BACKSTOP;
     let payloads = Payloads::new(&spec.payloads, payload_deadline);
-    let mut ex = match Executor::new(topo, t0, t0 + planned + BACKSTOP, payloads) {
+    // Scheduler ops wait for a detach and an attach outside the planned holds.
+    let sched_ops = scenario.ops().filter(|op| op.is_scheduler_op()).count() as u32;
+    let backstop = BACKSTOP + SCHEDULER_OP_BACKSTOP * sched_ops;
+    let mut ex = match Executor::new(topo, t0, t0 + planned + backstop, payloads) {
         Ok(ex) => ex,
         Err(e) => {
             log_error!("setting up the scenario: {e:#}");

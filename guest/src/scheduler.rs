@@ -297,6 +297,19 @@ pub fn transition(op: &str, change: Change) -> Result<(), String> {
     Ok(())
 }
 
+/// The op name of a [`SchedEvent::Transition`] the scheduler made by itself: sched_ext
+/// exited it for a CPU hotplug and it attached again.
+pub const HOTPLUG_RESTART: &str = "hotplug_restart";
+
+/// Whether `text` (the kernel's reason and the scheduler's last output) names the
+/// kernel's exit for CPU hotplug (`cpu 3 going offline, exiting scheduler`): the
+/// scheduler is asked to restart, which scx schedulers do by themselves. Any other exit
+/// (a stall, a BPF error) is an ejection even when the process attaches again.
+pub fn is_hotplug_restart(kernel_reason: &str) -> bool {
+    kernel_reason.contains("exiting scheduler")
+        && (kernel_reason.contains("going offline") || kernel_reason.contains("going online"))
+}
+
 /// `/proc/sys/` path of a dotted sysctl key; None for keys that could escape it.
 pub fn sysctl_path(key: &str) -> Option<String> {
     let ok = !key.is_empty()
@@ -555,8 +568,34 @@ impl Watch {
             if !ejected && sigint_at.is_none() {
                 let state = scx_state();
                 if state != "enabled" {
-                    ejected = true;
+                    let left = Instant::now();
                     let (state, kernel_reason) = self.settle_reason(KERNEL_REASON_WAIT);
+                    // A hotplug exit (kernel-initiated unregistration, the cause in the
+                    // kernel's or the scheduler's own words) followed by a re-attach.
+                    let kernel_unreg = kernel_reason
+                        .as_deref()
+                        .is_some_and(|r| r.contains("unregistered from the main kernel"));
+                    if kernel_unreg
+                        && self.reattached(child, attach_timeout)
+                        && is_hotplug_restart(&format!(
+                            "{} {}",
+                            kernel_reason.as_deref().unwrap_or(""),
+                            self.output.tail()
+                        ))
+                    {
+                        let gap_ms = left.elapsed().as_millis() as u64;
+                        log_info!("{name} restarted itself after CPU hotplug ({gap_ms} ms)");
+                        self.emit(SchedEvent::Transition {
+                            op: HOTPLUG_RESTART.into(),
+                            scheduler: Some(name.clone()),
+                            detach_ms: None,
+                            attach_ms: None,
+                            gap_ms,
+                            elapsed_ms: report::elapsed_ms(),
+                        });
+                        continue;
+                    }
+                    ejected = true;
                     self.emit(SchedEvent::Ejected {
                         state: state.clone(),
                         kernel_reason: kernel_reason.clone(),
@@ -584,6 +623,22 @@ impl Watch {
                 }
             }
         }
+    }
+
+    /// After a hotplug exit: waits (pumping output) until the process, still alive,
+    /// has sched_ext enabled again.
+    fn reattached(&mut self, child: &mut Child, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return false;
+            }
+            if scx_state() == "enabled" && !read_trim(SCX_OPS).is_empty() {
+                return true;
+            }
+            self.output.pump(POLL);
+        }
+        false
     }
 
     /// The end of a run whose scheduler was asked to stop.
@@ -965,6 +1020,16 @@ mod bpf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_hotplug_exit_is_a_restart() {
+        assert!(is_hotplug_restart(
+            "BPF scheduler \"bpfland\" disabled (unregistered from the main kernel); cpu 3 going offline, exiting scheduler"
+        ));
+        assert!(is_hotplug_restart("cpu 1 going online, exiting scheduler"));
+        assert!(!is_hotplug_restart("runnable task stall (kworker/0:1[12] failed to run for 5.2s)"));
+        assert!(!is_hotplug_restart("unregistered from user space"));
+    }
 
     #[test]
     fn sysctl_paths() {

@@ -148,7 +148,8 @@ pub enum SchedEvent {
         elapsed_ms: u64,
     },
     /// A scenario op detached, attached, restarted or replaced the scheduler, and it
-    /// worked. `detach_ms`: from the op to sched_ext `disabled`; `attach_ms`: from the
+    /// worked; or (op `hotplug_restart`) the kernel exited the scheduler for a CPU
+    /// hotplug and it attached again by itself. `detach_ms`: from the op to sched_ext `disabled`; `attach_ms`: from the
     /// new process's start to `enabled`; `gap_ms`: from the op to the end of the
     /// transition, the time the workload ran without the scheduler in charge.
     Transition {

@@ -971,8 +971,11 @@ pub fn worker_main(ctx: WorkerCtx, go: OwnedFd, out: OwnedFd) -> ! {
     if !released {
         exit(3);
     }
+    let setting_errors = settings::apply(&ctx.work, ctx.affinity.as_deref());
     let mut m = Meter::new(Some(ctx.slot), ctx.t0, ctx.deadline);
-    settings::apply(&ctx.work, ctx.affinity.as_deref(), &mut m);
+    for e in setting_errors {
+        m.error(e);
+    }
     if ctx.work.work_type == WorkType::MixedNice {
         let n = policy::MIXED_NICE[ctx.index as usize % policy::MIXED_NICE.len()];
         if let Err(e) = set_nice(n) {

@@ -5,8 +5,6 @@
 
 use ktstr_wire::scenario::{MemPolicy, SchedPolicy, WorkSpec};
 
-use super::Meter;
-
 const MPOL_PREFERRED: libc::c_int = 1;
 const MPOL_BIND: libc::c_int = 2;
 const MPOL_INTERLEAVE: libc::c_int = 3;
@@ -19,8 +17,12 @@ fn check(r: libc::c_long) -> std::io::Result<()> {
     }
 }
 
-/// Applies the settings of `work` to this process (`affinity`: resolved CPUs).
-pub fn apply(work: &WorkSpec, affinity: Option<&[u32]>, m: &mut Meter) {
+/// Applies the settings of `work` to this process (`affinity`: resolved CPUs) before
+/// its meter starts (an affinity change migrates it); returns what failed.
+pub fn apply(work: &WorkSpec, affinity: Option<&[u32]>) -> Vec<String> {
+    let mut errors = Vec::new();
+    let mut m = Errors(&mut errors);
+    let m = &mut m;
     if let Some(n) = work.nice {
         if let Err(e) = super::set_nice(n) {
             m.error(format!("setpriority({n}): {e}"));
@@ -51,6 +53,16 @@ pub fn apply(work: &WorkSpec, affinity: Option<&[u32]>, m: &mut Meter) {
         if let Err(e) = set_user(uid, gid) {
             m.error(format!("switching to uid {uid} gid {gid}: {e}"));
         }
+    }
+    errors
+}
+
+/// Collects error lines the way a meter would.
+struct Errors<'a>(&'a mut Vec<String>);
+
+impl Errors<'_> {
+    fn error(&mut self, e: String) {
+        self.0.push(e);
     }
 }
 

@@ -42,6 +42,8 @@ pub const DEFAULT_SHM_SIZE: u64 = 8 << 20;
 pub const BOOT_BUDGET: Duration = Duration::from_secs(60);
 /// Grace after the workload for collection, sync and reboot.
 pub const EXIT_GRACE: Duration = Duration::from_secs(30);
+/// Extra time a run gets per scheduler op (a detach and an attach, unplanned).
+pub const SCHEDULER_OP_BUDGET: Duration = Duration::from_secs(20);
 
 /// One run to perform.
 #[derive(Debug, Clone)]
@@ -86,7 +88,18 @@ impl RunRequest {
     /// Wall-clock deadline of the whole run.
     pub fn deadline(&self) -> Duration {
         self.deadline_override.unwrap_or_else(|| {
-            BOOT_BUDGET + Duration::from_millis(self.spec.duration_ms) + EXIT_GRACE
+            // A scheduler op waits for a detach and an attach outside the planned holds.
+            let sched_ops = self
+                .spec
+                .scenario
+                .iter()
+                .flat_map(|s| s.ops())
+                .filter(|op| op.is_scheduler_op())
+                .count() as u32;
+            BOOT_BUDGET
+                + Duration::from_millis(self.spec.duration_ms)
+                + SCHEDULER_OP_BUDGET * sched_ops
+                + EXIT_GRACE
         })
     }
 
