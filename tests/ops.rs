@@ -99,12 +99,9 @@ fn cgroups_scenario(hotplug: bool) -> Scenario {
                 .workers(2)
                 .work(WorkType::SpinWait),
         )
-        .cgroup(
-            CgroupDef::new("mem").workers(1).work(
-                WorkSpec::new(WorkType::PageFault { kib: 1024 })
-                    .mem_policy(MemPolicy::Preferred(0)),
-            ),
-        )
+        .cgroup(CgroupDef::new("mem").workers(1).work(
+            WorkSpec::new(WorkType::PageFault { kib: 1024 }).mem_policy(MemPolicy::Preferred(0)),
+        ))
         .step(Step::new("baseline", fifth))
         .step(
             Step::new("knobs", fifth)
@@ -148,13 +145,13 @@ fn cgroups_scenario(hotplug: bool) -> Scenario {
         .step(offline)
         .step(
             back.op(Op::StopWorkers {
-                    cgroup: "tuned".into(),
-                    count: 1,
-                })
-                .op(Op::SetCpuMax {
-                    cgroup: "tuned".into(),
-                    max: None,
-                }),
+                cgroup: "tuned".into(),
+                count: 1,
+            })
+            .op(Op::SetCpuMax {
+                cgroup: "tuned".into(),
+                max: None,
+            }),
         )
         .step(Step::new("end", fifth))
 }
@@ -224,7 +221,9 @@ fn check_cgroups(out: &RunOutcome, hotplug: bool) -> Result<(), String> {
     let before = cpu3_seen(0, off_at);
     let during = cpu3_seen(off_at + 100, on_at);
     let after = cpu3_seen(on_at + 200, u64::MAX);
-    eprintln!("cpu 3 (online, offline) samples: before {before:?}, during {during:?}, after {after:?}");
+    eprintln!(
+        "cpu 3 (online, offline) samples: before {before:?}, during {during:?}, after {after:?}"
+    );
     if before.0 == 0 || during.1 == 0 || during.0 > 0 || after.0 == 0 {
         return Err(format!(
             "CPU 3 hotplug not seen by the monitor: before {before:?}, during {during:?}, after {after:?}"
@@ -311,7 +310,9 @@ fn ops_scheduler_transitions(ctx: &TestCtx) -> TestSpec {
                 return Err(format!("transitions: {transitions:?}"));
             }
             if transitions.last().and_then(|t| t.1) != Some("ktstr-stall") {
-                return Err(format!("the replacement is not ktstr-stall: {transitions:?}"));
+                return Err(format!(
+                    "the replacement is not ktstr-stall: {transitions:?}"
+                ));
             }
             // Four attaches: the first, the restart, the re-attach and the replacement.
             let attached: BTreeSet<String> = out

@@ -336,7 +336,10 @@ mod tests {
         t.set_max_opt("cg0", None).unwrap();
         assert_eq!(rd("cpu.max"), "max\n");
         // A knob whose controller is not enabled is named with the controller.
-        let e = t.knob("cg0", "memory.max", "1048576").unwrap_err().to_string();
+        let e = t
+            .knob("cg0", "memory.max", "1048576")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("memory controller is not enabled"), "{e}");
         std::fs::write(dir.join("pids.max"), "").unwrap();
         t.knob("cg0", "pids.max", "64").unwrap();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use ktstr_wire::msg::{GuestMsg, ScenarioEnd, SeenTopology, StepPhase, Stimulus};
-use ktstr_wire::scenario::{CgroupDef, CpusetSpec, Op, SchedPolicy, Scenario, WorkSpec};
+use ktstr_wire::scenario::{CgroupDef, CpusetSpec, Op, Scenario, SchedPolicy, WorkSpec};
 use ktstr_wire::spec::GuestSpec;
 use nix::sched::{sched_setaffinity, CpuSet};
 use nix::sys::signal::{kill, Signal};
@@ -574,7 +574,12 @@ impl<'a> Executor<'a> {
             }
         }
         if !failures.is_empty() {
-            bail!("{} of {} threads: {}", failures.len(), failures.len() + done, failures.join(", "));
+            bail!(
+                "{} of {} threads: {}",
+                failures.len(),
+                failures.len() + done,
+                failures.join(", ")
+            );
         }
         Ok(())
     }

@@ -251,9 +251,10 @@ pub fn transition(op: &str, change: Change) -> Result<(), String> {
     };
     let mut detach_ms = None;
     if change != Change::Attach {
-        let r = slot.running.take().ok_or(
-            "no scheduler is attached (an earlier op detached it, or it never attached)",
-        )?;
+        let r = slot
+            .running
+            .take()
+            .ok_or("no scheduler is attached (an earlier op detached it, or it never attached)")?;
         let gone = lock(&r.shared.gone).clone();
         if let Some(why) = gone {
             slot.running = Some(r);
@@ -1027,7 +1028,9 @@ mod tests {
             "BPF scheduler \"bpfland\" disabled (unregistered from the main kernel); cpu 3 going offline, exiting scheduler"
         ));
         assert!(is_hotplug_restart("cpu 1 going online, exiting scheduler"));
-        assert!(!is_hotplug_restart("runnable task stall (kworker/0:1[12] failed to run for 5.2s)"));
+        assert!(!is_hotplug_restart(
+            "runnable task stall (kworker/0:1[12] failed to run for 5.2s)"
+        ));
         assert!(!is_hotplug_restart("unregistered from user space"));
     }
 

@@ -14,9 +14,7 @@ use serde::Serialize;
 
 use crate::assert::{Assert, Gate, MonitorThresholds};
 use crate::engine::EngineKind;
-use crate::scenario::{
-    CgroupDef, CpuMax, CpusetSpec, Op, SchedPolicy, WorkSpec, WorkType, CANNED,
-};
+use crate::scenario::{CgroupDef, CpuMax, CpusetSpec, Op, SchedPolicy, WorkSpec, WorkType, CANNED};
 use crate::test_support::entry::{Constraints, PerfDeltaGate, TestAttrs};
 use crate::test_support::execute::engine_skip_reason;
 use crate::test_support::presets::PRESETS;

@@ -9,7 +9,7 @@ pub use crate::test_support::{TestCtx, TestSpec, Variant};
 pub use ktstr_sidecar::{read_sidecar, Outcome, Polarity, SidecarResult};
 pub use ktstr_topology::Topology;
 pub use ktstr_wire::scenario::{
-    CgroupDef, CpuMax, CpusetSpec, Hold, MemPolicy, Op, SchedPolicy, Scenario, Step, WorkSpec,
+    CgroupDef, CpuMax, CpusetSpec, Hold, MemPolicy, Op, Scenario, SchedPolicy, Step, WorkSpec,
     WorkType, WorkerCount, EXIT_AT_ONCE_ARG,
 };
 pub use ktstr_wire::spec::{GuestSpec, WorkKind, WorkerSpec};

@@ -803,7 +803,9 @@ pub fn split_part(cpus: &[u32], index: u32, of: u32, percent: u32) -> Result<Vec
     let n = cpus.len();
     let (i, of) = (index as usize, of as usize);
     if of == 0 || i >= of {
-        return Err(format!("part {index} of {of} does not exist (parts are numbered from 0)"));
+        return Err(format!(
+            "part {index} of {of} does not exist (parts are numbered from 0)"
+        ));
     }
     if of > n {
         return Err(format!("{n} CPUs cannot be cut into {of} non-empty parts"));

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use ktstr_topology::TopoSize;
 
 use super::model::{
-    CgroupDef, CpuMax, CpusetSpec, Hold, Op, SchedPolicy, Scenario, WorkSpec, WorkType,
+    CgroupDef, CpuMax, CpusetSpec, Hold, Op, Scenario, SchedPolicy, WorkSpec, WorkType,
 };
 
 /// Most workers one scenario may start over its whole run (spawned ones included).
@@ -402,7 +402,10 @@ impl<'p> Checker<'p> {
                 return Err(SpecError::new(
                     format!("{field}.work.comm"),
                     SpecErrorKind::BadName,
-                    format!("thread name `{}` must be 1..=15 bytes without NUL", c.escape_debug()),
+                    format!(
+                        "thread name `{}` must be 1..=15 bytes without NUL",
+                        c.escape_debug()
+                    ),
                 ));
             }
         }
@@ -823,7 +826,10 @@ impl<'p> Checker<'p> {
                     return Err(SpecError::new(
                         format!("{field}.key"),
                         SpecErrorKind::BadName,
-                        format!("`{}` is not a sysctl name (`kernel.sched_rt_runtime_us`)", key.escape_debug()),
+                        format!(
+                            "`{}` is not a sysctl name (`kernel.sched_rt_runtime_us`)",
+                            key.escape_debug()
+                        ),
                     ));
                 }
                 if value.contains('\0') {
@@ -1366,5 +1372,181 @@ mod tests {
         assert_eq!(e.field, "scenario.cgroups[0].work.nice");
         let e = err(&one_step(CgroupDef::new("cg0").workers(MAX_WORKERS + 1)));
         assert_eq!(e.kind, SpecErrorKind::TooBig);
+    }
+
+    fn with_ops(ops: Vec<Op>) -> Scenario {
+        Scenario::new()
+            .cgroup(CgroupDef::new("cg0").workers(2))
+            .step(
+                ops.into_iter()
+                    .fold(Step::new("s", Hold::Fraction(1.0)), Step::op),
+            )
+    }
+
+    #[test]
+    fn disjoint_and_overlapping_parts_cover_the_cpus() {
+        let all: Vec<u32> = (0..8).collect();
+        let parts: Vec<Vec<u32>> = (0..3)
+            .map(|i| crate::scenario::split_part(&all, i, 3, 0).unwrap())
+            .collect();
+        // Disjoint parts cover every CPU once, sizes within one of each other.
+        assert_eq!(parts.concat(), all);
+        assert_eq!(parts.iter().map(Vec::len).collect::<Vec<_>>(), [2, 3, 3]);
+        // 50 % of a 4-CPU part is 2 CPUs into each neighbour (clipped at the ends).
+        let p = crate::scenario::split_part(&all, 0, 2, 50).unwrap();
+        assert_eq!(p, [0, 1, 2, 3, 4, 5]);
+        let p = crate::scenario::split_part(&all, 1, 2, 50).unwrap();
+        assert_eq!(p, [2, 3, 4, 5, 6, 7]);
+        // Checked against the topology before boot.
+        let cg = |c| one_step(CgroupDef::new("cg0").cpuset(c));
+        assert!(cg(CpusetSpec::Disjoint { index: 1, of: 2 })
+            .validate(T, 1000)
+            .is_ok());
+        let e = err(&cg(CpusetSpec::Disjoint { index: 2, of: 2 }));
+        assert_eq!(e.kind, SpecErrorKind::CpusetOutsideTopology);
+        assert!(e.problem.contains("part 2 of 2"), "{e}");
+        let e = err(&cg(CpusetSpec::Disjoint { index: 0, of: 5 }));
+        assert!(e.problem.contains("4 CPUs cannot be cut into 5"), "{e}");
+        let e = err(&cg(CpusetSpec::Overlap {
+            index: 0,
+            of: 2,
+            percent: 0,
+        }));
+        assert_eq!(e.kind, SpecErrorKind::OutOfRange);
+    }
+
+    #[test]
+    fn scheduler_ops_must_come_in_order() {
+        let ok = with_ops(vec![
+            Op::RestartScheduler,
+            Op::DetachScheduler,
+            Op::AttachScheduler,
+            Op::ReplaceScheduler {
+                scheduler: Some("ktstr-stall".into()),
+                args: vec![],
+            },
+        ]);
+        ok.validate(T, 1000).unwrap();
+        for ops in [
+            vec![Op::AttachScheduler],
+            vec![Op::DetachScheduler, Op::DetachScheduler],
+            vec![Op::DetachScheduler, Op::RestartScheduler],
+        ] {
+            let e = err(&with_ops(ops.clone()));
+            assert_eq!(e.kind, SpecErrorKind::SchedulerState, "{ops:?}: {e}");
+            assert!(e.field.starts_with("scenario.steps[0].ops["), "{e}");
+        }
+    }
+
+    #[test]
+    fn hotplug_keeps_the_boot_cpu_and_one_cpu_online() {
+        let off = |cpus| Op::OfflineCpus {
+            cpus: CpusetSpec::Cpus(cpus),
+        };
+        with_ops(vec![
+            off(vec![3]),
+            Op::OnlineCpus {
+                cpus: CpusetSpec::Cpus(vec![3]),
+            },
+        ])
+        .validate(T, 1000)
+        .unwrap();
+        let e = err(&with_ops(vec![off(vec![0])]));
+        assert!(e.problem.contains("CPU 0 cannot go offline"), "{e}");
+        let e = err(&with_ops(vec![off(vec![4])]));
+        assert_eq!(e.kind, SpecErrorKind::CpusetOutsideTopology);
+    }
+
+    #[test]
+    fn knob_and_setting_ops_are_range_checked() {
+        let cg = || "cg0".to_string();
+        for (op, field) in [
+            (
+                Op::SetNice {
+                    cgroup: cg(),
+                    nice: 20,
+                },
+                "nice",
+            ),
+            (
+                Op::SetPolicy {
+                    cgroup: cg(),
+                    policy: SchedPolicy::Fifo(0),
+                },
+                "policy",
+            ),
+            (
+                Op::SetIoWeight {
+                    cgroup: cg(),
+                    weight: 0,
+                },
+                "weight",
+            ),
+            (
+                Op::SetCpuWeight {
+                    cgroup: cg(),
+                    weight: 10_001,
+                },
+                "weight",
+            ),
+            (
+                Op::SetMemoryMax {
+                    cgroup: cg(),
+                    bytes: Some(4096),
+                },
+                "bytes",
+            ),
+            (
+                Op::SetPidsMax {
+                    cgroup: cg(),
+                    max: Some(0),
+                },
+                "max",
+            ),
+            (
+                Op::WriteSysctl {
+                    key: "../etc/passwd".into(),
+                    value: "x".into(),
+                },
+                "key",
+            ),
+            (
+                Op::StopWorkers {
+                    cgroup: cg(),
+                    count: 0,
+                },
+                "count",
+            ),
+        ] {
+            let e = err(&with_ops(vec![op.clone()]));
+            assert_eq!(
+                e.field,
+                format!("scenario.steps[0].ops[0].{field}"),
+                "{op:?}: {e}"
+            );
+        }
+        let e = err(&with_ops(vec![Op::SetNice {
+            cgroup: "nope".into(),
+            nice: 1,
+        }]));
+        assert_eq!(e.kind, SpecErrorKind::UnknownCgroup);
+        // Per-worker settings.
+        let w = |ws: WorkSpec| err(&one_step(CgroupDef::new("cg0").work(ws)));
+        let base = || WorkSpec::new(WorkType::SpinWait);
+        assert_eq!(
+            w(base().mem_policy(super::super::model::MemPolicy::Bind(vec![1]))).kind,
+            SpecErrorKind::CpusetOutsideTopology
+        );
+        assert_eq!(
+            w(base().comm("a-name-longer-than-15")).kind,
+            SpecErrorKind::BadName
+        );
+        assert_eq!(
+            w(base().affinity(CpusetSpec::Cpus(vec![9]))).field,
+            "scenario.cgroups[0].work.affinity"
+        );
+        let mut half = base();
+        half.uid = Some(1000);
+        assert_eq!(w(half).kind, SpecErrorKind::Conflict);
     }
 }

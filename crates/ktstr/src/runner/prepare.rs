@@ -247,7 +247,11 @@ fn pack_initramfs(
         base = base.include(bin);
     }
     for r in replacements {
-        if let Some(bin) = r.binary.as_ref().filter(|b| Some(*b) != sched.binary.as_ref()) {
+        if let Some(bin) = r
+            .binary
+            .as_ref()
+            .filter(|b| Some(*b) != sched.binary.as_ref())
+        {
             base = base.include(bin);
         }
     }
@@ -259,7 +263,10 @@ fn pack_initramfs(
         }
     }
     let mut guest_spec = guest_spec(&req.spec, &req.sysctls, sched)?;
-    guest_spec.replacement_schedulers = replacements.iter().filter_map(|r| r.guest.clone()).collect();
+    guest_spec.replacement_schedulers = replacements
+        .iter()
+        .filter_map(|r| r.guest.clone())
+        .collect();
     initramfs::build_initramfs(&base, &guest_spec.to_json(), initrd)
         .context("cannot build the initramfs")?;
     Ok(())
