@@ -1,4 +1,4 @@
-//! Every work type, run on the default Debian kernel under EEVDF: one cgroup per work
+//! Every work type, run on the default Debian kernel: one cgroup per work
 //! type, grouped into three VMs by what they do to the machine, so no group blurs
 //! another's numbers:
 //!
@@ -9,6 +9,8 @@
 //! - `work_type_classes`: the scheduling classes and nice levels, each RT hog and the
 //!   idle spinner on a CPU of its own (an RT hog starves whatever shares its CPU, by
 //!   design), the rest sharing CPU 0.
+//!
+//! Each runs twice: under EEVDF and under `scx_bpfland` (`*_bpfland`), the same checks.
 //!
 //! Each VM runs 2.4 s of workload. Only the not-stuck gate is on: these tests check
 //! that every worker measured real, plausible data, not how fair the mix was.
@@ -183,8 +185,46 @@ fn classes() -> Vec<WorkType> {
     ]
 }
 
+#[ktstr_test(
+    llcs = 2,
+    cores = 2,
+    memory_mib = 1024,
+    scheduler = "scx_bpfland",
+    kargs = ["sched_ext.slice_bypass_us=5000"]
+)]
+fn work_type_wakers_bpfland(ctx: &TestCtx) -> TestSpec {
+    wakers_spec(ctx)
+}
+
+#[ktstr_test(
+    numa_nodes = 2,
+    llcs = 2,
+    cores = 2,
+    memory_mib = 1024,
+    scheduler = "scx_bpfland",
+    kargs = ["sched_ext.slice_bypass_us=5000"]
+)]
+fn work_type_busy_bpfland(ctx: &TestCtx) -> TestSpec {
+    busy_spec(ctx)
+}
+
+#[ktstr_test(
+    llcs = 2,
+    cores = 2,
+    memory_mib = 1024,
+    scheduler = "scx_bpfland",
+    kargs = ["sched_ext.slice_bypass_us=5000"]
+)]
+fn work_type_classes_bpfland(ctx: &TestCtx) -> TestSpec {
+    classes_spec(ctx)
+}
+
 #[ktstr_test(llcs = 2, cores = 2, memory_mib = 1024)]
 fn work_type_wakers(ctx: &TestCtx) -> TestSpec {
+    wakers_spec(ctx)
+}
+
+fn wakers_spec(ctx: &TestCtx) -> TestSpec {
     ctx.spec()
         .scenario(one_cgroup_each(&wakers()))
         .assert(progress_only())
@@ -194,6 +234,10 @@ fn work_type_wakers(ctx: &TestCtx) -> TestSpec {
 
 #[ktstr_test(numa_nodes = 2, llcs = 2, cores = 2, memory_mib = 1024)]
 fn work_type_busy(ctx: &TestCtx) -> TestSpec {
+    busy_spec(ctx)
+}
+
+fn busy_spec(ctx: &TestCtx) -> TestSpec {
     ctx.spec()
         .scenario(one_cgroup_each(&busy()))
         .assert(progress_only())
@@ -203,6 +247,10 @@ fn work_type_busy(ctx: &TestCtx) -> TestSpec {
 
 #[ktstr_test(llcs = 2, cores = 2, memory_mib = 1024)]
 fn work_type_classes(ctx: &TestCtx) -> TestSpec {
+    classes_spec(ctx)
+}
+
+fn classes_spec(ctx: &TestCtx) -> TestSpec {
     // CPU 3: the FIFO hog; CPU 2: the RR hog; CPU 1: the idle spinner; CPU 0: batch
     // and five workers at five nice levels.
     let on = |cpu: u32| CpusetSpec::Cpus(vec![cpu]);
