@@ -25,6 +25,7 @@ pub const KEYS: &[&str] = &[
     "perf_delta_assertions",
     "gauntlet",
     "ignore",
+    "host_only",
     "min_numa_nodes",
     "max_numa_nodes",
     "min_llcs",
@@ -117,6 +118,7 @@ pub struct Attrs {
     pub perf_delta_assertions: Option<Vec<Gate>>,
     pub gauntlet: Option<bool>,
     pub ignore: Option<bool>,
+    pub host_only: Option<bool>,
     /// Preset constraints given (`min_llcs`, ...), with their values.
     pub constraints: Vec<(&'static str, u32)>,
     pub requires_smt: Option<bool>,
@@ -246,6 +248,7 @@ fn set_key(
         "expect_err" => a.expect_err = Some(bool_value(arg)?),
         "gauntlet" => a.gauntlet = Some(bool_value(arg)?),
         "ignore" => a.ignore = Some(bool_value(arg)?),
+        "host_only" => a.host_only = Some(bool_value(arg)?),
         "requires_smt" => a.requires_smt = Some(bool_value(arg)?),
         "perf_delta_assertions" => a.perf_delta_assertions = Some(gates(arg)?),
         "min_numa_nodes" | "max_numa_nodes" | "min_llcs" | "max_llcs" | "min_cpus" | "max_cpus" => {

@@ -219,6 +219,9 @@ fn attr_fields(a: &Attrs, p: &TokenStream) -> Vec<TokenStream> {
     if let Some(v) = a.ignore {
         field("ignore", quote!(#v));
     }
+    if let Some(v) = a.host_only {
+        field("host_only", quote!(#v));
+    }
     let mut bounds: Vec<TokenStream> = a
         .constraints
         .iter()

@@ -27,6 +27,7 @@
 //! | `perf_delta_assertions` | `[]` | `"metric"` or `(metric = "...", direction = "lower_better", max_regression_pct = 10.0, min_abs = 1.0, phase = 1)` |
 //! | `gauntlet` | off | also run on every fitting topology preset (ignored variants) |
 //! | `ignore` (or `#[ignore]`) | off | the base variant is ignored |
+//! | `host_only` | off | no VM: the test's checks run on the host, and it leaves the same sidecar |
 //! | `min_/max_numa_nodes`, `min_/max_llcs`, `min_/max_cpus`, `requires_smt` | any | which presets a gauntlet test accepts |
 //!
 //! Impossible values (a zero dimension, `llcs` not a multiple of `numa_nodes`, more than

@@ -566,6 +566,7 @@ fn attributes() -> Vec<Item> {
         perf_delta_assertions,
         gauntlet,
         ignore,
+        host_only,
         constraints,
     } = TestAttrs::DEFAULT;
     let Constraints {
@@ -640,6 +641,12 @@ fn attributes() -> Vec<Item> {
             "one extra variant per fitting topology preset",
         ),
         a("ignore", "bool", ignore.to_string(), "the base variant is ignored"),
+        a(
+            "host_only",
+            "bool",
+            host_only.to_string(),
+            "no VM: the checks run on the host; same sidecar",
+        ),
         a("min_numa_nodes", "u32", bound(min_numa_nodes), "gauntlet: fewest NUMA nodes of a preset"),
         a("max_numa_nodes", "u32", bound(max_numa_nodes), "gauntlet: most NUMA nodes of a preset"),
         a("min_llcs", "u32", bound(min_llcs), "gauntlet: fewest LLCs of a preset"),
@@ -763,7 +770,7 @@ mod tests {
         let c = Catalog::new();
         assert_eq!(c.presets.len(), PRESETS.len());
         assert_eq!(c.scenarios.len(), CANNED.len());
-        assert_eq!(c.attributes.len(), 23);
+        assert_eq!(c.attributes.len(), 24);
         let wide = c.presets.iter().find(|p| p.name == "2n8l8c2t").unwrap();
         assert!(wide.description.contains("kvm engine only"), "{wide:?}");
         let small = c.presets.iter().find(|p| p.name == "1n1l2c1t").unwrap();

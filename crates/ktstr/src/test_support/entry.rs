@@ -58,6 +58,8 @@ pub struct TestAttrs {
     pub gauntlet: bool,
     /// The base variant is ignored (run with `--run-ignored`).
     pub ignore: bool,
+    /// No VM: the test's checks run on the host (kernel and engine are not needed).
+    pub host_only: bool,
     /// Which presets a gauntlet test accepts.
     pub constraints: Constraints,
 }
@@ -89,6 +91,7 @@ impl TestAttrs {
         perf_delta_assertions: &[],
         gauntlet: false,
         ignore: false,
+        host_only: false,
         constraints: Constraints::ANY,
     };
 

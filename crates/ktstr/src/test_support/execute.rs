@@ -132,6 +132,9 @@ pub fn run_variant(
         let why = Early::Fail(e.to_string());
         return finish_early(id, &spec, (None, None), why, started);
     }
+    if entry.attrs.host_only {
+        return run_host_only(id, &spec, started);
+    }
 
     let engine = match engine::choose(None) {
         Ok(e) => e,
@@ -166,6 +169,23 @@ pub fn run_variant(
         }
     };
     finish_run(id, &spec, out, started)
+}
+
+/// A `host_only` test: no engine, kernel or guest; its checks run on the host against
+/// an outcome with nothing collected, and it leaves the same sidecar as a VM test (no
+/// kernel, no engine, `host.engine` null).
+fn run_host_only(id: &TestId, spec: &TestSpec, started: Instant) -> VariantResult {
+    let sidecar = finalize::identity(&spec.identity(None, None));
+    let dir = ktstr_sidecar::paths::run_dir_for(&sidecar);
+    let out = finalize::not_booted(
+        sidecar,
+        Outcome::Pass,
+        Vec::new(),
+        Default::default(),
+        Some(dir),
+        started,
+    );
+    finish_run(id, spec, out, started)
 }
 
 /// The runner's request for a spec.
