@@ -6,6 +6,9 @@
 //!   cpu/memory/io/pids knobs, a sysctl write, dropped caches, a worker stopped early,
 //!   and a CPU taken offline and back (the monitor sees it leave `/proc/schedstat`;
 //!   EEVDF only, see `ops_cgroups_and_workers_bpfland`);
+//! - `ops_cgroup_changes` (and `_bpfland`): cgroups added, removed, frozen and thawed,
+//!   cpusets set, cleared and swapped, affinity set, tasks moved, workers spawned, and
+//!   payloads run, started, waited for and killed;
 //! - `ops_scheduler_transitions`: `scx_bpfland` restarted, detached, attached again and
 //!   replaced by `ktstr-stall`, each gap measured into the sidecar.
 //!
@@ -349,4 +352,151 @@ fn ops_scheduler_transitions(ctx: &TestCtx) -> TestSpec {
             }
             Ok(())
         })
+}
+
+/// `/bin/sleep` as a payload (coreutils, on every host).
+fn sleeper(name: &str, secs: &str) -> Payload {
+    Payload::new(name, "/bin/sleep").args([secs])
+}
+
+fn cgroup_changes_scenario() -> Scenario {
+    let hold = Hold::Fraction(0.15);
+    Scenario::new()
+        .cgroup(CgroupDef::new("a").workers(2).work(WorkType::SpinWait))
+        .cgroup(
+            CgroupDef::new("b")
+                .cpuset(CpusetSpec::Llc(1))
+                .workers(2)
+                .work(WorkType::Mixed),
+        )
+        .step(Step::new("baseline", hold))
+        .step(
+            Step::new("add, pin, start", hold)
+                .op(Op::AddCgroup(
+                    CgroupDef::new("c")
+                        .cpuset(CpusetSpec::Overlap {
+                            index: 0,
+                            of: 2,
+                            percent: 50,
+                        })
+                        .workers(1)
+                        .work(WorkType::YieldHeavy),
+                ))
+                .op(Op::SetCpuset {
+                    cgroup: "a".into(),
+                    cpuset: CpusetSpec::Llc(0),
+                })
+                .op(Op::SetAffinity {
+                    cgroup: "b".into(),
+                    cpus: CpusetSpec::Cpus(vec![3]),
+                })
+                .op(Op::StartPayload {
+                    name: "long".into(),
+                })
+                .op(Op::StartPayload {
+                    name: "short".into(),
+                }),
+        )
+        .step(
+            Step::new("swap, freeze, run", hold)
+                .op(Op::SwapCpusets {
+                    a: "a".into(),
+                    b: "b".into(),
+                })
+                .op(Op::Freeze { cgroup: "c".into() })
+                .op(Op::RunPayload {
+                    name: "quick".into(),
+                }),
+        )
+        .step(
+            Step::new("thaw, move, spawn, wait", hold)
+                .op(Op::Unfreeze { cgroup: "c".into() })
+                .op(Op::MoveTasks {
+                    from: "c".into(),
+                    to: "a".into(),
+                })
+                .op(Op::SpawnWorkers {
+                    cgroup: "b".into(),
+                    count: 2,
+                    work: WorkType::FutexPingPong.into(),
+                })
+                .op(Op::WaitPayload {
+                    name: "short".into(),
+                }),
+        )
+        .step(
+            Step::new("clear, remove, kill", hold)
+                .op(Op::ClearCpuset { cgroup: "a".into() })
+                .op(Op::RemoveCgroup { cgroup: "c".into() })
+                .op(Op::KillPayload {
+                    name: "long".into(),
+                }),
+        )
+        .step(Step::new("end", hold))
+}
+
+fn cgroup_changes(ctx: &TestCtx) -> TestSpec {
+    ctx.spec()
+        .scenario(cgroup_changes_scenario())
+        .payload(sleeper("long", "60").check(PayloadCheck::ExitCode(-9)))
+        .payload(sleeper("short", "0.2"))
+        .payload(sleeper("quick", "0.1"))
+        .assert(progress_only())
+        .check(|out: &RunOutcome| {
+            no_op_errors(out)?;
+            let w = &out.collected.workers;
+            // 2 + 2 started, 1 added, 2 spawned; every one reported.
+            if w.len() != 7 {
+                return Err(format!("{} worker reports: {w:#?}", w.len()));
+            }
+            // The moved worker ended in `a`; the spawned pair ran in `b`.
+            let moved = reports(out, "c");
+            if moved.len() != 1 || moved[0].cgroup != "a" {
+                return Err(format!("the worker moved from c to a: {moved:#?}"));
+            }
+            let spawned: Vec<_> = w
+                .iter()
+                .filter(|r| r.work_type == "FutexPingPong")
+                .collect();
+            if spawned.len() != 2 || spawned.iter().any(|r| r.wake_samples_total == 0) {
+                return Err(format!("spawned pair: {spawned:#?}"));
+            }
+            // Every payload ran: quick and short to exit 0, long killed by its op.
+            let results = &out.collected.payload_results;
+            let by = |n: &str| results.iter().find(|r| r.name == n);
+            for n in ["quick", "short"] {
+                match by(n) {
+                    Some(r) if r.exit_code == 0 => {}
+                    other => return Err(format!("payload {n}: {other:#?}")),
+                }
+            }
+            match by("long") {
+                Some(r)
+                    if r.exit_code == -9
+                        && r.note.as_deref().is_some_and(|n| n.contains("KillPayload")) =>
+                {
+                    Ok(())
+                }
+                other => Err(format!(
+                    "payload long was not killed by KillPayload: {other:#?}"
+                )),
+            }
+        })
+}
+
+#[ktstr_test(llcs = 2, cores = 2, memory_mib = 1024, duration_s = 5)]
+fn ops_cgroup_changes(ctx: &TestCtx) -> TestSpec {
+    cgroup_changes(ctx)
+}
+
+#[ktstr_test(
+    llcs = 2,
+    cores = 2,
+    memory_mib = 1024,
+    duration_s = 5,
+    scheduler = "scx_bpfland",
+    kargs = ["sched_ext.slice_bypass_us=5000"]
+)]
+fn ops_cgroup_changes_bpfland(ctx: &TestCtx) -> TestSpec {
+    cgroup_changes(ctx)
 }

@@ -130,7 +130,12 @@ impl Payload {
         self
     }
 
+    /// Adds a check; an `ExitCode` check replaces the exit code expected so far (0 by
+    /// default), so `.check(Check::ExitCode(-9))` expects a kill.
     pub fn check(mut self, c: Check) -> Self {
+        if matches!(c, Check::ExitCode(_)) {
+            self.checks.retain(|k| !matches!(k, Check::ExitCode(_)));
+        }
         self.checks.push(c);
         self
     }
@@ -241,6 +246,17 @@ pub use crate::which::which;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_exit_code_check_replaces_the_expected_exit_code() {
+        let p = Payload::new("p", "/bin/true")
+            .check(Check::Exists { metric: "x".into() })
+            .check(Check::ExitCode(-9));
+        assert_eq!(
+            p.checks,
+            [Check::Exists { metric: "x".into() }, Check::ExitCode(-9)]
+        );
+    }
 
     #[test]
     fn validate_rejects_missing_and_non_executable_binaries() {
