@@ -66,6 +66,11 @@ fn a_failing_host_only_check_fails_with_a_sidecar_and_no_vm() {
     // SAFETY: this test binary's tests share no environment variable but this one, and
     // only this test reads the sidecar directory.
     unsafe { std::env::set_var("KTSTR_SIDECAR_DIR", dir.path()) };
+    // As under `cargo ktstr test`: a run manifest. An entry run by hand stays out of it
+    // (its sidecar is gone with the temporary directory).
+    let manifest = dir.path().join("manifest");
+    // SAFETY: as above.
+    unsafe { std::env::set_var(ktstr::test_support::MANIFEST_ENV, &manifest) };
     let id = TestId {
         name: FAILING.name.to_string(),
         preset: None,
@@ -87,4 +92,8 @@ fn a_failing_host_only_check_fails_with_a_sidecar_and_no_vm() {
     );
     assert_eq!(s.kernel_version, None);
     assert_eq!(s.cleanup_duration_ms, None);
+    assert!(
+        !manifest.exists(),
+        "a hand-run entry was recorded in the run manifest"
+    );
 }

@@ -32,7 +32,7 @@ use std::sync::{Mutex, Once};
 use ktstr_sidecar::Outcome;
 
 use super::entry::{check_unique, registered, TestEntry};
-use super::execute::{panic_text, run_variant};
+use super::execute::{panic_text, record, run_variant};
 use super::names::{kernel_list_from_env, KernelEntry, TestId};
 use super::presets;
 
@@ -328,7 +328,7 @@ fn run_names(names: &[String]) -> i32 {
     for name in names {
         match resolve_name(name, &entries, &kernels) {
             Ok((entry, id, kernel)) => {
-                let r = run_variant(entry, &id, kernel.as_deref());
+                let r = record(run_variant(entry, &id, kernel.as_deref()));
                 println!("{}", r.render());
                 worst = worst.merge(r.outcome);
             }
@@ -440,7 +440,7 @@ pub fn run_libtest(entry: &'static TestEntry) {
     let guard = ONE_VM_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let r = run_variant(entry, &id, None);
+    let r = record(run_variant(entry, &id, None));
     drop(guard);
     match r.outcome {
         Outcome::Pass | Outcome::Skip => println!("{}", r.render()),
