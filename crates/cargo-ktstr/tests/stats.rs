@@ -244,3 +244,116 @@ fn show_a_run_dir_and_a_file() {
     assert_eq!(v[0]["test_name"], "alpha");
     assert_eq!(v[0]["cleanup_duration_ms"], 17);
 }
+
+/// The per-run HTML report in a real headless browser (Debian's chromium): it loads
+/// with no console error and renders a screenshot of the plots. Skips without
+/// chromium (fails under KTSTR_NO_SKIP; `scripts/setup-host` installs it).
+#[test]
+fn html_report_renders_in_a_headless_browser() {
+    use ktstr_sidecar::series::{MonitorSeries, SeriesPoint, SERIES_VERSION};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = example::fully_populated();
+    let path = s.write_to_dir(dir.path()).expect("write");
+    let series = MonitorSeries {
+        version: SERIES_VERSION,
+        interval_ms: 100,
+        points: (0..40)
+            .map(|i| SeriesPoint {
+                elapsed_ms: i * 100,
+                cpus: 4,
+                nr_running: Some(2 + (i % 5) as u32),
+                run_delay_us: Some(50.0 + i as f64),
+                psi_cpu_some: Some(i as f64 / 4.0),
+                scx_state: Some("enabled".into()),
+                scx_events: [("SCX_EV_DISPATCH_LOCAL_DSQ_OFFLINE".to_string(), i % 3)]
+                    .into_iter()
+                    .collect(),
+            })
+            .collect(),
+    };
+    series
+        .write(&MonitorSeries::path_for(&path))
+        .expect("series");
+    let html = dir.path().join("report.html");
+    let out = ktstr(
+        &[
+            "stats",
+            "show",
+            path.to_str().unwrap(),
+            "--html",
+            html.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = std::fs::read_to_string(&html).expect("the page");
+    assert!(
+        page.contains("Run-queue depth") && page.contains("<svg"),
+        "{page}"
+    );
+
+    // A directory of runs gets one page each and an index.
+    let pages = dir.path().join("pages");
+    let out = ktstr(
+        &[
+            "stats",
+            "show",
+            dir.path().to_str().unwrap(),
+            "--html",
+            pages.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let index = std::fs::read_to_string(pages.join("index.html")).expect("index");
+    assert!(index.contains(&s.test_name), "{index}");
+
+    let Some(chromium) = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+    else {
+        let skip_ok = std::env::var_os("KTSTR_NO_SKIP").is_none_or(|v| v.is_empty());
+        assert!(skip_ok, "no chromium: run scripts/setup-host");
+        eprintln!("SKIP: no chromium (scripts/setup-host installs it)");
+        return;
+    };
+    let shot = dir.path().join("report.png");
+    let profile = dir.path().join("profile");
+    let out = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1000,2400",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .expect("run chromium");
+    let log = stderr(&out);
+    assert!(out.status.success(), "chromium failed: {log}");
+    // Page errors reach the log as console messages; the browser's own complaints
+    // (no D-Bus in a container) are not the page's.
+    let console: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught"))
+        .collect();
+    assert!(console.is_empty(), "console errors: {console:#?}");
+    let png = std::fs::read(&shot).expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    // A blank page compresses to a few KiB; plots and tables do not.
+    assert!(png.len() > 40_000, "screenshot of {} bytes", png.len());
+    // Kept for a person to look at, when asked.
+    if let Some(keep) = std::env::var_os("KTSTR_KEEP_SCREENSHOT") {
+        std::fs::copy(&shot, keep).expect("keep the screenshot");
+    }
+}

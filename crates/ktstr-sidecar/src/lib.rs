@@ -126,6 +126,7 @@ pub mod perf_delta;
 #[cfg(feature = "provenance")]
 pub mod provenance;
 pub mod read;
+pub mod series;
 pub mod sidecar;
 pub mod stats;
 pub mod stimulus;

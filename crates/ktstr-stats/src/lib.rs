@@ -17,5 +17,6 @@ pub mod noise;
 pub mod perf_delta;
 pub mod report;
 pub mod revs;
+pub mod run_report;
 pub mod scan;
 pub mod summary;

@@ -49,6 +49,11 @@ enum StatsCommand {
         /// Print JSON instead of text (always the full detail).
         #[arg(long)]
         json: bool,
+        /// Write a self-contained HTML report instead: for one sidecar the page itself
+        /// (verdict, stimulus timeline with the monitor's samples, cgroups, phases);
+        /// for a run directory a directory of pages with an index.html.
+        #[arg(long, value_name = "OUT", conflicts_with = "json")]
+        html: Option<PathBuf>,
     },
     /// Every optional field of a sidecar as set or null, why a null is expected or how to
     /// fix it, the variant hash and the file name the sidecar should have.
@@ -99,7 +104,11 @@ pub fn run(args: StatsArgs) -> anyhow::Result<i32> {
             dirs,
             detail,
             json,
-        } => show(&path, &dirs, detail, json),
+            html,
+        } => match html {
+            Some(out) => show_html(&path, &dirs, &out),
+            None => show(&path, &dirs, detail, json),
+        },
         StatsCommand::Explain { file, json } => explain_file(&file, json),
         StatsCommand::Metrics { json } => list_metrics(json),
         StatsCommand::Compare(a) => compare_cmd(*a),
@@ -211,6 +220,27 @@ fn show(path: &Path, dirs: &[PathBuf], detail: bool, json: bool) -> anyhow::Resu
     }
     if pool.sidecars().next().is_none() && pool.errors.is_empty() {
         return Ok(1);
+    }
+    Ok(report_errors(&pool.errors))
+}
+
+fn show_html(path: &Path, dirs: &[PathBuf], out: &Path) -> anyhow::Result<i32> {
+    let (path, archive) = resolve_show_path(path, dirs)?;
+    let pool = load_pool(std::slice::from_ref(&path), archive);
+    let runs: Vec<_> = pool.sidecars().collect();
+    if runs.is_empty() {
+        println!("no readable sidecars under {}", path.display());
+        return Ok(report_errors(&pool.errors).max(1));
+    }
+    let written = ktstr_stats::run_report::write_pages(&runs, out, path.is_dir())
+        .with_context(|| format!("cannot write the HTML report to {}", out.display()))?;
+    match written.as_slice() {
+        [one] if !path.is_dir() => println!("wrote {}", one.display()),
+        many => println!(
+            "wrote {} pages into {} (open index.html)",
+            many.len() - 1,
+            out.display()
+        ),
     }
     Ok(report_errors(&pool.errors))
 }

@@ -90,6 +90,9 @@ pub fn booted(
     } = judged;
     sidecar.stats.verdict_details.extend(notes.iter().cloned());
     let scheduler_log = keep_scheduler_log(&attempt.data, &run.out_dir, &run.stem);
+    if run.sidecar_dir.is_some() {
+        keep_monitor_series(&run, &attempt.data);
+    }
     let console_log = run.console_log.exists().then_some(run.console_log);
     RunOutcome {
         boot_to_ready_ms: attempt.data.ready.as_ref().map(|r| r.host_ms),
@@ -103,6 +106,22 @@ pub fn booted(
         checks,
         notes,
         wall_ms: run.started.elapsed().as_millis() as u64,
+    }
+}
+
+/// Keeps the monitor's samples as `<stem>.monitor.json` beside the sidecar (for
+/// `stats show --html`); a run without samples leaves none.
+fn keep_monitor_series(run: &PreparedRun, data: &Collected) {
+    if data.monitor_samples.is_empty() {
+        return;
+    }
+    let series = super::measure::monitor_series(
+        &data.monitor_samples,
+        u64::from(run.req.spec.monitor.interval_ms),
+    );
+    let path = run.out_dir.join(format!("{}.monitor.json", run.stem));
+    if let Err(e) = series.write(&path) {
+        tracing::warn!("cannot keep the monitor series {}: {e}", path.display());
     }
 }
 

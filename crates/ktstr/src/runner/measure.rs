@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ktstr_sidecar::monitor::MonitorSummary;
+use ktstr_sidecar::series::{MonitorSeries, SeriesPoint, SERIES_VERSION};
 use ktstr_sidecar::stats::{WORST_P99_WAKE_LATENCY_US, WORST_RUN_DELAY_US};
 use ktstr_sidecar::stimulus::StimulusEvent;
 use ktstr_sidecar::{CgroupStats, PhaseBucket, PhaseCgroupStats, ScenarioStats, SidecarResult};
@@ -134,6 +135,62 @@ pub fn record_transitions(ext: &mut BTreeMap<String, f64>, events: &[SchedEvent]
     }
     if count > 0 {
         ext.insert("scheduler_transitions".into(), f64::from(count));
+    }
+}
+
+/// The monitor's samples as a time series for reports (`{stem}.monitor.json`):
+/// counters become per-interval differences; a CPU missing from either sample of a pair
+/// (hotplug) adds nothing to that interval.
+pub fn monitor_series(samples: &[MonitorSample], interval_ms: u64) -> MonitorSeries {
+    let samples = sorted_samples(samples);
+    let mut points = Vec::with_capacity(samples.len());
+    let mut prev: Option<&MonitorSample> = None;
+    for s in samples {
+        let nr: Vec<u32> = s.cpus.iter().filter_map(|c| c.nr_running).collect();
+        let run_delay_us = prev.and_then(|p| {
+            let mut total = 0u64;
+            let mut any = false;
+            for c in &s.cpus {
+                let before = p.cpus.iter().find(|b| b.cpu == c.cpu);
+                if let (Some(now), Some(then)) = (c.schedstat, before.and_then(|b| b.schedstat)) {
+                    total =
+                        total.saturating_add(now.run_delay_ns.saturating_sub(then.run_delay_ns));
+                    any = true;
+                }
+            }
+            any.then_some(total as f64 / 1e3)
+        });
+        let scx_events = match (prev.and_then(|p| p.scx.as_ref()), s.scx.as_ref()) {
+            (Some(then), Some(now)) => now
+                .events
+                .iter()
+                .filter_map(|(k, v)| {
+                    let d = v.saturating_sub(then.events.get(k).copied().unwrap_or(0));
+                    (d > 0).then(|| (k.clone(), d))
+                })
+                .collect(),
+            _ => BTreeMap::new(),
+        };
+        points.push(SeriesPoint {
+            elapsed_ms: s.elapsed_ms,
+            // An offline CPU is listed with nothing read (hotplug).
+            cpus: s
+                .cpus
+                .iter()
+                .filter(|c| c.schedstat.is_some() || c.nr_running.is_some())
+                .count() as u32,
+            nr_running: (!nr.is_empty()).then(|| nr.iter().sum()),
+            run_delay_us,
+            psi_cpu_some: s.psi_cpu.map(|p| p.some.avg10),
+            scx_state: s.scx.as_ref().map(|x| x.state.clone()),
+            scx_events,
+        });
+        prev = Some(s);
+    }
+    MonitorSeries {
+        version: SERIES_VERSION,
+        interval_ms,
+        points,
     }
 }
 
@@ -459,5 +516,59 @@ fn phase(
         sample_count: window.len(),
         metrics,
         per_cgroup,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ktstr_wire::msg::{CpuSample, CpuSchedstat, ScxSample};
+
+    fn cpu(cpu: u32, online: bool, run_delay_ns: u64) -> CpuSample {
+        CpuSample {
+            cpu,
+            nr_running: online.then_some(2),
+            rq_clock_ns: None,
+            schedstat: online.then_some(CpuSchedstat {
+                run_delay_ns,
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn sample(at: u64, cpus: Vec<CpuSample>, dispatched: u64) -> MonitorSample {
+        MonitorSample {
+            elapsed_ms: at,
+            cpus,
+            scx: Some(ScxSample {
+                state: "enabled".into(),
+                ops: Some("x".into()),
+                events: BTreeMap::from([("SCX_EV_X".into(), dispatched)]),
+            }),
+            psi_cpu: None,
+            psi_irq: None,
+        }
+    }
+
+    #[test]
+    fn the_series_takes_per_interval_differences_and_counts_online_cpus() {
+        let samples = [
+            // Out of order on purpose: the series sorts by time.
+            sample(200, vec![cpu(0, true, 5_000), cpu(1, false, 0)], 10),
+            sample(100, vec![cpu(0, true, 1_000), cpu(1, true, 1_000)], 4),
+        ];
+        let s = monitor_series(&samples, 100);
+        assert_eq!(s.interval_ms, 100);
+        let [a, b] = s.points.as_slice() else {
+            panic!("{s:?}")
+        };
+        assert_eq!((a.elapsed_ms, b.elapsed_ms), (100, 200));
+        // The first sample has nothing to differ from.
+        assert_eq!((a.run_delay_us, a.scx_events.len()), (None, 0));
+        assert_eq!((a.cpus, a.nr_running), (2, Some(4)));
+        // CPU 1 went offline: only CPU 0's wait counts, and one CPU is online.
+        assert_eq!(b.run_delay_us, Some(4.0));
+        assert_eq!((b.cpus, b.nr_running), (1, Some(2)));
+        assert_eq!(b.scx_events["SCX_EV_X"], 6);
     }
 }
