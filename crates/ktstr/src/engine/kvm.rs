@@ -31,7 +31,13 @@ impl KvmGuest {
             }
             None => std::path::PathBuf::from("/dev/stdout"),
         };
-        let mut cfg = VmConfig::linux(spec.topology, spec.kernel.clone(), serial);
+        // The ELF decompressed once into the kernel cache (the same one qemu-tcg enters):
+        // no decompression per boot.
+        let (kernel, note) = crate::kernel::vmlinux::kvm_boot_image(&spec.kernel);
+        if let Some(why) = note {
+            eprintln!("ktstr: the VMM decompresses the bzImage for this boot: {why}");
+        }
+        let mut cfg = VmConfig::linux(spec.topology, kernel, serial);
         cfg.memory_mib = spec.memory_mib;
         cfg.cpu_budget = spec.cpu_budget.map(|b| b as usize);
         cfg.initrd = Some(spec.initrd.clone());
