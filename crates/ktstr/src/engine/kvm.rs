@@ -81,6 +81,7 @@ impl RunningGuest for KvmGuest {
                 cpu_budget: 0,
                 host_cpus: Vec::new(),
                 kvm_stats: None,
+                start: super::GuestStart::Cold,
             };
         };
         let report = vm.wait();
@@ -98,6 +99,7 @@ impl RunningGuest for KvmGuest {
             cpu_budget: report.cpu_budget as u32,
             host_cpus: report.host_cpus.clone(),
             kvm_stats: Some(report.per_vcpu_stats),
+            start: super::GuestStart::Cold,
         }
     }
 }

@@ -1,0 +1,439 @@
+//! The store of warm-start snapshots: a guest booted once (per kernel, guest runtime,
+//! engine and everything on its command line) to the point where its runtime waits for
+//! work, saved by the engine, restored for every later run with the same key.
+//!
+//! Layout: `{kernel cache}/snapshots/{id}/` with `state` (the engine's saved VM),
+//! `meta.json` (the full key, the state's length and CRC-32) and `console.log` (the boot
+//! that made it). A snapshot directory appears whole (built in a private directory,
+//! renamed into place under a lock) and leaves whole (renamed away, then removed).
+//! Lookup checks the key and the length; the restore checks the CRC of every byte before
+//! the guest runs ([`Snapshot::verify`]). Anything that does not match is removed and
+//! rebuilt, never booted into.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::kernel::KernelCache;
+use crate::scratch::ScratchDir;
+
+/// `off` (or `0`, `no`, `false`) turns warm starts off; `cargo ktstr --no-snapshot` sets it.
+pub const ENV: &str = "KTSTR_SNAPSHOT";
+
+/// Bump when anything about how a snapshot is made or restored changes.
+pub const FORMAT: u32 = 1;
+
+/// Are warm starts on (`KTSTR_SNAPSHOT`)?
+pub fn enabled() -> bool {
+    enabled_by(std::env::var(ENV).ok().as_deref())
+}
+
+fn enabled_by(value: Option<&str>) -> bool {
+    !matches!(
+        value.map(|v| v.trim().to_ascii_lowercase()).as_deref(),
+        Some("off" | "0" | "no" | "false")
+    )
+}
+
+/// Errors of the snapshot store.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("no cache directory for snapshots: {0}")]
+    NoCacheDir(#[source] crate::kernel::KernelError),
+    #[error("snapshot store {path}: {source} (set KTSTR_SNAPSHOT=off to boot cold)")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("building the snapshot failed: {0}")]
+    Build(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
+    move |source| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A file a snapshot depends on, by path, size and modification time (a changed qemu
+/// binary or kernel image is a different snapshot).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileId {
+    pub path: PathBuf,
+    pub len: u64,
+    pub mtime_ns: i64,
+}
+
+impl FileId {
+    pub fn of(path: &Path) -> io::Result<Self> {
+        let m = fs::metadata(path)?;
+        Ok(FileId {
+            path: path.to_path_buf(),
+            len: m.len(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        })
+    }
+}
+
+/// Everything a snapshot depends on. Two runs with equal keys boot identical guests up to
+/// the point the snapshot is taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotKey {
+    pub format: u32,
+    pub engine: String,
+    /// The engine's binary (qemu), when it has one.
+    pub engine_binary: Option<FileId>,
+    /// The kernel image booted.
+    pub kernel: FileId,
+    /// Content hash of the initramfs booted (the guest runtime and the kernel config).
+    pub initrd_sha256: String,
+    /// The engine's whole command line with per-run paths replaced by placeholders:
+    /// topology, memory, kernel arguments, threading.
+    pub args: Vec<String>,
+}
+
+impl SnapshotKey {
+    /// Directory name: a hash of the whole key.
+    pub fn id(&self) -> String {
+        let json = serde_json::to_vec(self).expect("a key serialises");
+        let digest = Sha256::digest(&json);
+        digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// What `meta.json` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub key: SnapshotKey,
+    pub state_len: u64,
+    pub state_crc32: u32,
+    /// How long the boot and save took.
+    pub build_ms: u64,
+}
+
+/// A snapshot found in the store.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub dir: PathBuf,
+    pub meta: Meta,
+}
+
+impl Snapshot {
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    pub fn console(&self) -> PathBuf {
+        self.dir.join("console.log")
+    }
+
+    /// Read the whole state and check its length and CRC against `meta.json`.
+    pub fn verify(&self) -> Result<(), String> {
+        let path = self.state();
+        let (len, crc) =
+            crc_of(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if (len, crc) != (self.meta.state_len, self.meta.state_crc32) {
+            return Err(format!(
+                "{} is damaged: {len} bytes with CRC {crc:#010x}, meta.json says {} bytes with CRC {:#010x}",
+                path.display(),
+                self.meta.state_len,
+                self.meta.state_crc32
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Length and CRC-32 of a file.
+pub fn crc_of(path: &Path) -> io::Result<(u64, u32)> {
+    let mut f = File::open(path)?;
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok((len, h.finalize()));
+        }
+        h.update(&buf[..n]);
+        len += n as u64;
+    }
+}
+
+/// What a lookup found.
+#[derive(Debug)]
+pub enum Lookup {
+    Found(Snapshot),
+    Missing,
+    /// There was one, but it did not match its key or its files were damaged; it has
+    /// been removed.
+    Removed(String),
+}
+
+/// The snapshot directory of a kernel cache.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    pub fn from_env() -> Result<Self, SnapshotError> {
+        let cache = KernelCache::from_env().map_err(SnapshotError::NoCacheDir)?;
+        Ok(Self::new(cache.root().join("snapshots")))
+    }
+
+    pub fn new(root: PathBuf) -> Self {
+        Store { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn dir(&self, key: &SnapshotKey) -> PathBuf {
+        self.root.join(key.id())
+    }
+
+    /// The snapshot for `key`, checked against its key and its state's length (the CRC
+    /// is checked by the restore, while the engine loads it).
+    pub fn lookup(&self, key: &SnapshotKey) -> Lookup {
+        let dir = self.dir(key);
+        let meta_path = dir.join("meta.json");
+        let text = match fs::read(&meta_path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.exists() => {
+                return Lookup::Missing
+            }
+            Err(e) => return self.remove(key, format!("{}: {e}", meta_path.display())),
+        };
+        let meta: Meta = match serde_json::from_slice(&text) {
+            Ok(m) => m,
+            Err(e) => return self.remove(key, format!("{}: {e}", meta_path.display())),
+        };
+        if meta.key != *key {
+            return self.remove(key, "it was made for another key (stale)".into());
+        }
+        let snap = Snapshot { dir, meta };
+        match fs::metadata(snap.state()) {
+            Ok(m) if m.len() == snap.meta.state_len => Lookup::Found(snap),
+            Ok(m) => self.remove(
+                key,
+                format!(
+                    "its state has {} bytes, meta.json says {}",
+                    m.len(),
+                    snap.meta.state_len
+                ),
+            ),
+            Err(e) => self.remove(key, format!("{}: {e}", snap.state().display())),
+        }
+    }
+
+    /// Remove the snapshot of `key` (renamed away first, so nobody sees half of it).
+    pub fn remove(&self, key: &SnapshotKey, why: String) -> Lookup {
+        let dir = self.dir(key);
+        let trash = self
+            .root
+            .join(format!(".trash-{}-{}", key.id(), std::process::id()));
+        if fs::rename(&dir, &trash).is_ok() {
+            let _ = fs::remove_dir_all(&trash);
+        }
+        Lookup::Removed(why)
+    }
+
+    /// The snapshot for `key`, built by `build` when there is none: one builder at a
+    /// time per key (the others wait and then find it). `build` writes `state` (and
+    /// `console.log`) into the directory it is given and returns how long it took in ms.
+    pub fn get_or_build(
+        &self,
+        key: &SnapshotKey,
+        build: impl FnOnce(&Path) -> Result<u64, String>,
+    ) -> Result<(Snapshot, Option<String>), SnapshotError> {
+        let mut removed = None;
+        match self.lookup(key) {
+            Lookup::Found(s) => return Ok((s, None)),
+            Lookup::Removed(why) => removed = Some(why),
+            Lookup::Missing => {}
+        }
+        fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
+        let _lock = self.lock(key)?;
+        // Someone else may have built it while we waited.
+        if let Lookup::Found(s) = self.lookup(key) {
+            return Ok((s, removed));
+        }
+        let work = ScratchDir::create(&self.root, ".build-").map_err(io_err(&self.root))?;
+        let build_ms = build(work.path()).map_err(SnapshotError::Build)?;
+        let state = work.path().join("state");
+        let (state_len, state_crc32) = crc_of(&state).map_err(io_err(&state))?;
+        let meta = Meta {
+            key: key.clone(),
+            state_len,
+            state_crc32,
+            build_ms,
+        };
+        let meta_path = work.path().join("meta.json");
+        let text = serde_json::to_vec_pretty(&meta).expect("meta serialises");
+        fs::write(&meta_path, text).map_err(io_err(&meta_path))?;
+        let dir = self.dir(key);
+        let built = work.keep();
+        fs::rename(&built, &dir).map_err(io_err(&dir))?;
+        Ok((Snapshot { dir, meta }, removed))
+    }
+
+    /// An exclusive lock per key, held while building.
+    fn lock(&self, key: &SnapshotKey) -> Result<File, SnapshotError> {
+        let path = self.root.join(format!("{}.lock", key.id()));
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        // SAFETY: flock on a descriptor we own; no memory is passed.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io_err(&path)(io::Error::last_os_error()));
+        }
+        Ok(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(arg: &str) -> SnapshotKey {
+        SnapshotKey {
+            format: FORMAT,
+            engine: "qemu-tcg".into(),
+            engine_binary: None,
+            kernel: FileId {
+                path: "/k/vmlinux.elf".into(),
+                len: 1,
+                mtime_ns: 2,
+            },
+            initrd_sha256: "ab".into(),
+            args: vec!["-smp".into(), arg.into()],
+        }
+    }
+
+    fn build_with(bytes: &'static [u8]) -> impl FnOnce(&Path) -> Result<u64, String> {
+        move |dir| {
+            fs::write(dir.join("state"), bytes).map_err(|e| e.to_string())?;
+            Ok(7)
+        }
+    }
+
+    #[test]
+    fn off_switch() {
+        assert!(enabled_by(None));
+        assert!(enabled_by(Some("on")));
+        for v in ["off", "OFF", "0", "no", "false"] {
+            assert!(!enabled_by(Some(v)), "{v}");
+        }
+    }
+
+    #[test]
+    fn the_id_covers_every_part_of_the_key() {
+        let a = key("2");
+        assert_eq!(a.id(), key("2").id());
+        assert_eq!(a.id().len(), 32);
+        assert_ne!(a.id(), key("4").id());
+        let mut b = a.clone();
+        b.initrd_sha256 = "cd".into();
+        assert_ne!(a.id(), b.id());
+        let mut c = a.clone();
+        c.kernel.mtime_ns += 1;
+        assert_ne!(a.id(), c.id());
+        let mut d = a.clone();
+        d.format += 1;
+        assert_ne!(a.id(), d.id());
+    }
+
+    #[test]
+    fn built_once_then_found_and_verified() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::new(root.path().join("snapshots"));
+        let k = key("2");
+        assert!(matches!(store.lookup(&k), Lookup::Missing));
+        let (s, removed) = store.get_or_build(&k, build_with(b"saved vm")).unwrap();
+        assert_eq!(removed, None);
+        assert_eq!(s.meta.state_len, 8);
+        s.verify().unwrap();
+        let (again, _) = store
+            .get_or_build(&k, |_| panic!("must not rebuild"))
+            .unwrap();
+        assert_eq!(again.meta, s.meta);
+        // Nothing but the snapshot and its lock is left behind.
+        let mut names: Vec<String> = fs::read_dir(store.root())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, [k.id(), format!("{}.lock", k.id())]);
+    }
+
+    #[test]
+    fn a_damaged_state_fails_verification() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::new(root.path().to_path_buf());
+        let (s, _) = store
+            .get_or_build(&key("2"), build_with(b"saved vm"))
+            .unwrap();
+        fs::write(s.state(), b"saved VM").unwrap();
+        let e = s.verify().unwrap_err();
+        assert!(e.contains("damaged"), "{e}");
+    }
+
+    #[test]
+    fn truncated_stale_or_garbled_snapshots_are_removed_and_rebuilt() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::new(root.path().to_path_buf());
+        let k = key("2");
+        type Damage = fn(&Snapshot, &SnapshotKey);
+        let damages: [(&str, Damage); 4] = [
+            ("truncated", |s, _| fs::write(s.state(), b"saved").unwrap()),
+            ("no state", |s, _| fs::remove_file(s.state()).unwrap()),
+            ("garbled meta", |s, _| {
+                fs::write(s.dir.join("meta.json"), b"{not json").unwrap()
+            }),
+            ("stale key", |s, k| {
+                let mut m = s.meta.clone();
+                m.key = SnapshotKey {
+                    initrd_sha256: "other".into(),
+                    ..k.clone()
+                };
+                fs::write(s.dir.join("meta.json"), serde_json::to_vec(&m).unwrap()).unwrap()
+            }),
+        ];
+        for (what, damage) in damages {
+            let (s, _) = store.get_or_build(&k, build_with(b"saved vm")).unwrap();
+            damage(&s, &k);
+            assert!(matches!(store.lookup(&k), Lookup::Removed(_)), "{what}");
+            assert!(!s.dir.exists(), "{what}: removed");
+            let (s, removed) = store.get_or_build(&k, build_with(b"saved vm")).unwrap();
+            assert_eq!(removed, None, "{what}: the lookup above removed it");
+            s.verify().unwrap();
+            store.remove(&k, "next case".into());
+        }
+        // A damaged one found by get_or_build itself is reported and rebuilt.
+        let (s, _) = store.get_or_build(&k, build_with(b"saved vm")).unwrap();
+        fs::write(s.state(), b"x").unwrap();
+        let (s, removed) = store.get_or_build(&k, build_with(b"saved vm")).unwrap();
+        assert!(removed.unwrap().contains("bytes"));
+        s.verify().unwrap();
+    }
+
+    #[test]
+    fn a_failed_build_leaves_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::new(root.path().to_path_buf());
+        let k = key("2");
+        let e = store
+            .get_or_build(&k, |_| Err("qemu exploded".into()))
+            .unwrap_err();
+        assert!(e.to_string().contains("qemu exploded"), "{e}");
+        assert!(matches!(store.lookup(&k), Lookup::Missing));
+    }
+}
