@@ -2,16 +2,17 @@
 //! engine and everything on its command line) to the point where its runtime waits for
 //! work, saved by the engine, restored for every later run with the same key.
 //!
-//! Layout: `{kernel cache}/snapshots/{id}/` with `state` (the engine's saved VM),
-//! `meta.json` (the full key, the state's length and CRC-32) and `console.log` (the boot
-//! that made it). A snapshot directory appears whole (built in a private directory,
-//! renamed into place under a lock) and leaves whole (renamed away, then removed).
-//! Lookup checks the key and the length; the restore checks the CRC of every byte before
-//! the guest runs ([`Snapshot::verify`]). Anything that does not match is removed and
+//! Layout: `{kernel cache}/snapshots/{id}/` with the engine's files (qemu: `state`, the
+//! device state, and `node{n}.ram`, guest RAM as sparse files), `meta.json` (the full key,
+//! each file's length and checksum) and `console.log` (the boot that made it). A snapshot
+//! directory appears whole (built in a private directory, renamed into place under a
+//! lock) and leaves whole (renamed away, then removed). Lookup checks the key and the
+//! lengths; the restore checks every byte against the checksums before the guest runs
+//! ([`sparse_copy`], [`Snapshot::verify`]). Anything that does not match is removed and
 //! rebuilt, never booted into.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ use crate::scratch::ScratchDir;
 pub const ENV: &str = "KTSTR_SNAPSHOT";
 
 /// Bump when anything about how a snapshot is made or restored changes.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// Are warm starts on (`KTSTR_SNAPSHOT`)?
 pub fn enabled() -> bool {
@@ -108,11 +109,22 @@ impl SnapshotKey {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
     pub key: SnapshotKey,
-    pub state_len: u64,
-    pub state_crc32: u32,
+    /// Every file the engine saved, by name: length and [`Checksum`].
+    pub files: std::collections::BTreeMap<String, Checksum>,
     /// How long the boot and save took.
     pub build_ms: u64,
 }
+
+/// A file's length and the CRC-32 of its data extents (offset, length, bytes), so that a
+/// sparse file of guest RAM is checked without reading its holes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checksum {
+    pub len: u64,
+    pub crc32: u32,
+}
+
+/// Files of a snapshot directory that are not the engine's.
+const OWN_FILES: [&str; 2] = ["meta.json", "console.log"];
 
 /// A snapshot found in the store.
 #[derive(Debug, Clone)]
@@ -122,45 +134,88 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn state(&self) -> PathBuf {
-        self.dir.join("state")
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
     }
 
     pub fn console(&self) -> PathBuf {
         self.dir.join("console.log")
     }
 
-    /// Read the whole state and check its length and CRC against `meta.json`.
-    pub fn verify(&self) -> Result<(), String> {
-        let path = self.state();
-        let (len, crc) =
-            crc_of(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        if (len, crc) != (self.meta.state_len, self.meta.state_crc32) {
+    /// Read the file `name` whole and check it against `meta.json`.
+    pub fn verify(&self, name: &str) -> Result<(), String> {
+        let path = self.file(name);
+        let sum =
+            sparse_copy(&path, None).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        self.check(name, sum)
+    }
+
+    /// Does `sum` match what `meta.json` says of `name`?
+    pub fn check(&self, name: &str, sum: Checksum) -> Result<(), String> {
+        let want = self.meta.files.get(name).copied();
+        if want != Some(sum) {
             return Err(format!(
-                "{} is damaged: {len} bytes with CRC {crc:#010x}, meta.json says {} bytes with CRC {:#010x}",
-                path.display(),
-                self.meta.state_len,
-                self.meta.state_crc32
+                "{} is damaged: {} bytes with CRC {:#010x}, meta.json says {}",
+                self.file(name).display(),
+                sum.len,
+                sum.crc32,
+                want.map_or("nothing of it".into(), |w| format!(
+                    "{} bytes with CRC {:#010x}",
+                    w.len, w.crc32
+                ))
             ));
         }
         Ok(())
     }
 }
 
-/// Length and CRC-32 of a file.
-pub fn crc_of(path: &Path) -> io::Result<(u64, u32)> {
-    let mut f = File::open(path)?;
+/// The [`Checksum`] of `src`, copying its data extents into `dst` at the same offsets
+/// when given (`dst` keeps its holes: a copy of guest RAM allocates only what the guest
+/// touched).
+pub fn sparse_copy(src: &Path, dst: Option<&File>) -> io::Result<Checksum> {
+    use std::os::unix::fs::FileExt;
+    let f = File::open(src)?;
+    let len = f.metadata()?.len();
     let mut h = crc32fast::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
-    let mut len = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok((len, h.finalize()));
+    let mut pos = 0u64;
+    while pos < len {
+        let Some(start) = seek(&f, pos, libc::SEEK_DATA)? else {
+            break;
+        };
+        let end = seek(&f, start, libc::SEEK_HOLE)?.unwrap_or(len);
+        h.update(&start.to_le_bytes());
+        h.update(&(end - start).to_le_bytes());
+        let mut at = start;
+        while at < end {
+            let n = ((end - at) as usize).min(buf.len());
+            f.read_exact_at(&mut buf[..n], at)?;
+            h.update(&buf[..n]);
+            if let Some(d) = dst {
+                d.write_all_at(&buf[..n], at)?;
+            }
+            at += n as u64;
         }
-        h.update(&buf[..n]);
-        len += n as u64;
+        pos = end;
     }
+    Ok(Checksum {
+        len,
+        crc32: h.finalize(),
+    })
+}
+
+/// `lseek(fd, pos, whence)`; None past the last data (ENXIO).
+fn seek(f: &File, pos: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
+    // SAFETY: lseek on a descriptor we own; no memory is passed.
+    let r = unsafe { libc::lseek(f.as_raw_fd(), pos as libc::off_t, whence) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENXIO) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(r as u64))
 }
 
 /// What a lookup found.
@@ -217,18 +272,22 @@ impl Store {
             return self.remove(key, "it was made for another key (stale)".into());
         }
         let snap = Snapshot { dir, meta };
-        match fs::metadata(snap.state()) {
-            Ok(m) if m.len() == snap.meta.state_len => Lookup::Found(snap),
-            Ok(m) => self.remove(
-                key,
-                format!(
-                    "its state has {} bytes, meta.json says {}",
-                    m.len(),
-                    snap.meta.state_len
-                ),
-            ),
-            Err(e) => self.remove(key, format!("{}: {e}", snap.state().display())),
+        if snap.meta.files.is_empty() {
+            return self.remove(key, "meta.json lists no files".into());
         }
+        for (name, sum) in &snap.meta.files {
+            match fs::metadata(snap.file(name)) {
+                Ok(m) if m.len() == sum.len => {}
+                Ok(m) => {
+                    return self.remove(
+                        key,
+                        format!("{name} has {} bytes, meta.json says {}", m.len(), sum.len),
+                    )
+                }
+                Err(e) => return self.remove(key, format!("{name}: {e}")),
+            }
+        }
+        Lookup::Found(snap)
     }
 
     /// Remove the snapshot of `key` (renamed away first, so nobody sees half of it).
@@ -244,8 +303,9 @@ impl Store {
     }
 
     /// The snapshot for `key`, built by `build` when there is none: one builder at a
-    /// time per key (the others wait and then find it). `build` writes `state` (and
-    /// `console.log`) into the directory it is given and returns how long it took in ms.
+    /// time per key (the others wait and then find it). `build` writes the engine's files
+    /// (and `console.log`) into the directory it is given and returns how long it took in
+    /// ms; every file but the console is then checksummed into `meta.json`.
     pub fn get_or_build(
         &self,
         key: &SnapshotKey,
@@ -265,12 +325,19 @@ impl Store {
         }
         let work = ScratchDir::create(&self.root, ".build-").map_err(io_err(&self.root))?;
         let build_ms = build(work.path()).map_err(SnapshotError::Build)?;
-        let state = work.path().join("state");
-        let (state_len, state_crc32) = crc_of(&state).map_err(io_err(&state))?;
+        let mut files = std::collections::BTreeMap::new();
+        for entry in fs::read_dir(work.path()).map_err(io_err(work.path()))? {
+            let entry = entry.map_err(io_err(work.path()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if OWN_FILES.contains(&name.as_str()) || name.starts_with('.') {
+                continue;
+            }
+            let sum = sparse_copy(&entry.path(), None).map_err(io_err(&entry.path()))?;
+            files.insert(name, sum);
+        }
         let meta = Meta {
             key: key.clone(),
-            state_len,
-            state_crc32,
+            files,
             build_ms,
         };
         let meta_path = work.path().join("meta.json");
@@ -321,6 +388,7 @@ mod tests {
     fn build_with(bytes: &'static [u8]) -> impl FnOnce(&Path) -> Result<u64, String> {
         move |dir| {
             fs::write(dir.join("state"), bytes).map_err(|e| e.to_string())?;
+            fs::write(dir.join("console.log"), b"booted").map_err(|e| e.to_string())?;
             Ok(7)
         }
     }
@@ -359,8 +427,9 @@ mod tests {
         assert!(matches!(store.lookup(&k), Lookup::Missing));
         let (s, removed) = store.get_or_build(&k, build_with(b"saved vm")).unwrap();
         assert_eq!(removed, None);
-        assert_eq!(s.meta.state_len, 8);
-        s.verify().unwrap();
+        assert_eq!(s.meta.files["state"].len, 8);
+        assert_eq!(s.meta.files.len(), 1, "console.log is not checksummed");
+        s.verify("state").unwrap();
         let (again, _) = store
             .get_or_build(&k, |_| panic!("must not rebuild"))
             .unwrap();
@@ -381,8 +450,8 @@ mod tests {
         let (s, _) = store
             .get_or_build(&key("2"), build_with(b"saved vm"))
             .unwrap();
-        fs::write(s.state(), b"saved VM").unwrap();
-        let e = s.verify().unwrap_err();
+        fs::write(s.file("state"), b"saved VM").unwrap();
+        let e = s.verify("state").unwrap_err();
         assert!(e.contains("damaged"), "{e}");
     }
 
@@ -393,8 +462,10 @@ mod tests {
         let k = key("2");
         type Damage = fn(&Snapshot, &SnapshotKey);
         let damages: [(&str, Damage); 4] = [
-            ("truncated", |s, _| fs::write(s.state(), b"saved").unwrap()),
-            ("no state", |s, _| fs::remove_file(s.state()).unwrap()),
+            ("truncated", |s, _| {
+                fs::write(s.file("state"), b"saved").unwrap()
+            }),
+            ("no state", |s, _| fs::remove_file(s.file("state")).unwrap()),
             ("garbled meta", |s, _| {
                 fs::write(s.dir.join("meta.json"), b"{not json").unwrap()
             }),
@@ -414,15 +485,50 @@ mod tests {
             assert!(!s.dir.exists(), "{what}: removed");
             let (s, removed) = store.get_or_build(&k, build_with(b"saved vm")).unwrap();
             assert_eq!(removed, None, "{what}: the lookup above removed it");
-            s.verify().unwrap();
+            s.verify("state").unwrap();
             store.remove(&k, "next case".into());
         }
         // A damaged one found by get_or_build itself is reported and rebuilt.
         let (s, _) = store.get_or_build(&k, build_with(b"saved vm")).unwrap();
-        fs::write(s.state(), b"x").unwrap();
+        fs::write(s.file("state"), b"x").unwrap();
         let (s, removed) = store.get_or_build(&k, build_with(b"saved vm")).unwrap();
         assert!(removed.unwrap().contains("bytes"));
-        s.verify().unwrap();
+        s.verify("state").unwrap();
+    }
+
+    #[test]
+    fn sparse_copies_keep_holes_and_checksums_see_every_byte() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("ram");
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&src)
+            .unwrap();
+        f.set_len(64 << 20).unwrap();
+        f.write_all_at(b"kernel", 1 << 20).unwrap();
+        f.write_all_at(b"page cache", 40 << 20).unwrap();
+        let dst = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("copy"))
+            .unwrap();
+        dst.set_len(64 << 20).unwrap();
+        let sum = sparse_copy(&src, Some(&dst)).unwrap();
+        assert_eq!(sum.len, 64 << 20);
+        let mut back = [0u8; 10];
+        dst.read_exact_at(&mut back, 40 << 20).unwrap();
+        assert_eq!(&back, b"page cache");
+        // Only what was written takes room in the copy.
+        assert!(dst.metadata().unwrap().blocks() * 512 < 8 << 20);
+        // One byte changed anywhere in the data changes the checksum.
+        f.write_all_at(b"K", 1 << 20).unwrap();
+        assert_ne!(sparse_copy(&src, None).unwrap(), sum);
     }
 
     #[test]
