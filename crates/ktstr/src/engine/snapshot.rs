@@ -124,7 +124,12 @@ pub struct Checksum {
 }
 
 /// Files of a snapshot directory that are not the engine's.
-const OWN_FILES: [&str; 2] = ["meta.json", "console.log"];
+const OWN_FILES: [&str; 3] = ["meta.json", "console.log", USED];
+/// Touched at every use: the least recently used snapshots go first.
+const USED: &str = "used";
+/// Snapshots kept per cache (each holds the RAM a booted guest touched, ~100 MB); past
+/// it, the least recently used are removed when a new one is built.
+pub const MAX_SNAPSHOTS: usize = 12;
 
 /// A snapshot found in the store.
 #[derive(Debug, Clone)]
@@ -292,13 +297,7 @@ impl Store {
 
     /// Remove the snapshot of `key` (renamed away first, so nobody sees half of it).
     pub fn remove(&self, key: &SnapshotKey, why: String) -> Lookup {
-        let dir = self.dir(key);
-        let trash = self
-            .root
-            .join(format!(".trash-{}-{}", key.id(), std::process::id()));
-        if fs::rename(&dir, &trash).is_ok() {
-            let _ = fs::remove_dir_all(&trash);
-        }
+        self.remove_dir(&key.id());
         Lookup::Removed(why)
     }
 
@@ -313,7 +312,10 @@ impl Store {
     ) -> Result<(Snapshot, Option<String>), SnapshotError> {
         let mut removed = None;
         match self.lookup(key) {
-            Lookup::Found(s) => return Ok((s, None)),
+            Lookup::Found(s) => {
+                let _ = fs::write(s.dir.join(USED), b"");
+                return Ok((s, None));
+            }
             Lookup::Removed(why) => removed = Some(why),
             Lookup::Missing => {}
         }
@@ -346,7 +348,52 @@ impl Store {
         let dir = self.dir(key);
         let built = work.keep();
         fs::rename(&built, &dir).map_err(io_err(&dir))?;
+        let _ = fs::write(dir.join(USED), b"");
+        self.prune(MAX_SNAPSHOTS);
         Ok((Snapshot { dir, meta }, removed))
+    }
+
+    /// Keep the `keep` most recently used snapshots; remove the others, and whatever is
+    /// not a current snapshot (another format, a garbled `meta.json`).
+    pub fn prune(&self, keep: usize) {
+        let Ok(entries) = fs::read_dir(&self.root) else {
+            return;
+        };
+        let mut live = Vec::new();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !e.path().is_dir() {
+                continue;
+            }
+            let meta: Option<Meta> = fs::read(e.path().join("meta.json"))
+                .ok()
+                .and_then(|t| serde_json::from_slice(&t).ok());
+            match meta {
+                Some(m) if m.key.format == FORMAT && m.key.id() == name => {
+                    let used = fs::metadata(e.path().join(USED))
+                        .and_then(|m| m.modified())
+                        .unwrap_or(std::time::UNIX_EPOCH);
+                    live.push((used, m.key));
+                }
+                // Another format, or damaged: never restored; a build in progress lives
+                // under a dot name.
+                _ => self.remove_dir(&name),
+            }
+        }
+        live.sort_by(|a, b| b.0.cmp(&a.0));
+        for (_, key) in live.into_iter().skip(keep) {
+            self.remove(&key, "least recently used".into());
+            let _ = fs::remove_file(self.root.join(format!("{}.lock", key.id())));
+        }
+    }
+
+    fn remove_dir(&self, name: &str) {
+        let trash = self
+            .root
+            .join(format!(".trash-{name}-{}", std::process::id()));
+        if fs::rename(self.root.join(name), &trash).is_ok() {
+            let _ = fs::remove_dir_all(&trash);
+        }
     }
 
     /// An exclusive lock per key, held while building.
@@ -441,6 +488,27 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, [k.id(), format!("{}.lock", k.id())]);
+    }
+
+    #[test]
+    fn pruning_keeps_the_most_recently_used_and_drops_foreign_formats() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::new(root.path().to_path_buf());
+        let keys: Vec<SnapshotKey> = ["1", "2", "3"].iter().map(|a| key(a)).collect();
+        for k in &keys {
+            store.get_or_build(k, build_with(b"vm")).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // Using the oldest makes it the newest.
+        store.get_or_build(&keys[0], |_| panic!("built")).unwrap();
+        let mut old = keys[1].clone();
+        old.format = FORMAT - 1;
+        fs::create_dir(store.root().join(old.id())).unwrap();
+        store.prune(2);
+        assert!(matches!(store.lookup(&keys[0]), Lookup::Found(_)));
+        assert!(matches!(store.lookup(&keys[1]), Lookup::Missing));
+        assert!(matches!(store.lookup(&keys[2]), Lookup::Found(_)));
+        assert!(!store.root().join(old.id()).exists());
     }
 
     #[test]
