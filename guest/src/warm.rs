@@ -15,6 +15,7 @@ use ktstr_wire::inbox::{self, Delivery};
 use ktstr_wire::newc::{self, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG};
 use ktstr_wire::SharedMem;
 
+use crate::report::log_info;
 use crate::{cmdline, devmem};
 
 /// How often a parked guest looks at the inbox (cheap: one load and a sleep).
@@ -38,10 +39,18 @@ pub fn park_if_asked() -> Result<Option<SharedMem>> {
 
 /// Take the host's delivery: re-seed, step the clock, unpack the archive over `/`.
 pub fn take_delivery(shm: &SharedMem) -> Result<()> {
+    let t0 = std::time::Instant::now();
     let d: Delivery = inbox::receive(shm).context("reading the warm-start inbox")?;
+    let t1 = t0.elapsed().as_millis();
     reseed(&d.seed).context("re-seeding the kernel's random pool")?;
     step_clock(d.realtime_ns).context("stepping CLOCK_REALTIME to the host's")?;
+    let t2 = t0.elapsed().as_millis();
     unpack(&d.archive, Path::new("/")).context("unpacking the test's files")?;
+    log_info!(
+        "warm start: {} bytes received in {t1} ms, reseeded by {t2} ms, unpacked by {} ms",
+        d.archive.len(),
+        t0.elapsed().as_millis()
+    );
     Ok(())
 }
 
