@@ -82,6 +82,7 @@ impl RunningGuest for KvmGuest {
                 host_cpus: Vec::new(),
                 kvm_stats: None,
                 start: super::GuestStart::Cold,
+                snapshot: None,
             };
         };
         let report = vm.wait();
@@ -100,6 +101,7 @@ impl RunningGuest for KvmGuest {
             host_cpus: report.host_cpus.clone(),
             kvm_stats: Some(report.per_vcpu_stats),
             start: super::GuestStart::Cold,
+            snapshot: None,
         }
     }
 }

@@ -170,6 +170,8 @@ pub struct EngineReport {
     pub kvm_stats: Option<Vec<std::collections::BTreeMap<String, u64>>>,
     /// Booted, or restored from a snapshot.
     pub start: GuestStart,
+    /// The snapshot directory a warm start restored.
+    pub snapshot: Option<PathBuf>,
 }
 
 /// A guest an engine has started: the runner drains its region and watches it end.

@@ -313,6 +313,8 @@ pub struct QemuGuest {
     pub(crate) stderr_path: PathBuf,
     pub plan: MemoryPlan,
     pub(crate) start: GuestStart,
+    /// The snapshot a warm start restored.
+    pub(crate) snapshot: Option<PathBuf>,
 }
 
 /// Guest RAM of one qemu process: its files in a private directory, with the region (and
@@ -459,6 +461,7 @@ impl QemuGuest {
             stderr_path,
             plan,
             start: GuestStart::Cold,
+            snapshot: None,
         })
     }
 
@@ -512,6 +515,7 @@ impl RunningGuest for QemuGuest {
             host_cpus: self.host_cpus.clone(),
             kvm_stats: None,
             start: self.start,
+            snapshot: self.snapshot.clone(),
         }
     }
 }

@@ -380,7 +380,7 @@ impl Store {
                 _ => self.remove_dir(&name),
             }
         }
-        live.sort_by(|a, b| b.0.cmp(&a.0));
+        live.sort_by_key(|e| std::cmp::Reverse(e.0));
         for (_, key) in live.into_iter().skip(keep) {
             self.remove(&key, "least recently used".into());
             let _ = fs::remove_file(self.root.join(format!("{}.lock", key.id())));

@@ -68,10 +68,13 @@ pub fn start(
     let key = key_for(&binary, &boot, &plan, &warm.base_sha256)?;
     let store = Store::from_env().map_err(|e| e.to_string())?;
     let failed = store.root().join(format!("{}.failed", key.id()));
-    if let Ok(why) = std::fs::read_to_string(&failed) {
+    if let Some(why) = recent_failure(&failed) {
         return Err(format!(
-            "building this snapshot failed before ({}); remove {} to try again",
-            why.trim(),
+            "building this snapshot failed {} min ago ({}); it is tried again {} min after \
+             that, or now if you remove {}",
+            why.0,
+            why.1.trim(),
+            RETRY_FAILED_BUILD.as_secs() / 60,
             failed.display()
         ));
     }
@@ -94,6 +97,7 @@ pub fn start(
                 return Err(why);
             }
         };
+        let _ = std::fs::remove_file(&failed);
         if let Some(why) = removed {
             eprintln!("ktstr: removed a damaged warm-start snapshot ({why}) and built it again");
         }
@@ -110,6 +114,24 @@ pub fn start(
         }
     }
     Err("the warm-start snapshot was unusable twice in a row".into())
+}
+
+/// A failed build is not tried again by every test of the suite, only after this long.
+const RETRY_FAILED_BUILD: Duration = Duration::from_secs(30 * 60);
+
+/// The failure recorded at `path` (minutes ago, why), unless it is older than
+/// [`RETRY_FAILED_BUILD`].
+fn recent_failure(path: &Path) -> Option<(u64, String)> {
+    let age = std::fs::metadata(path)
+        .ok()?
+        .modified()
+        .ok()?
+        .elapsed()
+        .ok()?;
+    if age > RETRY_FAILED_BUILD {
+        return None;
+    }
+    Some((age.as_secs() / 60, std::fs::read_to_string(path).ok()?))
 }
 
 /// The key of the snapshot `boot` would make: qemu, kernel, base initramfs and the whole
@@ -361,6 +383,7 @@ fn restore(
         stderr_path: stderr,
         plan: *plan,
         start: GuestStart::Warm,
+        snapshot: Some(snap.dir.clone()),
     })
 }
 
@@ -393,6 +416,23 @@ fn seed() -> std::io::Result<[u8; inbox::SEED_LEN]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_build_holds_warm_starts_off_for_a_while_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("k.failed");
+        assert_eq!(recent_failure(&marker), None);
+        std::fs::write(&marker, "qemu died\n").unwrap();
+        assert_eq!(recent_failure(&marker), Some((0, "qemu died\n".into())));
+        let old = std::time::SystemTime::now() - RETRY_FAILED_BUILD - Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&marker)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert_eq!(recent_failure(&marker), None);
+    }
 
     #[test]
     fn paths_are_quoted_for_the_shell() {

@@ -160,6 +160,7 @@ pub fn not_booted(
             host_cpus: Vec::new(),
             kvm_stats: None,
             start: crate::engine::GuestStart::Cold,
+            snapshot: None,
         },
         checks,
         notes,

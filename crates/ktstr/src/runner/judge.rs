@@ -229,6 +229,7 @@ mod tests {
             host_cpus: vec![0, 1],
             kvm_stats: None,
             start: crate::engine::GuestStart::Cold,
+            snapshot: None,
         }
     }
 

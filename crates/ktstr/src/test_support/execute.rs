@@ -448,6 +448,7 @@ mod tests {
                 host_cpus: vec![0, 1],
                 kvm_stats: None,
                 start: crate::engine::GuestStart::Cold,
+                snapshot: None,
             },
             notes: Vec::new(),
             checks: Default::default(),
