@@ -27,7 +27,7 @@ use crate::scratch::ScratchDir;
 pub const ENV: &str = "KTSTR_SNAPSHOT";
 
 /// Bump when anything about how a snapshot is made or restored changes.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 /// Are warm starts on (`KTSTR_SNAPSHOT`)?
 pub fn enabled() -> bool {
@@ -113,6 +113,8 @@ pub struct Meta {
     pub files: std::collections::BTreeMap<String, Checksum>,
     /// How long the boot and save took.
     pub build_ms: u64,
+    /// Which build this is (process and time): tells it from a later one in its place.
+    pub build: String,
 }
 
 /// A file's length and the CRC-32 of its data extents (offset, length, bytes), so that a
@@ -295,6 +297,17 @@ impl Store {
         Lookup::Found(snap)
     }
 
+    /// Remove `snap` found unusable, unless another process has already replaced it with
+    /// a new build (which is not this one's to judge).
+    pub fn remove_unusable(&self, snap: &Snapshot) {
+        let now: Option<Meta> = fs::read(snap.dir.join("meta.json"))
+            .ok()
+            .and_then(|t| serde_json::from_slice(&t).ok());
+        if now.is_none_or(|m| m.build == snap.meta.build) {
+            self.remove_dir(&snap.meta.key.id());
+        }
+    }
+
     /// Remove the snapshot of `key` (renamed away first, so nobody sees half of it).
     pub fn remove(&self, key: &SnapshotKey, why: String) -> Lookup {
         self.remove_dir(&key.id());
@@ -337,10 +350,14 @@ impl Store {
             let sum = sparse_copy(&entry.path(), None).map_err(io_err(&entry.path()))?;
             files.insert(name, sum);
         }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         let meta = Meta {
             key: key.clone(),
             files,
             build_ms,
+            build: format!("{}-{nanos}", std::process::id()),
         };
         let meta_path = work.path().join("meta.json");
         let text = serde_json::to_vec_pretty(&meta).expect("meta serialises");
@@ -597,6 +614,24 @@ mod tests {
         // One byte changed anywhere in the data changes the checksum.
         f.write_all_at(b"K", 1 << 20).unwrap();
         assert_ne!(sparse_copy(&src, None).unwrap(), sum);
+    }
+
+    #[test]
+    fn only_the_build_found_unusable_is_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::new(root.path().to_path_buf());
+        let k = key("2");
+        let (first, _) = store.get_or_build(&k, build_with(b"vm")).unwrap();
+        // Another process found it damaged and built it again meanwhile.
+        store.remove(&k, "damaged".into());
+        let (second, _) = store.get_or_build(&k, build_with(b"vm")).unwrap();
+        store.remove_unusable(&first);
+        assert!(
+            matches!(store.lookup(&k), Lookup::Found(_)),
+            "the new build stays"
+        );
+        store.remove_unusable(&second);
+        assert!(matches!(store.lookup(&k), Lookup::Missing));
     }
 
     #[test]

@@ -108,7 +108,7 @@ pub fn start(
                     "ktstr: the warm-start snapshot {} is unusable ({why}); removing it",
                     snap.dir.display()
                 );
-                store.remove(&key, why);
+                store.remove_unusable(&snap);
             }
             Err(RestoreError::Failed(why)) => return Err(why),
         }
