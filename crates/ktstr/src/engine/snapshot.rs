@@ -228,7 +228,7 @@ fn seek(f: &File, pos: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
 /// What a lookup found.
 #[derive(Debug)]
 pub enum Lookup {
-    Found(Snapshot),
+    Found(Box<Snapshot>),
     Missing,
     /// There was one, but it did not match its key or its files were damaged; it has
     /// been removed.
@@ -294,7 +294,7 @@ impl Store {
                 Err(e) => return self.remove(key, format!("{name}: {e}")),
             }
         }
-        Lookup::Found(snap)
+        Lookup::Found(Box::new(snap))
     }
 
     /// Remove `snap` found unusable, unless another process has already replaced it with
@@ -327,7 +327,7 @@ impl Store {
         match self.lookup(key) {
             Lookup::Found(s) => {
                 let _ = fs::write(s.dir.join(USED), b"");
-                return Ok((s, None));
+                return Ok((*s, None));
             }
             Lookup::Removed(why) => removed = Some(why),
             Lookup::Missing => {}
@@ -336,7 +336,7 @@ impl Store {
         let _lock = self.lock(key)?;
         // Someone else may have built it while we waited.
         if let Lookup::Found(s) = self.lookup(key) {
-            return Ok((s, removed));
+            return Ok((*s, removed));
         }
         let work = ScratchDir::create(&self.root, ".build-").map_err(io_err(&self.root))?;
         let build_ms = build(work.path()).map_err(SnapshotError::Build)?;
