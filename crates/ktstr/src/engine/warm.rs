@@ -33,6 +33,32 @@ const PARK_DEADLINE: Duration = Duration::from_secs(180);
 /// Longest qemu may take to save or load a snapshot.
 const MIGRATE_DEADLINE: Duration = Duration::from_secs(120);
 
+/// Why a run cannot start warm (it boots cold instead, saying this).
+#[derive(Debug, thiserror::Error)]
+pub enum WarmError {
+    #[error("the test brings {mib} MiB of files, more than the warm-start inbox holds ({capacity_mib} MiB)")]
+    TooBig { mib: usize, capacity_mib: usize },
+    #[error(transparent)]
+    Qemu(#[from] qemu::QemuError),
+    #[error("cannot identify {} for the snapshot's key: {source}", path.display())]
+    Identify {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] super::snapshot::SnapshotError),
+    #[error("building this snapshot failed {minutes} min ago ({why}); it is tried again {} min after that, or now if you remove {}", RETRY_FAILED_BUILD.as_secs() / 60, marker.display())]
+    FailedRecently {
+        minutes: u64,
+        why: String,
+        marker: PathBuf,
+    },
+    #[error("cannot restore the snapshot: {0}")]
+    Restore(String),
+    #[error("the warm-start snapshot was unusable twice in a row ({0}); set KTSTR_SNAPSHOT=off and report it")]
+    UnusableTwice(String),
+}
+
 /// Why a restore did not produce a running guest.
 enum RestoreError {
     /// The snapshot is unusable: remove it and build it again.
@@ -47,18 +73,16 @@ pub fn start(
     spec: &BootSpec,
     warm: &WarmStart,
     prepare: &mut dyn FnMut(&Mapping) -> anyhow::Result<()>,
-) -> Result<QemuGuest, String> {
+) -> Result<QemuGuest, WarmError> {
     let capacity = inbox::capacity(INBOX_SIZE as usize);
     if warm.archive.len() > capacity {
-        return Err(format!(
-            "the test brings {} MiB of files, more than the warm-start inbox holds ({} MiB)",
-            warm.archive.len() >> 20,
-            capacity >> 20
-        ));
+        return Err(WarmError::TooBig {
+            mib: warm.archive.len() >> 20,
+            capacity_mib: capacity >> 20,
+        });
     }
-    let binary = qemu::find_binary().ok_or("qemu-system-x86_64 not found")?;
-    let plan = MemoryPlan::new(spec.memory_mib, spec.topology.numa_nodes(), spec.shm_size)
-        .map_err(|e| e.to_string())?
+    let binary = qemu::find_binary().ok_or(qemu::QemuError::NotFound)?;
+    let plan = MemoryPlan::new(spec.memory_mib, spec.topology.numa_nodes(), spec.shm_size)?
         .with_inbox(INBOX_SIZE);
     let boot = BootSpec {
         kernel: qemu::boot_image(&spec.kernel),
@@ -66,18 +90,16 @@ pub fn start(
         ..spec.clone()
     };
     let key = key_for(&binary, &boot, &plan, &warm.base_sha256)?;
-    let store = Store::from_env().map_err(|e| e.to_string())?;
+    let store = Store::from_env()?;
     let failed = store.root().join(format!("{}.failed", key.id()));
-    if let Some(why) = recent_failure(&failed) {
-        return Err(format!(
-            "building this snapshot failed {} min ago ({}); it is tried again {} min after \
-             that, or now if you remove {}",
-            why.0,
-            why.1.trim(),
-            RETRY_FAILED_BUILD.as_secs() / 60,
-            failed.display()
-        ));
+    if let Some((minutes, why)) = recent_failure(&failed) {
+        return Err(WarmError::FailedRecently {
+            minutes,
+            why: why.trim().to_string(),
+            marker: failed,
+        });
     }
+    let mut unusable = String::new();
     for _ in 0..2 {
         let built = store.get_or_build(&key, |dir| {
             eprintln!(
@@ -91,10 +113,9 @@ pub fn start(
         let (snap, removed) = match built {
             Ok(b) => b,
             Err(e) => {
-                let why = e.to_string();
                 let _ = std::fs::create_dir_all(store.root());
-                let _ = std::fs::write(&failed, format!("{why}\n"));
-                return Err(why);
+                let _ = std::fs::write(&failed, format!("{e}\n"));
+                return Err(e.into());
             }
         };
         let _ = std::fs::remove_file(&failed);
@@ -109,11 +130,12 @@ pub fn start(
                     snap.dir.display()
                 );
                 store.remove_unusable(&snap);
+                unusable = why;
             }
-            Err(RestoreError::Failed(why)) => return Err(why),
+            Err(RestoreError::Failed(why)) => return Err(WarmError::Restore(why)),
         }
     }
-    Err("the warm-start snapshot was unusable twice in a row".into())
+    Err(WarmError::UnusableTwice(unusable))
 }
 
 /// A failed build is not tried again by every test of the suite, only after this long.
@@ -141,7 +163,7 @@ fn key_for(
     boot: &BootSpec,
     plan: &MemoryPlan,
     base_sha256: &str,
-) -> Result<SnapshotKey, String> {
+) -> Result<SnapshotKey, WarmError> {
     let placeholders: Vec<PathBuf> = (0..plan.nodes)
         .map(|n| PathBuf::from(format!("@node{n}")))
         .collect();
@@ -149,7 +171,12 @@ fn key_for(
         .into_iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let id = |p: &Path| FileId::of(p).map_err(|e| format!("{}: {e}", p.display()));
+    let id = |p: &Path| {
+        FileId::of(p).map_err(|source| WarmError::Identify {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
     Ok(SnapshotKey {
         format: FORMAT,
         engine: "qemu-tcg".into(),
