@@ -135,6 +135,9 @@ pub fn start(
             Err(RestoreError::Failed(why)) => return Err(WarmError::Restore(why)),
         }
     }
+    // Twice in a row, once from a snapshot built just now: something systematic (qemu,
+    // the host), not a damaged file. The next tests boot cold rather than rebuild.
+    let _ = std::fs::write(&failed, format!("restoring failed twice: {unusable}\n"));
     Err(WarmError::UnusableTwice(unusable))
 }
 
