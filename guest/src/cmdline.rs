@@ -1,4 +1,5 @@
-//! The kernel command line options the runtime reads: `ktstr.shm=<base>,<size>`.
+//! The kernel command line options the runtime reads: `ktstr.shm=<base>,<size>` (the
+//! ring region) and `ktstr.inbox=<base>,<size>` (a warm start's inbox).
 
 use anyhow::{bail, Context, Result};
 
@@ -9,26 +10,35 @@ pub struct ShmLocation {
     pub size: u64,
 }
 
-/// Finds `ktstr.shm=` in `cmdline`; `Ok(None)` when absent. The last occurrence wins, as
-/// the kernel does for its own options.
+pub const SHM_OPTION: &str = "ktstr.shm";
+pub const INBOX_OPTION: &str = "ktstr.inbox";
+
+/// Finds `ktstr.shm=` in `cmdline`; `Ok(None)` when absent.
 pub fn parse_shm(cmdline: &str) -> Result<Option<ShmLocation>> {
+    parse_region(cmdline, SHM_OPTION)
+}
+
+/// Finds `<option>=<base>,<size>` in `cmdline`; `Ok(None)` when absent. The last
+/// occurrence wins, as the kernel does for its own options.
+pub fn parse_region(cmdline: &str, option: &str) -> Result<Option<ShmLocation>> {
+    let prefix = format!("{option}=");
     let Some(value) = cmdline
         .split_ascii_whitespace()
-        .filter_map(|w| w.strip_prefix("ktstr.shm="))
+        .filter_map(|w| w.strip_prefix(prefix.as_str()))
         .next_back()
     else {
         return Ok(None);
     };
     let (base, size) = value
         .split_once(',')
-        .with_context(|| format!("ktstr.shm={value}: expected <base>,<size>"))?;
-    let base = parse_u64(base).with_context(|| format!("ktstr.shm={value}: bad base"))?;
-    let size = parse_u64(size).with_context(|| format!("ktstr.shm={value}: bad size"))?;
+        .with_context(|| format!("{option}={value}: expected <base>,<size>"))?;
+    let base = parse_u64(base).with_context(|| format!("{option}={value}: bad base"))?;
+    let size = parse_u64(size).with_context(|| format!("{option}={value}: bad size"))?;
     if size == 0 {
-        bail!("ktstr.shm={value}: size is zero");
+        bail!("{option}={value}: size is zero");
     }
     if base.checked_add(size).is_none() {
-        bail!("ktstr.shm={value}: base + size overflows");
+        bail!("{option}={value}: base + size overflows");
     }
     Ok(Some(ShmLocation { base, size }))
 }

@@ -23,6 +23,7 @@ mod scenario;
 mod scheduler;
 mod sysstat;
 mod topology;
+mod warm;
 mod work;
 mod workers;
 
@@ -97,7 +98,17 @@ fn run() -> Result<i32> {
     if is_pid1() {
         mounts::mount_all();
     }
+    // A warm-start snapshot is taken while this waits; the ring is attached only after
+    // the restore, to the header the host wrote for that run.
+    let inbox = if is_pid1() {
+        warm::park_if_asked()?
+    } else {
+        None
+    };
     attach_ring()?;
+    if let Some(inbox) = &inbox {
+        warm::take_delivery(inbox).context("taking the warm start's delivery")?;
+    }
     let topo = topology::read_topology(Path::new("/sys")).context("reading the CPU topology")?;
     report::send(&GuestMsg::Ready {
         kernel_release: kernel_release(),

@@ -80,6 +80,12 @@ pub const EXTRA_KEYS: &[ExtraKey] = &[
         path: "host.engine",
         what: "the engine that ran the guest: kvm or qemu-tcg",
     },
+    ExtraKey {
+        owner: "HostContext",
+        key: "start",
+        path: "host.start",
+        what: "how the guest started: cold (booted for this run) or warm (restored from a snapshot of a booted guest)",
+    },
 ];
 
 /// A JSON document with object keys in document order and integers told from floats,

@@ -358,6 +358,7 @@ pub fn fully_populated() -> SidecarResult {
             }),
             kvm: Some(KvmBacking::Pvm),
             engine: Some(Engine::Kvm),
+            start: Some(crate::GuestStart::Cold),
         }),
         cleanup_duration_ms: Some(41),
         run_source: Some(RunSource::Ci),

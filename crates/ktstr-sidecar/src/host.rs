@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 /// Sidecar key `host`: the reference's `HostContext` (same keys, same order), then
-/// ktstr's two extra keys `kvm` and `engine`. Every field is null (an empty map for
+/// ktstr's extra keys `kvm`, `engine` and `start`. Every field is null (an empty map for
 /// `cpufreq_governor`) when its source was unreadable; every key is optional on read.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -57,6 +57,20 @@ pub struct HostContext {
     /// Extra key (ktstr): which engine ran the guest; set by the runner, not by
     /// [`HostContext::capture`].
     pub engine: Option<Engine>,
+    /// Extra key (ktstr): whether the guest booted (`cold`) or was restored from a
+    /// snapshot of a booted guest (`warm`); set by the runner.
+    pub start: Option<GuestStart>,
+}
+
+/// How the guest of a run started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuestStart {
+    /// The kernel booted for this run.
+    Cold,
+    /// Restored from a snapshot of a guest booted earlier up to its runtime's start; the
+    /// test's files arrived after the restore.
+    Warm,
 }
 
 /// Per-task delay accounting on the host.
@@ -158,6 +172,7 @@ impl HostContext {
             heap_state: None,
             kvm: Some(kvm_backing(root, cpuinfo.as_deref())),
             engine: None,
+            start: None,
         }
     }
 }

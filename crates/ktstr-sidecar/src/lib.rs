@@ -138,7 +138,9 @@ pub mod write;
 
 pub use error::{Result, SidecarError};
 pub use hash::VariantKey;
-pub use host::{DelayacctState, Engine, HostContext, HostHeapState, KvmBacking, XacctState};
+pub use host::{
+    DelayacctState, Engine, GuestStart, HostContext, HostHeapState, KvmBacking, XacctState,
+};
 pub use kvm::KvmStatsTotals;
 pub use monitor::{
     BpfMapFieldValue, MonitorSummary, ProgStatsDelta, SchedDomainLbDelta, SchedstatDeltas,

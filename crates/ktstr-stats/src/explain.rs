@@ -77,6 +77,7 @@ pub const HOST_OPTIONS: &[&str] = &[
     "heap_state",
     "kvm",
     "engine",
+    "start",
 ];
 
 /// The explanation of one sidecar.
@@ -409,6 +410,11 @@ fn host_reason(key: &str) -> (NullClass, String) {
         "engine" => {
             return actionable(
                 "the runner did not record which engine ran the guest; re-run with a current ktstr",
+            )
+        }
+        "start" => {
+            return expected(
+                "the guest never started (the run ended before its boot), or ktstr predates warm starts",
             )
         }
         _ => return actionable("no explanation is known for this field"),

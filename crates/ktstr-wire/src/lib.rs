@@ -21,11 +21,13 @@
 
 mod error;
 mod frame;
+pub mod inbox;
 mod layout;
 #[cfg(feature = "mmap")]
 mod mapping;
 pub mod msg;
 pub mod nested;
+pub mod newc;
 mod reader;
 pub mod scenario;
 pub mod sched;

@@ -204,6 +204,25 @@ impl SharedMem {
         }
     }
 
+    /// Plain copy out of the region, for bytes the peer published before an acquire load
+    /// (a ready flag) and no longer writes: one memcpy instead of word-by-word volatile
+    /// reads (a warm start's archive is megabytes).
+    pub fn read_published(&self, offset: usize, buf: &mut [u8]) {
+        self.check(offset, buf.len(), 1);
+        // SAFETY: bounds checked above; the peer does not write these bytes any more.
+        unsafe {
+            ptr::copy_nonoverlapping(self.inner.ptr.add(offset), buf.as_mut_ptr(), buf.len())
+        };
+    }
+
+    /// Plain copy into the region, for bytes the peer reads only after a later release
+    /// store (a ready flag), or while it is stopped.
+    pub fn write_unpublished(&self, offset: usize, data: &[u8]) {
+        self.check(offset, data.len(), 1);
+        // SAFETY: bounds checked above; the peer does not read these bytes yet.
+        unsafe { ptr::copy_nonoverlapping(data.as_ptr(), self.inner.ptr.add(offset), data.len()) };
+    }
+
     /// Volatile fill of `len` bytes at `offset` with `value`.
     pub fn fill(&self, offset: usize, len: usize, value: u8) {
         self.check(offset, len, 1);

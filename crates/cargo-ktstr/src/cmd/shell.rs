@@ -40,9 +40,16 @@ pub struct ShellArgs {
     /// Extra kernel command-line argument; repeatable.
     #[arg(long = "karg")]
     kargs: Vec<String>,
+    /// Boot cold instead of restoring a snapshot of a booted guest (as KTSTR_SNAPSHOT=off).
+    #[arg(long)]
+    no_snapshot: bool,
 }
 
 pub fn run(args: ShellArgs) -> anyhow::Result<i32> {
+    if args.no_snapshot {
+        // Read by the runner in this process; set before any thread starts.
+        std::env::set_var(engine::snapshot::ENV, "off");
+    }
     let kernel = ktstr::kernel::resolve(args.kernel.as_deref())?;
     let engine = engine::choose(args.engine.as_deref())?;
     for inc in &args.includes {

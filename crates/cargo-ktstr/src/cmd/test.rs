@@ -37,6 +37,10 @@ pub struct TestArgs {
     /// skipping (sets KTSTR_NO_SKIP).
     #[arg(long)]
     no_skip: bool,
+    /// Boot every test cold instead of restoring a snapshot of a booted guest (sets
+    /// KTSTR_SNAPSHOT=off).
+    #[arg(long)]
+    no_snapshot: bool,
     /// Run the suite N times and report, per test, passes over runs and every distinct
     /// failure signature (the flake rate); each round's sidecars go to their own
     /// directory under `target/ktstr/soak-*`, with `soak.json` beside them.
@@ -133,6 +137,9 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
         }
         if args.no_skip {
             cmd.env(NO_SKIP_ENV, "1");
+        }
+        if args.no_snapshot {
+            cmd.env(engine::snapshot::ENV, "off");
         }
         let status = cmd
             .status()

@@ -31,7 +31,13 @@ impl KvmGuest {
             }
             None => std::path::PathBuf::from("/dev/stdout"),
         };
-        let mut cfg = VmConfig::linux(spec.topology, spec.kernel.clone(), serial);
+        // The ELF decompressed once into the kernel cache (the same one qemu-tcg enters):
+        // no decompression per boot.
+        let (kernel, note) = crate::kernel::vmlinux::kvm_boot_image(&spec.kernel);
+        if let Some(why) = note {
+            eprintln!("ktstr: the VMM decompresses the bzImage for this boot: {why}");
+        }
+        let mut cfg = VmConfig::linux(spec.topology, kernel, serial);
         cfg.memory_mib = spec.memory_mib;
         cfg.cpu_budget = spec.cpu_budget.map(|b| b as usize);
         cfg.initrd = Some(spec.initrd.clone());
@@ -75,6 +81,8 @@ impl RunningGuest for KvmGuest {
                 cpu_budget: 0,
                 host_cpus: Vec::new(),
                 kvm_stats: None,
+                start: super::GuestStart::Cold,
+                snapshot: None,
             };
         };
         let report = vm.wait();
@@ -92,6 +100,8 @@ impl RunningGuest for KvmGuest {
             cpu_budget: report.cpu_budget as u32,
             host_cpus: report.host_cpus.clone(),
             kvm_stats: Some(report.per_vcpu_stats),
+            start: super::GuestStart::Cold,
+            snapshot: None,
         }
     }
 }

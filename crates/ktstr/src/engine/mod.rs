@@ -4,11 +4,16 @@
 
 pub mod kvm;
 pub mod qemu;
+pub mod qmp;
+pub mod snapshot;
+pub mod warm;
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+pub use ktstr_sidecar::GuestStart;
 use ktstr_sidecar::KvmBacking;
 use ktstr_topology::Topology;
 
@@ -93,6 +98,30 @@ pub struct BootSpec {
     pub serial_log: Option<PathBuf>,
     /// Wall-clock budget for the whole run; past it the engine kills the guest.
     pub deadline: Duration,
+    /// Start from a snapshot when the engine can (qemu-tcg, `KTSTR_SNAPSHOT` not off);
+    /// `initrd` stays the cold boot's.
+    pub warm: Option<WarmStart>,
+}
+
+/// How a run can start warm: the snapshot boots `base_initrd`; the rest of the test's
+/// initramfs arrives after the restore.
+#[derive(Clone)]
+pub struct WarmStart {
+    /// The guest runtime and the kernel config: what every test of this kernel shares.
+    pub base_initrd: PathBuf,
+    pub base_sha256: String,
+    /// newc archives of everything else (binaries, their libraries, the spec).
+    pub archive: Arc<Vec<u8>>,
+}
+
+impl fmt::Debug for WarmStart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WarmStart")
+            .field("base_initrd", &self.base_initrd)
+            .field("base_sha256", &self.base_sha256)
+            .field("archive_bytes", &self.archive.len())
+            .finish()
+    }
 }
 
 /// Kernel arguments every guest starts from: quiet, fast to boot, reboot = exit.
@@ -139,6 +168,10 @@ pub struct EngineReport {
     pub host_cpus: Vec<usize>,
     /// Per-vCPU KVM counters (`kvm` engine only).
     pub kvm_stats: Option<Vec<std::collections::BTreeMap<String, u64>>>,
+    /// Booted, or restored from a snapshot.
+    pub start: GuestStart,
+    /// The snapshot directory a warm start restored.
+    pub snapshot: Option<PathBuf>,
 }
 
 /// A guest an engine has started: the runner drains its region and watches it end.
@@ -157,7 +190,7 @@ pub trait RunningGuest {
 pub fn start(
     engine: EngineKind,
     spec: &BootSpec,
-    prepare: impl FnOnce(*mut u8, usize) -> anyhow::Result<()>,
+    mut prepare: impl FnMut(*mut u8, usize) -> anyhow::Result<()>,
 ) -> anyhow::Result<Box<dyn RunningGuest>> {
     Ok(match engine {
         EngineKind::Kvm => Box::new(kvm::KvmGuest::start(spec, prepare)?),

@@ -11,6 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 
 use super::{budget_cpus, BootSpec, EngineReport, GuestExit, RunningGuest, BASE_KARGS};
 use crate::scratch::{self, ScratchDir};
+use ktstr_sidecar::GuestStart;
 use ktstr_wire::Mapping;
 
 /// Errors of the qemu engine.
@@ -73,6 +74,9 @@ pub struct MemoryPlan {
     pub node_bytes: u64,
     pub shm_base: u64,
     pub shm_size: u64,
+    /// A warm start's inbox, right after the region; the last node grows by its size, so
+    /// the guest's usable RAM is the same with or without one.
+    pub inbox_size: u64,
 }
 
 impl MemoryPlan {
@@ -99,11 +103,32 @@ impl MemoryPlan {
             node_bytes,
             shm_base,
             shm_size,
+            inbox_size: 0,
         })
     }
 
+    /// The same plan with an inbox of `size` bytes (rounded up to the region alignment).
+    pub fn with_inbox(mut self, size: u64) -> Self {
+        self.inbox_size = size.div_ceil(SHM_ALIGN) * SHM_ALIGN;
+        self
+    }
+
+    /// Size of node `n`'s memory (the last one holds the inbox too).
+    pub fn node_size(&self, n: u32) -> u64 {
+        if n + 1 == self.nodes {
+            self.node_bytes + self.inbox_size
+        } else {
+            self.node_bytes
+        }
+    }
+
     pub fn total_mib(&self) -> u64 {
-        self.node_bytes * u64::from(self.nodes) / MIB
+        (self.node_bytes * u64::from(self.nodes) + self.inbox_size) / MIB
+    }
+
+    /// Guest-physical base of the inbox (right after the region).
+    pub fn inbox_base(&self) -> u64 {
+        self.shm_base + self.shm_size
     }
 
     /// The node file holding the region and the region's offset in it.
@@ -112,12 +137,22 @@ impl MemoryPlan {
         (node, self.shm_base - u64::from(node) * self.node_bytes)
     }
 
-    /// Kernel arguments that reserve the region and tell the guest where it is.
-    pub fn kargs(&self) -> [String; 2] {
-        [
-            format!("memmap={}K${:#x}", self.shm_size / 1024, self.shm_base),
+    /// Kernel arguments that reserve the region (and the inbox) and tell the guest where
+    /// they are.
+    pub fn kargs(&self) -> Vec<String> {
+        let reserved = self.shm_size + self.inbox_size;
+        let mut k = vec![
+            format!("memmap={}K${:#x}", reserved / 1024, self.shm_base),
             format!("ktstr.shm={:#x},{:#x}", self.shm_base, self.shm_size),
-        ]
+        ];
+        if self.inbox_size > 0 {
+            k.push(format!(
+                "ktstr.inbox={:#x},{:#x}",
+                self.inbox_base(),
+                self.inbox_size
+            ));
+        }
+        k
     }
 }
 
@@ -202,11 +237,11 @@ pub fn qemu_args(spec: &BootSpec, plan: &MemoryPlan, mem_files: &[PathBuf]) -> V
         topo.cores_per_llc(),
         topo.threads_per_core()
     ));
-    let node_mib = plan.node_bytes / MIB;
     for (i, f) in mem_files.iter().enumerate() {
         push("-object".into());
         push(format!(
-            "memory-backend-file,id=m{i},size={node_mib}M,mem-path={},share=on",
+            "memory-backend-file,id=m{i},size={}M,mem-path={},share=on",
+            plan.node_size(i as u32) / MIB,
             f.display()
         ));
     }
@@ -268,100 +303,165 @@ pub fn cmdline(spec: &BootSpec, plan: &MemoryPlan) -> String {
 
 /// A running qemu guest.
 pub struct QemuGuest {
-    child: Child,
+    pub(crate) child: Child,
     /// Guest RAM, qemu's stderr; removed at teardown (dropped after qemu is gone).
-    mem_dir: Option<ScratchDir>,
-    shm: Mapping,
-    host_cpus: Vec<usize>,
-    vcpus: u32,
-    killed: Option<String>,
-    stderr_path: PathBuf,
+    pub(crate) mem_dir: Option<ScratchDir>,
+    pub(crate) shm: Mapping,
+    pub(crate) host_cpus: Vec<usize>,
+    pub(crate) vcpus: u32,
+    pub(crate) killed: Option<String>,
+    pub(crate) stderr_path: PathBuf,
     pub plan: MemoryPlan,
+    pub(crate) start: GuestStart,
+    /// The snapshot a warm start restored.
+    pub(crate) snapshot: Option<PathBuf>,
 }
 
-impl QemuGuest {
-    /// Create guest memory, map the region and let `prepare` write into it (the wire
-    /// header) before any guest code runs, then start qemu.
-    pub fn start(
-        spec: &BootSpec,
-        prepare: impl FnOnce(&Mapping) -> anyhow::Result<()>,
-    ) -> anyhow::Result<Self> {
-        let binary = find_binary().ok_or(QemuError::NotFound)?;
-        let plan = MemoryPlan::new(spec.memory_mib, spec.topology.numa_nodes(), spec.shm_size)?;
+/// Guest RAM of one qemu process: its files in a private directory, with the region (and
+/// the inbox, if the plan has one) mapped.
+pub(crate) struct Ram {
+    pub dir: ScratchDir,
+    pub files: Vec<PathBuf>,
+    pub shm: Mapping,
+    pub inbox: Option<Mapping>,
+}
+
+impl Ram {
+    pub fn create(plan: &MemoryPlan) -> Result<Self, QemuError> {
         let root = scratch::ram_root();
-        let mem_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| QemuError::MemoryFile { path, source }
-        };
         check_room(&root, plan.total_mib())?;
         // A private directory (0700, unguessable name, swept if this process is killed):
         // nobody else can read guest memory or plant a link where qemu writes.
-        let mem_dir = ScratchDir::create(&root, "ktstr-ram-").map_err(mem_err(&root))?;
+        let dir = ScratchDir::create(&root, "ktstr-ram-").map_err(mem_err(&root))?;
         let mut files = Vec::new();
         for n in 0..plan.nodes {
-            let (path, f) = mem_dir
+            let (path, f) = dir
                 .create_file(&format!("node{n}.ram"))
-                .map_err(mem_err(mem_dir.path()))?;
-            f.set_len(plan.node_bytes).map_err(mem_err(&path))?;
+                .map_err(mem_err(dir.path()))?;
+            f.set_len(plan.node_size(n)).map_err(mem_err(&path))?;
             files.push((path, f));
         }
-        let (node, offset) = plan.shm_file_offset();
-        let (shm_path, shm_file) = &files[node as usize];
-        let shm = Mapping::map_file(shm_file, offset, plan.shm_size).map_err(|source| {
-            QemuError::Map {
-                path: shm_path.clone(),
+        let map = |offset: u64, len: u64| {
+            let (path, file) = &files[plan.nodes as usize - 1];
+            Mapping::map_file(file, offset, len).map_err(|source| QemuError::Map {
+                path: path.clone(),
                 source,
-            }
-        })?;
-        prepare(&shm)?;
+            })
+        };
+        let (node, offset) = plan.shm_file_offset();
+        debug_assert_eq!(node + 1, plan.nodes, "the region is in the last node");
+        let shm = map(offset, plan.shm_size)?;
+        let inbox = if plan.inbox_size > 0 {
+            Some(map(offset + plan.shm_size, plan.inbox_size)?)
+        } else {
+            None
+        };
+        Ok(Ram {
+            dir,
+            files: files.into_iter().map(|(p, _)| p).collect(),
+            shm,
+            inbox,
+        })
+    }
+}
 
-        let host_cpus = budget_cpus(spec.topology.vcpus(), spec.cpu_budget);
-        let paths: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
-        // Direct entry: the host decompressed the kernel once; the guest skips its own
-        // decompressor (emulated, the slowest part of a boot under TCG).
-        let (kernel, pvh_note) = crate::kernel::vmlinux::qemu_boot_image(&spec.kernel);
-        if let Some(why) = pvh_note {
-            eprintln!("ktstr: booting the bzImage without direct (PVH) entry: {why}");
+fn mem_err(path: &Path) -> impl FnOnce(std::io::Error) -> QemuError {
+    let path = path.to_path_buf();
+    move |source| QemuError::MemoryFile { path, source }
+}
+
+/// Start qemu with `args`, pinned to `host_cpus`, its stderr in `ram`'s directory, the
+/// console in `console` (a fresh file, starting with `preamble`) or on the terminal.
+pub(crate) fn spawn(
+    binary: &Path,
+    args: &[OsString],
+    ram: &Ram,
+    console: Option<&Path>,
+    preamble: &str,
+    host_cpus: &[usize],
+) -> Result<(Child, PathBuf), QemuError> {
+    let (stderr_path, stderr) = ram
+        .dir
+        .create_file("qemu.stderr")
+        .map_err(mem_err(ram.dir.path()))?;
+    let mut cmd = Command::new(binary);
+    cmd.args(args).stderr(stderr);
+    if let Some(log) = console {
+        // The console goes to qemu's stdout, a file this run created afresh: qemu
+        // never opens (or follows a link at) the log's path itself, and a previous
+        // run's log is never mistaken for this one's.
+        let mut file = scratch::replace_file(log, 0o644).map_err(mem_err(log))?;
+        std::io::Write::write_all(&mut file, preamble.as_bytes()).map_err(mem_err(log))?;
+        cmd.stdin(Stdio::null()).stdout(file);
+    }
+    let pin = host_cpus.to_vec();
+    // SAFETY: between fork and exec the closure only makes async-signal-safe calls
+    // (sched_setaffinity over a captured slice; no allocation): it pins qemu, and so
+    // every vCPU thread it creates, to the budget.
+    unsafe {
+        cmd.pre_exec(move || ktstr_topology::host::set_affinity(&pin));
+    }
+    // Die with the test process rather than linger.
+    crate::child::die_with_parent(&mut cmd, libc::SIGKILL);
+    let child = cmd.spawn().map_err(|source| QemuError::Spawn {
+        binary: binary.to_path_buf(),
+        source,
+    })?;
+    Ok((child, stderr_path))
+}
+
+impl QemuGuest {
+    /// Start the guest: restored from a warm-start snapshot when the spec asks for one
+    /// and snapshots are on (see [`super::warm`]), else booted cold. `prepare` writes
+    /// into the region (the wire header) before any guest code runs on it.
+    pub fn start(
+        spec: &BootSpec,
+        mut prepare: impl FnMut(&Mapping) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Self> {
+        if let Some(warm) = spec.warm.as_ref().filter(|_| super::snapshot::enabled()) {
+            match super::warm::start(spec, warm, &mut prepare) {
+                Ok(guest) => return Ok(guest),
+                Err(why) => eprintln!("ktstr: starting cold: {why}"),
+            }
         }
+        Self::cold(spec, &mut prepare)
+    }
+
+    /// Create guest memory, map the region and let `prepare` write into it (the wire
+    /// header) before any guest code runs, then boot the kernel.
+    pub fn cold(
+        spec: &BootSpec,
+        prepare: &mut dyn FnMut(&Mapping) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Self> {
+        let binary = find_binary().ok_or(QemuError::NotFound)?;
+        let plan = MemoryPlan::new(spec.memory_mib, spec.topology.numa_nodes(), spec.shm_size)?;
+        let ram = Ram::create(&plan)?;
+        prepare(&ram.shm)?;
+        let host_cpus = budget_cpus(spec.topology.vcpus(), spec.cpu_budget);
         let spec = &BootSpec {
-            kernel,
+            kernel: boot_image(&spec.kernel),
             ..spec.clone()
         };
-        let args = qemu_args(spec, &plan, &paths);
-        let (stderr_path, stderr) = mem_dir
-            .create_file("qemu.stderr")
-            .map_err(mem_err(mem_dir.path()))?;
-        let mut cmd = Command::new(&binary);
-        cmd.args(&args).stderr(stderr);
-        if let Some(log) = &spec.serial_log {
-            // The console goes to qemu's stdout, a file this run created afresh: qemu
-            // never opens (or follows a link at) the log's path itself, and a previous
-            // run's log is never mistaken for this one's.
-            let console = scratch::replace_file(log, 0o644).map_err(mem_err(log))?;
-            cmd.stdin(Stdio::null()).stdout(console);
-        }
-        let pin = host_cpus.clone();
-        // SAFETY: between fork and exec the closure only makes async-signal-safe calls
-        // (sched_setaffinity over a captured slice; no allocation): it pins qemu, and so
-        // every vCPU thread it creates, to the budget.
-        unsafe {
-            cmd.pre_exec(move || ktstr_topology::host::set_affinity(&pin));
-        }
-        // Die with the test process rather than linger.
-        crate::child::die_with_parent(&mut cmd, libc::SIGKILL);
-        let child = cmd.spawn().map_err(|source| QemuError::Spawn {
-            binary: binary.clone(),
-            source,
-        })?;
+        let args = qemu_args(spec, &plan, &ram.files);
+        let (child, stderr_path) = spawn(
+            &binary,
+            &args,
+            &ram,
+            spec.serial_log.as_deref(),
+            "",
+            &host_cpus,
+        )?;
         Ok(Self {
             child,
-            mem_dir: Some(mem_dir),
-            shm,
+            shm: ram.shm,
+            mem_dir: Some(ram.dir),
             host_cpus,
             vcpus: spec.topology.vcpus(),
             killed: None,
             stderr_path,
             plan,
+            start: GuestStart::Cold,
+            snapshot: None,
         })
     }
 
@@ -414,11 +514,24 @@ impl RunningGuest for QemuGuest {
             cpu_budget: self.host_cpus.len() as u32,
             host_cpus: self.host_cpus.clone(),
             kvm_stats: None,
+            start: self.start,
+            snapshot: self.snapshot.clone(),
         }
     }
 }
 
-fn last_lines(text: &str) -> String {
+/// What qemu boots for `kernel`: direct entry into the cached ELF when the kernel has a
+/// PVH entry (the guest skips its own decompressor, emulated, the slowest part of a boot
+/// under TCG), else the bzImage.
+pub(crate) fn boot_image(kernel: &Path) -> PathBuf {
+    let (image, pvh_note) = crate::kernel::vmlinux::qemu_boot_image(kernel);
+    if let Some(why) = pvh_note {
+        eprintln!("ktstr: booting the bzImage without direct (PVH) entry: {why}");
+    }
+    image
+}
+
+pub(crate) fn last_lines(text: &str) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     if lines.is_empty() {
         return String::new();
@@ -452,6 +565,7 @@ mod tests {
             shm_size: 8 * MIB,
             serial_log: Some("/tmp/serial.log".into()),
             deadline: Duration::from_secs(60),
+            warm: None,
         }
     }
 
@@ -465,13 +579,40 @@ mod tests {
         assert_eq!(p.shm_file_offset(), (1, 256 * MIB));
         assert_eq!(
             p.kargs(),
-            [
-                "memmap=8192K$0x30000000".to_string(),
-                "ktstr.shm=0x30000000,0x800000".to_string()
-            ]
+            ["memmap=8192K$0x30000000", "ktstr.shm=0x30000000,0x800000"]
         );
         // Odd sizes round up to the alignment.
         assert_eq!(MemoryPlan::new(1024, 1, 3 * MIB).unwrap().shm_size, 4 * MIB);
+    }
+
+    #[test]
+    fn an_inbox_follows_the_region_in_a_grown_last_node() {
+        let p = MemoryPlan::new(1024, 2, 8 * MIB)
+            .unwrap()
+            .with_inbox(100 * MIB);
+        assert_eq!(p.inbox_size, 100 * MIB);
+        assert_eq!((p.node_size(0), p.node_size(1)), (512 * MIB, 612 * MIB));
+        assert_eq!(p.total_mib(), 1124);
+        assert_eq!(p.inbox_base(), 0x3080_0000);
+        assert_eq!(
+            p.kargs(),
+            [
+                "memmap=110592K$0x30000000",
+                "ktstr.shm=0x30000000,0x800000",
+                "ktstr.inbox=0x30800000,0x6400000"
+            ]
+        );
+        // The region and the inbox end inside the last node.
+        assert!(p.inbox_base() + p.inbox_size <= p.node_bytes + p.node_size(1));
+        let files = vec![PathBuf::from("/a"), "/b".into()];
+        let joined: Vec<String> = qemu_args(&spec("2n2l1c1t", 1024), &p, &files)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let joined = joined.join(" ");
+        assert!(joined.contains("id=m0,size=512M,"), "{joined}");
+        assert!(joined.contains("id=m1,size=612M,"), "{joined}");
+        assert!(joined.contains("-m 1124M"), "{joined}");
     }
 
     #[test]

@@ -376,6 +376,27 @@ impl BaseParts {
             }
             b.add_file(&format!("/boot/config-{}", self.kernel_release), c, 0o644)?;
         }
+        self.add_includes(&mut b)?;
+        Ok(b)
+    }
+
+    /// Only the includes (with their libraries): what a warm start delivers to a guest
+    /// that booted [`BaseParts::runtime_only`].
+    pub fn includes_builder(&self) -> Result<InitramfsBuilder, InitramfsError> {
+        let mut b = InitramfsBuilder::new();
+        self.add_includes(&mut b)?;
+        Ok(b)
+    }
+
+    /// The same parts without the includes: the guest runtime and the kernel config.
+    pub fn runtime_only(&self) -> BaseParts {
+        BaseParts {
+            includes: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    fn add_includes(&self, b: &mut InitramfsBuilder) -> Result<(), InitramfsError> {
         for host in &self.includes {
             let name = host
                 .file_name()
@@ -397,7 +418,7 @@ impl BaseParts {
                 b.add_file(&guest, host, mode)?;
             }
         }
-        Ok(b)
+        Ok(())
     }
 
     /// The base part in `dir`, built or reused.

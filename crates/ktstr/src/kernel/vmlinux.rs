@@ -1,5 +1,6 @@
 //! The ELF `vmlinux` a bzImage carries, decompressed once on the host and cached by the
-//! bzImage's content hash, so that qemu enters it directly through PVH. Under TCG the
+//! bzImage's content hash: qemu enters it directly through PVH, and the `kvm` engine
+//! loads it instead of decompressing the bzImage on every boot. Under TCG the
 //! kernel's own decompressor (zstd over ~60 MB, emulated) costs about 1.5 s per boot
 //! (`shared/reference/boot-anchor.md`, measured again by `scripts/bench-boot`).
 
@@ -24,21 +25,42 @@ pub fn qemu_boot_image(kernel: &Path) -> (PathBuf, Option<String>) {
     if std::env::var(PVH_ENV).is_ok_and(|v| v == "0") {
         return (kernel.to_path_buf(), None);
     }
-    let cache = match KernelCache::from_env() {
-        Ok(c) => c,
-        Err(e) => return (kernel.to_path_buf(), Some(format!("no kernel cache: {e}"))),
-    };
-    match cached_pvh_elf(&cache.vmlinux_dir(), kernel) {
-        Ok(Some(elf)) => (elf, None),
+    match cached_elf_from_env(kernel) {
+        Ok(Some(elf)) if elf.pvh => (elf.path, None),
+        Ok(_) => (kernel.to_path_buf(), None),
+        Err(why) => (kernel.to_path_buf(), Some(why)),
+    }
+}
+
+/// What the `kvm` engine loads for `kernel`: the cached ELF (entered at its 64-bit entry;
+/// no PVH note needed), else `kernel` itself, which the VMM then decompresses per boot
+/// (with the reason).
+pub fn kvm_boot_image(kernel: &Path) -> (PathBuf, Option<String>) {
+    match cached_elf_from_env(kernel) {
+        Ok(Some(elf)) => (elf.path, None),
         Ok(None) => (kernel.to_path_buf(), None),
         Err(why) => (kernel.to_path_buf(), Some(why)),
     }
 }
 
-/// The ELF for `kernel` under `dir` (`{sha256}.elf`), extracted on first use; None when
-/// `kernel` is already an ELF or its vmlinux has no PVH entry (remembered as
-/// `{sha256}.no-pvh`).
-pub fn cached_pvh_elf(dir: &Path, kernel: &Path) -> Result<Option<PathBuf>, String> {
+fn cached_elf_from_env(kernel: &Path) -> Result<Option<CachedElf>, String> {
+    let cache = KernelCache::from_env().map_err(|e| format!("no kernel cache: {e}"))?;
+    cached_elf(&cache.vmlinux_dir(), kernel)
+}
+
+/// A bzImage's ELF vmlinux in the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedElf {
+    pub path: PathBuf,
+    /// It has a PVH entry note (qemu can enter it directly).
+    pub pvh: bool,
+}
+
+/// The ELF for `kernel` under `dir` (`{sha256}.elf`), extracted on first use; a kernel
+/// without a PVH entry also gets `{sha256}.no-pvh`, written before the ELF so that a
+/// reader never takes an ELF for PVH-capable while the marker is on its way. None when
+/// `kernel` is already an ELF.
+pub fn cached_elf(dir: &Path, kernel: &Path) -> Result<Option<CachedElf>, String> {
     let image = fs::read(kernel).map_err(|e| format!("cannot read {}: {e}", kernel.display()))?;
     if image.starts_with(b"\x7fELF") {
         return Ok(None);
@@ -47,20 +69,23 @@ pub fn cached_pvh_elf(dir: &Path, kernel: &Path) -> Result<Option<PathBuf>, Stri
     let elf_path = dir.join(format!("{hash}.elf"));
     let no_pvh = dir.join(format!("{hash}.no-pvh"));
     if elf_path.is_file() {
-        return Ok(Some(elf_path));
-    }
-    if no_pvh.exists() {
-        return Ok(None);
+        return Ok(Some(CachedElf {
+            path: elf_path,
+            pvh: !no_pvh.exists(),
+        }));
     }
     let elf = ktstr_vmm::arch::x86_64::boot::extract_vmlinux(&image)
         .map_err(|e| format!("cannot decompress {}: {e}", kernel.display()))?;
     fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    if !has_pvh_entry(&elf) {
+    let pvh = has_pvh_entry(&elf);
+    if !pvh {
         write_atomically(dir, &no_pvh, b"")?;
-        return Ok(None);
     }
     write_atomically(dir, &elf_path, &elf)?;
-    Ok(Some(elf_path))
+    Ok(Some(CachedElf {
+        path: elf_path,
+        pvh,
+    }))
 }
 
 /// Does the ELF carry a PVH entry note (`Xen`, type 18)?
@@ -102,7 +127,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bogus = dir.path().join("bzImage");
         fs::write(&bogus, b"not a kernel at all").unwrap();
-        let err = cached_pvh_elf(&dir.path().join("cache"), &bogus).unwrap_err();
+        let err = cached_elf(&dir.path().join("cache"), &bogus).unwrap_err();
         assert!(err.contains("cannot decompress"), "{err}");
         assert!(!dir.path().join("cache").exists());
     }
@@ -112,7 +137,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let elf = dir.path().join("vmlinux");
         fs::write(&elf, b"\x7fELF\x02\x01\x01").unwrap();
-        assert_eq!(cached_pvh_elf(dir.path(), &elf).unwrap(), None);
+        assert_eq!(cached_elf(dir.path(), &elf).unwrap(), None);
     }
 
     #[test]
@@ -129,19 +154,18 @@ mod tests {
             return;
         };
         let dir = tempfile::tempdir().unwrap();
-        let first = cached_pvh_elf(dir.path(), &kernel.image).unwrap();
-        let Some(elf) = first else {
-            // A kernel built without CONFIG_PVH: remembered, not retried.
-            assert_eq!(cached_pvh_elf(dir.path(), &kernel.image).unwrap(), None);
-            return;
-        };
-        let bytes = fs::read(&elf).unwrap();
-        assert!(has_pvh_entry(&bytes));
-        let modified = fs::metadata(&elf).unwrap().modified().unwrap();
+        let elf = cached_elf(dir.path(), &kernel.image).unwrap().unwrap();
+        let bytes = fs::read(&elf.path).unwrap();
+        assert!(bytes.starts_with(b"\x7fELF"));
+        assert_eq!(has_pvh_entry(&bytes), elf.pvh);
+        let modified = fs::metadata(&elf.path).unwrap().modified().unwrap();
         assert_eq!(
-            cached_pvh_elf(dir.path(), &kernel.image).unwrap(),
+            cached_elf(dir.path(), &kernel.image).unwrap(),
             Some(elf.clone())
         );
-        assert_eq!(fs::metadata(&elf).unwrap().modified().unwrap(), modified);
+        assert_eq!(
+            fs::metadata(&elf.path).unwrap().modified().unwrap(),
+            modified
+        );
     }
 }

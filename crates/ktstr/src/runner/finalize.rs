@@ -89,6 +89,9 @@ pub fn booted(
         checks,
     } = judged;
     sidecar.stats.verdict_details.extend(notes.iter().cloned());
+    if let Some(h) = sidecar.host.as_mut() {
+        h.start = Some(attempt.engine.start);
+    }
     let scheduler_log = keep_scheduler_log(&attempt.data, &run.out_dir, &run.stem);
     if run.sidecar_dir.is_some() {
         keep_monitor_series(&run, &attempt.data);
@@ -175,6 +178,8 @@ pub fn not_booted(
             cpu_budget: 0,
             host_cpus: Vec::new(),
             kvm_stats: None,
+            start: crate::engine::GuestStart::Cold,
+            snapshot: None,
         },
         checks,
         notes,

@@ -228,6 +228,8 @@ mod tests {
             cpu_budget: 2,
             host_cpus: vec![0, 1],
             kvm_stats: None,
+            start: crate::engine::GuestStart::Cold,
+            snapshot: None,
         }
     }
 

@@ -12,7 +12,7 @@ use ktstr_wire::spec::GuestSpec;
 
 use super::{finalize, guest_binary, RunOutcome, RunRequest, DEFAULT_SHM_SIZE};
 use crate::assert::{Check, Checks, Gate};
-use crate::engine::BootSpec;
+use crate::engine::{BootSpec, WarmStart};
 use crate::initramfs::{self, BaseParts};
 use crate::scheduler::{self, parse_sysctl, Missing};
 use crate::scratch::ScratchDir;
@@ -97,7 +97,7 @@ pub fn prepare(
     let work = ScratchDir::create(&std::env::temp_dir(), "ktstr-run-")
         .context("cannot create a temporary directory for the run")?;
     let initrd = work.path().join("initramfs.cpio");
-    pack_initramfs(&req, &sched, &replacements, &initrd)?;
+    let warm = pack_initramfs(&req, &sched, &replacements, &initrd)?;
     let boot = BootSpec {
         topology: req.topology,
         memory_mib: req.memory_mib,
@@ -108,6 +108,7 @@ pub fn prepare(
         shm_size: DEFAULT_SHM_SIZE,
         serial_log: (!req.console_on_terminal).then(|| console_log.clone()),
         deadline: req.deadline(),
+        warm,
     };
     Ok(Ok(PreparedRun {
         req,
@@ -232,13 +233,14 @@ fn replacement_schedulers(req: &RunRequest) -> Result<Vec<scheduler::Prepared>, 
 
 /// Pack the initramfs into `initrd`: the cached base (guest runtime, kernel modules,
 /// includes, the scheduler, its replacements and the payload binaries) and the guest
-/// spec.
+/// spec. When the run may start warm, also the same split in two: the runtime alone
+/// (what a snapshot boots) and the rest as an archive for the restored guest.
 fn pack_initramfs(
     req: &RunRequest,
     sched: &scheduler::Prepared,
     replacements: &[scheduler::Prepared],
     initrd: &Path,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<WarmStart>> {
     let mut base = req.includes.iter().fold(
         BaseParts::new(guest_binary()?).kernel(&req.kernel),
         |b, inc| b.include(inc),
@@ -267,9 +269,35 @@ fn pack_initramfs(
         .iter()
         .filter_map(|r| r.guest.clone())
         .collect();
-    initramfs::build_initramfs(&base, &guest_spec.to_json(), initrd)
-        .context("cannot build the initramfs")?;
-    Ok(())
+    let guest_spec = guest_spec.to_json();
+    initramfs::build_initramfs(&base, &guest_spec, initrd).context("cannot build the initramfs")?;
+    if !may_start_warm(req) {
+        return Ok(None);
+    }
+    let cache = crate::kernel::KernelCache::from_env()
+        .context("no cache directory for the warm start's initramfs")?;
+    let runtime = base
+        .runtime_only()
+        .cached_in(&cache.initramfs_dir())
+        .context("cannot build the warm start's initramfs")?;
+    let mut archive = base
+        .includes_builder()
+        .context("cannot pack the warm start's delivery")?
+        .to_bytes();
+    archive.extend(initramfs::test_part(&guest_spec));
+    Ok(Some(WarmStart {
+        base_initrd: runtime.path,
+        base_sha256: runtime.sha256,
+        archive: std::sync::Arc::new(archive),
+    }))
+}
+
+/// Warm starts exist on qemu-tcg, unless turned off (`KTSTR_SNAPSHOT=off`,
+/// `--no-snapshot`) or the console is the user's terminal (an interactive shell).
+fn may_start_warm(req: &RunRequest) -> bool {
+    req.engine == crate::engine::EngineKind::QemuTcg
+        && !req.console_on_terminal
+        && crate::engine::snapshot::enabled()
 }
 
 /// The spec the guest gets: the test's, plus the scheduler to start and the test's own
