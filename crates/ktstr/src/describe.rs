@@ -118,6 +118,46 @@ impl Catalog {
         }
         out
     }
+
+    /// The catalog as the guide's reference page (`docs/guide/src/reference/catalog.md`):
+    /// one table per section. A unit test keeps the checked-in page equal to this.
+    pub fn render_markdown(&self) -> String {
+        let cell = |s: &str| {
+            s.replace('|', "\\|")
+                .replace('\n', " ")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+        };
+        let mut out = String::from(
+            "# Catalog\n\nGenerated from the code by `cargo ktstr describe` (do not edit: a unit test\ncompares this page with the code; `KTSTR_BLESS=1 cargo nextest run -p ktstr\nguide_catalog` rewrites it).\n",
+        );
+        for (key, items) in self.sections() {
+            let _ = write!(
+                out,
+                "\n## {} ({})\n\n| name | description | parameters |\n|---|---|---|\n",
+                key.replace('_', " "),
+                items.len()
+            );
+            for it in items {
+                let params: Vec<String> = it
+                    .params
+                    .iter()
+                    .map(|p| match &p.default {
+                        Some(d) => format!("`{}: {} = {}`", p.name, p.ty, d),
+                        None => format!("`{}: {}`", p.name, p.ty),
+                    })
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "| `{}` | {} | {} |",
+                    it.name,
+                    cell(&it.description),
+                    params.join(", ").replace('|', "\\|")
+                );
+            }
+        }
+        out
+    }
 }
 
 impl Default for Catalog {
@@ -817,6 +857,23 @@ mod tests {
                 Some(name.to_string())
             })
             .collect()
+    }
+
+    /// The guide's catalog page is the catalog of this build.
+    #[test]
+    fn guide_catalog_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs/guide/src/reference/catalog.md");
+        let want = Catalog::new().render_markdown();
+        if std::env::var_os("KTSTR_BLESS").is_some_and(|v| !v.is_empty()) {
+            std::fs::write(&path, &want).unwrap();
+        }
+        let got = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            got == want,
+            "{} is out of date: run `KTSTR_BLESS=1 cargo nextest run -p ktstr guide_catalog`",
+            path.display()
+        );
     }
 
     #[test]
