@@ -34,6 +34,9 @@ enum Command {
     /// the host's files at the same paths: tests the kvm engine on hosts without
     /// hardware virtualisation.
     Nested(cmd::nested::NestedArgs),
+    /// Install what this machine lacks for the suite (host packages, BPF toolchain and
+    /// schedulers, cargo-nextest) and fetch the default kernel; `test` does it too.
+    Setup(cmd::setup::SetupArgs),
     /// List what a test can use: work types, ops, topology presets, canned scenarios,
     /// gates and `#[ktstr_test]` attributes, each with its parameters.
     Describe(cmd::describe::DescribeArgs),
@@ -56,6 +59,7 @@ fn main() {
         Command::Kernel(a) => cmd::kernel::run(a),
         Command::Nested(a) => cmd::nested::run(a),
         Command::Describe(a) => cmd::describe::run(a),
+        Command::Setup(a) => cmd::setup::run(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

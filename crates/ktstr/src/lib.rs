@@ -16,6 +16,7 @@ pub mod runner;
 pub mod scenario;
 pub mod scheduler;
 pub mod scratch;
+pub mod setup;
 pub mod test_support;
 pub mod which;
 

@@ -7,6 +7,7 @@ pub mod kernel;
 pub mod nested;
 pub mod perf_delta;
 pub mod selftest;
+pub mod setup;
 pub mod shell;
 pub mod stats;
 pub mod test;

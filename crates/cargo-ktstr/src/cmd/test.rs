@@ -14,6 +14,9 @@ use ktstr::test_support::soak::Soak;
 use ktstr::test_support::suite::{self, Project};
 use ktstr::test_support::{MANIFEST_ENV, NO_SKIP_ENV};
 
+/// What `cargo ktstr test` runs without nextest arguments: the registered ktstr tests.
+const KTSTR_TESTS_FILTER: &str = r"test(/^(ktstr|gauntlet)\//)";
+
 #[derive(Args, Debug)]
 pub struct TestArgs {
     /// Kernel to boot: a bzImage path, a source tree, a version or cache key, or
@@ -37,6 +40,10 @@ pub struct TestArgs {
     /// skipping (sets KTSTR_NO_SKIP).
     #[arg(long)]
     no_skip: bool,
+    /// Skip the set-up check (host packages, BPF toolchain and schedulers,
+    /// cargo-nextest); also KTSTR_NO_SETUP=1.
+    #[arg(long)]
+    no_setup: bool,
     /// Boot every test cold instead of restoring a snapshot of a booted guest (sets
     /// KTSTR_SNAPSHOT=off).
     #[arg(long)]
@@ -55,6 +62,10 @@ pub struct TestArgs {
 pub fn run(args: TestArgs) -> anyhow::Result<i32> {
     let progress = Progress::auto();
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    // A fresh machine gets what it lacks first; one that has it all says so in a line.
+    if !args.no_setup && !ktstr::setup::disabled() {
+        ktstr::setup::run(&ktstr::setup::plan())?;
+    }
     suite::nextest_version()?;
 
     // Engine: only checked here; tests choose again (and skip with the reason).
@@ -116,6 +127,11 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
             .arg(format!("ktstr:{}", tool_config.display()));
         if let Some(p) = &args.partition {
             cmd.args(["--partition", p]);
+        }
+        if args.nextest_args.is_empty() {
+            // The main job is the ktstr tests (their sidecars make the summary); other
+            // tests run with an explicit filter, or under plain `cargo nextest run`.
+            cmd.args(["-E", KTSTR_TESTS_FILTER]);
         }
         cmd.args(&args.nextest_args);
         cmd.env("KTSTR_KERNEL", &kernels[0].spec)
