@@ -129,9 +129,9 @@ pub struct FutexLock {
 }
 
 impl FutexLock {
-    /// Takes the lock; `Err(())` when `stop` was seen while waiting. Wake latencies
+    /// Takes the lock; `Err(())` when `stop()` said so while waiting. Wake latencies
     /// (release stamp to running again after a futex wake) go to `lat`.
-    fn lock(&self, stop: &AtomicBool, mut lat: impl FnMut(u64)) -> Result<(), ()> {
+    fn lock(&self, stop: impl Fn() -> bool, mut lat: impl FnMut(u64)) -> Result<(), ()> {
         if self
             .state
             .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
@@ -143,7 +143,7 @@ impl FutexLock {
             if futex_wait_woken(&self.state, 2, WAIT_SLICE) {
                 lat(mono_ns().saturating_sub(self.released_at_ns.load(Ordering::Relaxed)));
             }
-            if stop.load(Ordering::Relaxed) {
+            if stop() {
                 return Err(());
             }
         }
@@ -169,7 +169,10 @@ pub fn lock_convoy(m: &mut Meter, threads: u32, hold_us: u32) {
         crew.spawn(m, move |sh| {
             let mut wake = Samples::default();
             let mut x = 1u64;
-            while lock.lock(&sh.stop, |v| wake.push(v)).is_ok() {
+            while lock
+                .lock(|| sh.stop.load(Ordering::Relaxed), |v| wake.push(v))
+                .is_ok()
+            {
                 x = spin_for(x, hold);
                 lock.unlock();
                 sh.units.fetch_add(1, Ordering::Relaxed);
@@ -186,7 +189,11 @@ pub fn lock_convoy(m: &mut Meter, threads: u32, hold_us: u32) {
     loop {
         let began = Instant::now();
         let mut lat = Vec::new();
-        if lock.lock(&stop.stop, |v| lat.push(v)).is_err() {
+        // The runtime's stop request is looked at while waiting too: the other
+        // threads can keep taking the lock (barging) long enough to starve this one
+        // past the runtime's grace.
+        let stopping = || stop.stop.load(Ordering::Relaxed) || m.should_stop();
+        if lock.lock(stopping, |v| lat.push(v)).is_err() {
             break;
         }
         // Waiting for the lock is the point of the convoy, not a stall of this worker.
@@ -207,24 +214,24 @@ pub fn lock_convoy(m: &mut Meter, threads: u32, hold_us: u32) {
 /// call `sched_yield` while another holds it.
 pub fn yield_spin_lock(m: &mut Meter, threads: u32) {
     let lock = Arc::new(AtomicBool::new(false));
-    let take = |lock: &AtomicBool, stop: &AtomicBool| -> bool {
+    fn take(lock: &AtomicBool, stop: impl Fn() -> bool) -> bool {
         while lock
             .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            if stop.load(Ordering::Relaxed) {
+            if stop() {
                 return false;
             }
             nix::sched::sched_yield().ok();
         }
         true
-    };
+    }
     let mut crew = Crew::new();
     for _ in 1..threads {
         let lock = Arc::clone(&lock);
         crew.spawn(m, move |sh| {
             let mut x = 1u64;
-            while take(&lock, &sh.stop) {
+            while take(&lock, || sh.stop.load(Ordering::Relaxed)) {
                 x = spin(x, SHORT_SPIN);
                 lock.store(false, Ordering::Release);
                 sh.units.fetch_add(1, Ordering::Relaxed);
@@ -236,10 +243,13 @@ pub fn yield_spin_lock(m: &mut Meter, threads: u32) {
             Default::default()
         });
     }
-    let never = AtomicBool::new(false);
     let mut x = 1u64;
     loop {
-        take(&lock, &never);
+        // Waiting, too, looks at the stop request: the others may hold on to the lock
+        // long enough to starve this thread past the runtime's grace.
+        if !take(&lock, || m.should_stop()) {
+            break;
+        }
         x = spin(x, SHORT_SPIN);
         lock.store(false, Ordering::Release);
         m.checkpoint();

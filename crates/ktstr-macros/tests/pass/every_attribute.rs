@@ -16,6 +16,7 @@ use ktstr::prelude::*;
     expect_err,
     perf_delta_assertions = ["worst_gap_ms", (metric = "total_iterations", direction = "higher_better", max_regression_pct = 5.0, min_abs = 1, phase = 1)],
     gauntlet,
+    host_only = false,
     min_numa_nodes = 1,
     max_numa_nodes = 2,
     min_llcs = 2,
