@@ -8,12 +8,11 @@
 //! KTSTR_NO_SKIP (CI). The crate builds into this workspace's target dir (sharing the
 //! compiled dependencies) with this workspace's Cargo.lock, offline.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use ktstr_sidecar::{load_pool, RunSource};
 
 mod common;
+#[path = "common/outside.rs"]
+mod outside;
 use common::can_boot;
 
 const TESTS: &str = r#"
@@ -31,64 +30,16 @@ fn expects_a_failure(ctx: &TestCtx) -> TestSpec {
 }
 "#;
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .unwrap()
-        .to_path_buf()
-}
-
-fn write(path: &Path, text: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
-
 #[test]
 fn two_tests_two_sidecars_and_a_reported_failure() {
     if !can_boot() {
         return;
     }
-    let ws = workspace_root();
     let dir = tempfile::tempdir().unwrap();
-    let krate = dir.path().join("demo");
-    write(
-        &krate.join("Cargo.toml"),
-        &format!(
-            "[package]\nname = \"ktstr-outside-demo\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n\
-             [dev-dependencies]\nktstr = {{ path = {:?} }}\n\n[workspace]\n",
-            ws.join("crates/ktstr")
-        ),
-    );
-    write(&krate.join("src/lib.rs"), "");
-    write(&krate.join("tests/vm.rs"), TESTS);
-    std::fs::copy(ws.join("Cargo.lock"), krate.join("Cargo.lock")).unwrap();
-    std::fs::copy(
-        ws.join("rust-toolchain.toml"),
-        krate.join("rust-toolchain.toml"),
-    )
-    .unwrap();
+    let krate = outside::write_crate(dir.path(), "ktstr-outside-demo", "vm.rs", TESTS);
     let runs = dir.path().join("runs");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| ws.join("target"));
-
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cargo-ktstr"));
+    let mut cmd = outside::cargo_ktstr(&krate, &runs);
     cmd.args(["test", "--no-skip", "--", "--no-fail-fast"])
-        .current_dir(&krate);
-    // A clean environment: nothing of this test process's cargo/nextest context.
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy();
-        if k.starts_with("NEXTEST")
-            || k.starts_with("CARGO_")
-            || (k.starts_with("KTSTR_") && k != "KTSTR_CACHE_DIR" && k != "KTSTR_TMPDIR")
-        {
-            cmd.env_remove(&*k);
-        }
-    }
-    cmd.env("CARGO_TARGET_DIR", &target)
-        .env("CARGO_NET_OFFLINE", "true")
-        .env("KTSTR_RUNS_ROOT", &runs)
         .env("KTSTR_CI", "1");
     let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -5,9 +5,11 @@
 //! --partition count:1/2` and `count:2/2` run two each, into two runs roots.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use ktstr_sidecar::load_pool;
+
+#[path = "common/outside.rs"]
+mod outside;
 
 const TESTS: &str = r#"
 use ktstr::prelude::*;
@@ -33,41 +35,10 @@ fn part_d(ctx: &TestCtx) -> TestSpec {
 }
 "#;
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .unwrap()
-        .to_path_buf()
-}
-
-fn write(path: &Path, text: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
-
-/// `cargo ktstr ARGS` in `dir` with a clean environment (nothing of this test's own
-/// cargo/nextest context), the runs root `runs` and this workspace's target dir.
-fn cargo_ktstr(dir: &Path, runs: &Path, args: &[&str]) -> (bool, String) {
-    let ws = workspace_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| ws.join("target"));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cargo-ktstr"));
-    cmd.args(args).current_dir(dir);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy();
-        if k.starts_with("NEXTEST")
-            || k.starts_with("CARGO_")
-            || (k.starts_with("KTSTR_") && k != "KTSTR_CACHE_DIR" && k != "KTSTR_TMPDIR")
-        {
-            cmd.env_remove(&*k);
-        }
-    }
-    cmd.env("CARGO_TARGET_DIR", &target)
-        .env("CARGO_NET_OFFLINE", "true")
-        .env("KTSTR_RUNS_ROOT", runs);
-    let out = cmd.output().unwrap();
+/// `cargo ktstr ARGS` in `krate`, clean environment, runs root `runs`: (success,
+/// stdout and stderr).
+fn cargo_ktstr(krate: &Path, runs: &Path, args: &[&str]) -> (bool, String) {
+    let out = outside::cargo_ktstr(krate, runs).args(args).output().unwrap();
     let text = format!(
         "{}\n{}",
         String::from_utf8_lossy(&out.stdout),
@@ -83,25 +54,8 @@ fn tail(text: &str) -> String {
 
 #[test]
 fn two_partitions_run_apart_and_their_pools_merge() {
-    let ws = workspace_root();
     let dir = tempfile::tempdir().unwrap();
-    let krate = dir.path().join("fanout");
-    write(
-        &krate.join("Cargo.toml"),
-        &format!(
-            "[package]\nname = \"ktstr-fanout-demo\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n\
-             [dev-dependencies]\nktstr = {{ path = {:?} }}\n\n[workspace]\n",
-            ws.join("crates/ktstr")
-        ),
-    );
-    write(&krate.join("src/lib.rs"), "");
-    write(&krate.join("tests/host.rs"), TESTS);
-    std::fs::copy(ws.join("Cargo.lock"), krate.join("Cargo.lock")).unwrap();
-    std::fs::copy(
-        ws.join("rust-toolchain.toml"),
-        krate.join("rust-toolchain.toml"),
-    )
-    .unwrap();
+    let krate = outside::write_crate(dir.path(), "ktstr-fanout-demo", "host.rs", TESTS);
 
     let pools: Vec<PathBuf> = (1..=2)
         .map(|i| dir.path().join(format!("runner-{i}")))

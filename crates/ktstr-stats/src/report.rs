@@ -236,7 +236,8 @@ fn abbreviate(names: &[&str], max: usize) -> String {
     s
 }
 
-fn esc(s: &str) -> String {
+/// `s` escaped for HTML text and attribute values.
+pub(crate) fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for ch in s.chars() {
         match ch {

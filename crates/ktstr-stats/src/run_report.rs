@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use ktstr_sidecar::series::MonitorSeries;
 use ktstr_sidecar::{LoadedSidecar, SidecarResult};
 
+use crate::report::esc;
+
 /// Plot size, SVG user units.
 const W: f64 = 900.0;
 const H: f64 = 150.0;
@@ -19,20 +21,6 @@ const RIGHT: f64 = 20.0;
 const TOP: f64 = 12.0;
 const BOTTOM: f64 = 22.0;
 
-fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
-}
 
 /// A number for a label: 3 significant digits, no exponent for everyday magnitudes.
 fn num(v: f64) -> String {

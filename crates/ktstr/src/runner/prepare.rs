@@ -71,8 +71,11 @@ pub fn prepare(
         .to_string();
     let console_log = out_dir.join(format!("{stem}.console.log"));
     let sidecar_dir = req.write_sidecar.then(|| out_dir.clone());
-    let sched = match sched {
-        Ok(p) => p,
+    // The run's scheduler and the ones its ReplaceScheduler ops name: one missing ends
+    // the run here.
+    let found = sched.and_then(|s| replacement_schedulers(&req).map(|r| (s, r)));
+    let (sched, replacements) = match found {
+        Ok(found) => found,
         Err(missing) => {
             return Ok(Err(Box::new(missing_outcome(
                 sidecar,
@@ -83,17 +86,6 @@ pub fn prepare(
         }
     };
     check_scheduler_ops(&req, &sched)?;
-    let replacements = match replacement_schedulers(&req) {
-        Ok(r) => r,
-        Err(missing) => {
-            return Ok(Err(Box::new(missing_outcome(
-                sidecar,
-                sidecar_dir,
-                missing,
-                started,
-            ))))
-        }
-    };
     let work = ScratchDir::create(&std::env::temp_dir(), "ktstr-run-")
         .context("cannot create a temporary directory for the run")?;
     let initrd = work.path().join("initramfs.cpio");
