@@ -56,6 +56,10 @@ pub struct KernelMetadata {
     /// False when `System.map` is absent or a distribution placeholder without symbols.
     #[serde(default)]
     pub system_map_has_symbols: bool,
+    /// How a source-built kernel was made (tree, commit, fragments, pahole); absent for
+    /// fetched kernels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<super::build::BuildRecord>,
 }
 
 /// One valid cache entry.
@@ -319,6 +323,42 @@ impl KernelCache {
     }
 }
 
+impl KernelCache {
+    /// Removes the entry `key`: renamed aside first, so a concurrent reader sees the whole
+    /// entry or none. False when there is no such entry.
+    pub fn remove(&self, key: &str) -> Result<bool, KernelError> {
+        validate_key(key)?;
+        let dir = self.root.join(key);
+        if !dir.join(METADATA_FILE).exists() {
+            return Ok(false);
+        }
+        let aside = self.root.join(format!(
+            "{OLD_PREFIX}{key}-{}-{}",
+            std::process::id(),
+            unique_suffix()
+        ));
+        fs::rename(&dir, &aside).map_err(|source| KernelError::Io {
+            what: "removing cache entry",
+            path: dir.clone(),
+            source,
+        })?;
+        fs::remove_dir_all(&aside).map_err(|source| KernelError::Io {
+            what: "removing cache entry",
+            path: aside,
+            source,
+        })?;
+        Ok(true)
+    }
+
+    /// The entries `kernel clean --keep N` removes: all but the `keep` most recently
+    /// written.
+    pub fn beyond_newest(&self, keep: usize) -> Result<Vec<CacheEntry>, KernelError> {
+        let mut entries = self.entries()?;
+        entries.sort_by(|a, b| b.metadata.fetched_at.cmp(&a.metadata.fetched_at));
+        Ok(entries.into_iter().skip(keep).collect())
+    }
+}
+
 /// Builds metadata for an image (and optional config/System.map) about to be cached.
 pub fn describe(
     image: &Path,
@@ -358,6 +398,7 @@ pub fn describe(
         sched_ext,
         btf,
         system_map_has_symbols,
+        build: None,
     })
 }
 
@@ -516,6 +557,41 @@ pub(crate) mod tests {
         });
         let meta = describe(&img, cfg.as_deref(), None, format!("test:{key}"), None).unwrap();
         cache.install(staged, key, &meta, false).unwrap()
+    }
+
+    #[test]
+    fn clean_removes_named_entries_and_keeps_the_newest() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = KernelCache::at(d.path());
+        for (i, key) in ["a", "b", "c"].iter().enumerate() {
+            let e = install_fake(&cache, key, &format!("7.2.{i}"), None);
+            // Distinct write times, oldest first.
+            let mut m = e.metadata.clone();
+            m.fetched_at = format!("2026-01-0{}T00:00:00Z", i + 1);
+            fs::write(
+                e.dir.join(METADATA_FILE),
+                serde_json::to_string(&m).unwrap(),
+            )
+            .unwrap();
+        }
+        let old: Vec<String> = cache
+            .beyond_newest(1)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        assert_eq!(old, ["b", "a"]);
+        assert!(cache.remove("a").unwrap());
+        assert!(!cache.remove("a").unwrap());
+        assert!(cache.remove("../x").is_err());
+        let left: Vec<String> = cache
+            .entries()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        assert_eq!(left.len(), 2);
+        assert!(!left.contains(&"a".to_string()));
     }
 
     #[test]
