@@ -257,7 +257,7 @@ fn build_tree(path: &Path, cache: Option<&KernelCache>) -> Result<ResolvedKernel
             &owned
         }
     };
-    let tree = SourceTree::at(path)?;
+    let tree = SourceTree::in_cache(cache, path)?;
     let progress = super::Progress::auto();
     let outcome = build::build(cache, &BuildRequest::for_tree(tree), &progress)?;
     if let BuildOutcome::Reused(e) = &outcome {

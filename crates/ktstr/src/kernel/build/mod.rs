@@ -429,7 +429,7 @@ fn check_space(path: &Path, needed: u64) -> Result<(), BuildError> {
     let Ok(st) = nix::sys::statvfs::statvfs(path) else {
         return Ok(());
     };
-    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    let free = st.blocks_available().saturating_mul(st.fragment_size());
     if free < needed {
         return Err(BuildError::DiskLow {
             path: path.to_path_buf(),

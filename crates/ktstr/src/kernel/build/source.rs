@@ -40,6 +40,23 @@ impl SourceTree {
         })
     }
 
+    /// The tree at `path`, recognised as one we unpacked when it lies in the cache's
+    /// `sources/` (so naming it as a kernel finds the entry `--debian-source` built).
+    pub fn in_cache(cache: &KernelCache, path: &Path) -> Result<SourceTree, BuildError> {
+        let mut tree = SourceTree::at(path)?;
+        let sources =
+            std::path::absolute(sources_dir(cache)).unwrap_or_else(|_| sources_dir(cache));
+        if tree.path.parent() == Some(sources.as_path()) {
+            if let Some((package, version)) = tree.label.clone().split_once('_') {
+                if let Some(mm) = package.strip_prefix("linux-source-") {
+                    tree.label = debian_label(mm);
+                    tree.pristine_version = Some(version.to_string());
+                }
+            }
+        }
+        Ok(tree)
+    }
+
     pub fn identity(&self) -> TreeIdentity {
         match &self.pristine_version {
             Some(v) => TreeIdentity::Pristine { version: v.clone() },
@@ -81,7 +98,7 @@ pub fn debian_source(
     let package = format!("linux-source-{mm}");
     let tree = |path: PathBuf, pkg_version: String| SourceTree {
         path,
-        label: format!("debian-linux-{mm}"),
+        label: debian_label(&mm),
         pristine_version: Some(pkg_version),
     };
     if let Some((path, v)) = unpacked(cache, &package) {
@@ -146,6 +163,10 @@ pub fn debian_source(
     // One rename: a tree under sources/ is always whole.
     fs::rename(&unpacked_tree, &dest).map_err(|e| io("installing source tree", &dest, e))?;
     Ok(tree(dest, pkg_version))
+}
+
+fn debian_label(major_minor: &str) -> String {
+    format!("debian-linux-{major_minor}")
 }
 
 /// An unpacked `package` (highest version first), if any.
@@ -216,8 +237,12 @@ mod tests {
                 fs::write(t.join(f), "").unwrap();
             }
         }
-        let (_, v) = unpacked(&cache, "linux-source-7.2").unwrap();
+        let (path, v) = unpacked(&cache, "linux-source-7.2").unwrap();
         assert_eq!(v, "7.2.13-1");
+        // Named as a kernel, the unpacked tree keeps the identity `--debian-source` gave it.
+        let t = SourceTree::in_cache(&cache, &path).unwrap();
+        assert_eq!(t.label, "debian-linux-7.2");
+        assert_eq!(t.pristine_version.as_deref(), Some("7.2.13-1"));
         assert!(unpacked(&cache, "linux-source-7.3").is_none());
     }
 }
