@@ -37,6 +37,10 @@ pub const KTSTR_FRAGMENT: &str = include_str!("../../../../../kernels/ktstr.kcon
 const KTSTR_FRAGMENT_NAME: &str = "kernels/ktstr.kconfig";
 /// The build log, in the tree (kernel trees ignore dot files).
 const LOG_FILE: &str = ".ktstr-build.log";
+/// The base config of the last build, and the hash of the `.config` it wrote (see
+/// [`base_config`]); dot files, so kernel trees' `.gitignore` ignores them.
+const SAVED_BASE: &str = ".ktstr-base.config";
+const WRITTEN_CONFIG_HASH: &str = ".ktstr-config.sha256";
 /// Free space a first build needs in the tree's file system (objects + debug info).
 const FIRST_BUILD_BYTES: u64 = 4_000_000_000;
 
@@ -223,10 +227,20 @@ pub fn build(
     req: &BuildRequest,
     progress: &Progress,
 ) -> Result<BuildOutcome, BuildError> {
-    let tree = &req.tree.path;
     check_tools()?;
-    let _lock = lock_tree(cache, tree, progress)?;
     let pahole = pahole::ensure(cache, progress)?;
+    build_with(cache, req, &pahole, progress)
+}
+
+/// [`build`] with the tools already found.
+fn build_with(
+    cache: &KernelCache,
+    req: &BuildRequest,
+    pahole: &Pahole,
+    progress: &Progress,
+) -> Result<BuildOutcome, BuildError> {
+    let tree = &req.tree.path;
+    let _lock = lock_tree(cache, tree, progress)?;
     let settings = settings(req)?;
     let make = make::Make {
         tree: tree.clone(),
@@ -254,6 +268,7 @@ pub fn build(
             config: config_path,
         });
     }
+    write(&tree.join(WRITTEN_CONFIG_HASH), &key::config_hash(&config))?;
     let identity = req.tree.identity();
     let key = key::cache_key(&req.tree.label, &identity, &config);
     stage.done(&key);
@@ -368,19 +383,38 @@ fn fragment_names(req: &BuildRequest) -> Vec<String> {
         .collect()
 }
 
-/// The config text the fragments go on top of.
+/// The config text the fragments go on top of, saved as the tree's base for the next
+/// `--base tree` build.
+///
+/// `.config` after a build is ours (base + fragments); taking it as the next base would
+/// keep a fragment line forever after it was dropped. So the base a build started from
+/// is kept in the tree (`.ktstr-base.config`) with the hash of the `.config` the build
+/// wrote (`.ktstr-config.sha256`): while `.config` still has that hash, the next `tree`
+/// build starts from the kept base again; once someone changed `.config` (menuconfig, a
+/// copy), that becomes the base.
 fn base_config(req: &BuildRequest, make: &make::Make) -> Result<String, BuildError> {
-    let dot_config = req.tree.path.join(".config");
+    let tree = &req.tree.path;
+    let dot_config = tree.join(".config");
     let generated = |target: &str| -> Result<String, BuildError> {
         make.quick(target)?;
         read(&dot_config)
     };
-    match &req.base {
-        Base::Tree if dot_config.is_file() => read(&dot_config),
-        Base::Tree | Base::Defconfig => generated("defconfig"),
-        Base::Allnoconfig => generated("allnoconfig"),
-        Base::File(p) => read(p),
-    }
+    let base = match &req.base {
+        Base::Tree if dot_config.is_file() => {
+            let current = read(&dot_config)?;
+            let ours = fs::read_to_string(tree.join(WRITTEN_CONFIG_HASH))
+                .is_ok_and(|h| h.trim() == key::config_hash(&current));
+            match fs::read_to_string(tree.join(SAVED_BASE)) {
+                Ok(saved) if ours => saved,
+                _ => current,
+            }
+        }
+        Base::Tree | Base::Defconfig => generated("defconfig")?,
+        Base::Allnoconfig => generated("allnoconfig")?,
+        Base::File(p) => read(p)?,
+    };
+    write(&tree.join(SAVED_BASE), &base)?;
+    Ok(base)
 }
 
 /// Copies the tree's results into a staged entry and installs it under `key`.
@@ -512,6 +546,190 @@ mod tests {
         );
         req.extra = vec!["# just a comment".into()];
         assert!(settings(&req).is_err());
+    }
+
+    /// A git tree whose Makefile plays kbuild: `defconfig` writes a base, `olddefconfig`
+    /// keeps each symbol's last line and drops `CONFIG_BLOCKED` (as Kconfig drops an option
+    /// whose dependency is off), `bzImage` counts its runs and fails when `.config` asks.
+    fn fake_tree() -> (tempfile::TempDir, SourceTree) {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("linux");
+        for dir in ["scripts/kconfig", "arch/x86/boot"] {
+            fs::create_dir_all(t.join(dir)).unwrap();
+        }
+        let makefile = [
+            "defconfig:",
+            "\t@printf 'CONFIG_BASE=y\\n' > .config",
+            "olddefconfig:",
+            // Like Kconfig: one line per symbol, its last assignment.
+            "\t@awk '/CONFIG_/ { k=$$0; sub(/^# /,\"\",k); sub(/[= ].*/,\"\",k); v[k]=$$0 } \\",
+            "\t  END { for (k in v) print v[k] }' .config | grep -v '^CONFIG_BLOCKED=' | sort > .config.new",
+            "\tmv .config.new .config",
+            "bzImage:",
+            "\t@echo '  CC      init/main.o'",
+            "\t@echo x >> builds",
+            "\t@! grep -q '^CONFIG_FAIL=y' .config || { echo 'init/main.c:1: error: no' >&2; exit 1; }",
+            "\t@cp fake-bzImage arch/x86/boot/bzImage",
+        ];
+        fs::write(t.join("Makefile"), makefile.join("\n") + "\n").unwrap();
+        fs::write(
+            t.join("Kconfig"),
+            "config BLOCKED\n\tbool \"blocked\"\n\tdepends on MISSING\n",
+        )
+        .unwrap();
+        fs::write(t.join("arch/x86/Kconfig"), "").unwrap();
+        fs::write(
+            t.join("fake-bzImage"),
+            crate::kernel::image::fake_bzimage("7.2.0-src #1"),
+        )
+        .unwrap();
+        for args in [
+            &["init", "-q"][..],
+            &[
+                "add",
+                "Makefile",
+                "Kconfig",
+                "arch/x86/Kconfig",
+                "fake-bzImage",
+            ],
+            &["commit", "-q", "-m", "fake linux"],
+        ] {
+            let ok = std::process::Command::new("git")
+                .args([
+                    "-c",
+                    "user.name=t",
+                    "-c",
+                    "user.email=t@t",
+                    "-c",
+                    "commit.gpgsign=false",
+                ])
+                .args(args)
+                .current_dir(&t)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "git {args:?}");
+        }
+        // An existing vmlinux skips the first-build free-space check.
+        fs::write(t.join("vmlinux"), "").unwrap();
+        let tree = SourceTree::at(&t).unwrap();
+        (d, tree)
+    }
+
+    fn fake_pahole(dir: &Path) -> Pahole {
+        Pahole {
+            path: dir.join("no-pahole"),
+            version: "1.32".into(),
+            origin: "test".into(),
+        }
+    }
+
+    fn builds(tree: &SourceTree) -> usize {
+        fs::read_to_string(tree.path.join("builds")).map_or(0, |s| s.lines().count())
+    }
+
+    #[test]
+    fn built_once_then_reused_and_nothing_half_written_on_failure() {
+        let (d, tree) = fake_tree();
+        let cache = KernelCache::at(d.path().join("cache"));
+        let pahole = fake_pahole(d.path());
+        let q = Progress::quiet();
+        let mut req = BuildRequest::for_tree(tree.clone());
+        req.jobs = Some(1);
+
+        let first = build_with(&cache, &req, &pahole, &q).unwrap();
+        let BuildOutcome::Built(e) = &first else {
+            panic!("{first:?}")
+        };
+        assert!(e.key.starts_with("src-linux-"), "{}", e.key);
+        assert_eq!(e.metadata.release, "7.2.0-src");
+        let rec = e.metadata.build.as_ref().unwrap();
+        assert_eq!(rec.base, "tree");
+        assert_eq!(rec.fragments, ["kernels/ktstr.kconfig"]);
+        assert!(rec.pahole.as_deref().unwrap().starts_with("1.32 ("));
+        assert!(e.config().is_some());
+        assert_eq!(builds(&tree), 1);
+
+        // Nothing changed: the entry is reused and make bzImage does not run.
+        let again = build_with(&cache, &req, &pahole, &q).unwrap();
+        assert!(matches!(again, BuildOutcome::Reused(_)), "{again:?}");
+        assert_eq!(again.entry().key, e.key);
+        assert_eq!(builds(&tree), 1);
+
+        // An option that cannot stick: named, with its dependency; nothing installed.
+        req.extra = vec!["CONFIG_BLOCKED=y".into()];
+        let err = build_with(&cache, &req, &pahole, &q)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("CONFIG_BLOCKED=y (--extra-kconfig #1) ended up n"),
+            "{err}"
+        );
+        assert!(err.contains("depends on `MISSING` (MISSING=n)"), "{err}");
+        assert_eq!(builds(&tree), 1);
+
+        // A failing build: the compiler's line in the error, no new entry, no staging left.
+        req.extra = vec!["CONFIG_FAIL=y".into()];
+        let err = build_with(&cache, &req, &pahole, &q)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`make bzImage` failed"), "{err}");
+        assert!(err.contains("init/main.c:1: error: no"), "{err}");
+        assert_eq!(cache.entries().unwrap().len(), 1);
+        let leftovers: Vec<_> = fs::read_dir(cache.root())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".staging"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+
+        // Dropping the line drops the option: the tree's base is the one kept, not the
+        // `.config` that failing build wrote.
+        req.extra.clear();
+        let back = build_with(&cache, &req, &pahole, &q).unwrap();
+        assert!(matches!(back, BuildOutcome::Reused(_)), "{back:?}");
+        assert_eq!(back.entry().key, e.key);
+        // A `.config` someone edited becomes the tree's base.
+        let edited = read(&tree.path.join(".config")).unwrap() + "CONFIG_MINE=y\n";
+        fs::write(tree.path.join(".config"), edited).unwrap();
+        let mine = build_with(&cache, &req, &pahole, &q).unwrap();
+        assert!(mine.entry().metadata.build.is_some());
+        assert!(read(&mine.entry().config().unwrap())
+            .unwrap()
+            .contains("CONFIG_MINE=y"));
+        // make ran for the first build, the failing one and this one.
+        assert_eq!(builds(&tree), 3);
+        fs::write(tree.path.join(".ktstr-config.sha256"), "").unwrap();
+        fs::write(tree.path.join(".config"), "CONFIG_BASE=y\n").unwrap();
+        fs::write(tree.path.join(".ktstr-base.config"), "CONFIG_BASE=y\n").unwrap();
+
+        // Another config: another key, built.
+        req.extra = vec!["CONFIG_OTHER=y".into()];
+        let other = build_with(&cache, &req, &pahole, &q).unwrap();
+        assert!(matches!(other, BuildOutcome::Built(_)));
+        assert_ne!(other.entry().key, e.key);
+        assert_eq!(cache.entries().unwrap().len(), 3);
+
+        // An edited (dirty) tree: a new `-dirty-` key, built, its commit recorded as dirty.
+        req.extra.clear();
+        fs::write(tree.path.join("Kconfig"), "config BLOCKED\n\tbool \"b\"\n").unwrap();
+        let dirty = build_with(&cache, &req, &pahole, &q).unwrap();
+        assert!(matches!(dirty, BuildOutcome::Built(_)), "{dirty:?}");
+        assert!(
+            dirty.entry().key.contains("-dirty-"),
+            "{}",
+            dirty.entry().key
+        );
+        let commit = dirty
+            .entry()
+            .metadata
+            .build
+            .as_ref()
+            .unwrap()
+            .commit
+            .clone();
+        assert!(commit.unwrap().ends_with("-dirty"));
+        assert_eq!(builds(&tree), 5);
     }
 
     #[test]
