@@ -235,7 +235,8 @@ impl KernelCache {
         Ok(self.scan()?.entries)
     }
 
-    /// The entry used when no kernel is named: the highest release, then the latest fetch.
+    /// The entry used when no kernel is named: the highest release, then the latest fetch
+    /// (a source-built kernel only when nothing was fetched).
     pub fn default_entry(&self) -> Result<Option<CacheEntry>, KernelError> {
         Ok(self.entries()?.into_iter().next())
     }
@@ -469,8 +470,12 @@ pub fn validate_key(key: &str) -> Result<(), KernelError> {
 
 /// Orders entries so that the default comes first: higher release (natural order of
 /// digit runs), then later `fetched_at`, then key.
+/// Fetched kernels before source-built ones (a build of some branch must not silently
+/// become every test's kernel: it boots when named), each highest release first.
 fn newest_first(a: &CacheEntry, b: &CacheEntry) -> Ordering {
-    natural_cmp(&b.metadata.release, &a.metadata.release)
+    (a.metadata.build.is_some())
+        .cmp(&b.metadata.build.is_some())
+        .then_with(|| natural_cmp(&b.metadata.release, &a.metadata.release))
         .then_with(|| b.metadata.fetched_at.cmp(&a.metadata.fetched_at))
         .then_with(|| a.key.cmp(&b.key))
 }
@@ -557,6 +562,39 @@ pub(crate) mod tests {
         });
         let meta = describe(&img, cfg.as_deref(), None, format!("test:{key}"), None).unwrap();
         cache.install(staged, key, &meta, false).unwrap()
+    }
+
+    #[test]
+    fn a_source_built_kernel_is_never_the_implicit_default() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = KernelCache::at(d.path());
+        install_fake(&cache, "debian-7.2.13", "7.2.13+deb14-cloud-amd64", None);
+        let built = install_fake(&cache, "src-linux-abc1234-0011aabb", "7.3.0-rc1", None);
+        let mut m = built.metadata.clone();
+        m.build = Some(crate::kernel::build::BuildRecord {
+            tree: "/src/linux".into(),
+            commit: Some("abc1234".into()),
+            source_version: None,
+            base: "tree".into(),
+            fragments: vec!["kernels/ktstr.kconfig".into()],
+            extra: vec![],
+            pahole: Some("1.32".into()),
+            build_seconds: 1,
+        });
+        fs::write(
+            built.dir.join(METADATA_FILE),
+            serde_json::to_string(&m).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(cache.default_entry().unwrap().unwrap().key, "debian-7.2.13");
+        let reread = cache.get("src-linux-abc1234-0011aabb").unwrap().unwrap();
+        assert_eq!(reread.metadata.build, m.build);
+        // Only built kernels cached: the newest built one is the default.
+        assert!(cache.remove("debian-7.2.13").unwrap());
+        assert_eq!(
+            cache.default_entry().unwrap().unwrap().key,
+            "src-linux-abc1234-0011aabb"
+        );
     }
 
     #[test]
