@@ -213,6 +213,7 @@ fn clean(keep: Option<usize>, keys: &[String]) -> anyhow::Result<i32> {
              keep only the N most recent kernels"
         );
     }
+    doomed.sort();
     doomed.dedup();
     let mut missing = 0;
     for key in &doomed {
