@@ -25,6 +25,14 @@ const HOST_COMMANDS: &[&str] = &[
     "hackbench",
     "cyclictest",
     "chromium",
+    "flex",
+    "bison",
+];
+/// Header files of host packages (`libelf-dev`, `libssl-dev`: kernel builds).
+const HOST_FILES: &[&str] = &[
+    "/usr/share/keyrings/debian-archive-keyring.gpg",
+    "/usr/include/gelf.h",
+    "/usr/include/openssl/opensslv.h",
 ];
 
 /// One piece of set-up and what it lacks.
@@ -85,9 +93,12 @@ pub fn plan() -> Vec<Step> {
         .filter(|c| !on_path(c))
         .map(|c| c.to_string())
         .collect();
-    if !Path::new("/usr/share/keyrings/debian-archive-keyring.gpg").exists() {
-        host.push("debian-archive-keyring".into());
-    }
+    host.extend(
+        HOST_FILES
+            .iter()
+            .filter(|f| !Path::new(f).exists())
+            .map(|f| f.to_string()),
+    );
     let cache = scheduler_cache_dir();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let schedulers: Vec<String> = [

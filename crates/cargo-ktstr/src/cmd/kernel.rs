@@ -1,8 +1,12 @@
-//! `cargo ktstr kernel`: fetch, list and locate the kernels tests boot. The work is done
-//! by `ktstr::kernel`; this module parses arguments and prints.
+//! `cargo ktstr kernel`: fetch, build, list, clean and locate the kernels tests boot. The
+//! work is done by `ktstr::kernel`; this module parses arguments and prints.
+
+use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use ktstr::kernel::build::{source, Base, BuildOutcome, BuildRequest, SourceTree};
 use ktstr::kernel::{self, fetch::DebianKernel, FetchOutcome, KernelCache, Progress};
 
 #[derive(Args, Debug)]
@@ -28,6 +32,43 @@ enum KernelCommand {
         #[arg(long)]
         modules: bool,
     },
+    /// Build a kernel from a source tree into the kernel cache: base config +
+    /// kernels/ktstr.kconfig + fragments, checked after olddefconfig, `make bzImage`
+    /// (incremental), keyed by the tree's commit and the config's hash.
+    Build {
+        /// The kernel source tree (default: the current directory, if it is one).
+        #[arg(long, value_name = "DIR", conflicts_with = "debian_source")]
+        source: Option<PathBuf>,
+        /// Build Debian's `linux-source-<major.minor>` (fetched through the private apt
+        /// configuration and unpacked into the cache); VERSION like `7.2` (default: the
+        /// pinned kernel's).
+        #[arg(long, value_name = "VERSION", num_args = 0..=1, default_missing_value = "")]
+        debian_source: Option<String>,
+        /// Where the config starts: `tree` (the tree's .config, else defconfig),
+        /// `defconfig`, `allnoconfig` (small and fast with ktstr.kconfig) or a file.
+        #[arg(long, default_value = "tree")]
+        base: String,
+        /// A kconfig fragment applied after kernels/ktstr.kconfig (repeatable).
+        #[arg(long = "fragment", value_name = "FILE")]
+        fragments: Vec<PathBuf>,
+        /// One `CONFIG_X=y` (or `# CONFIG_X is not set`) applied last (repeatable).
+        #[arg(long = "extra-kconfig", value_name = "LINE")]
+        extra: Vec<String>,
+        /// make -j (default: the CPUs available).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Run make and install even when the cache has this key.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove cached kernels: the KEYs named, or all but the --keep N most recent.
+    Clean {
+        /// Keep the N most recently fetched or built kernels, remove the rest.
+        #[arg(long, value_name = "N")]
+        keep: Option<usize>,
+        /// Cache keys to remove (see `cargo ktstr kernel list`).
+        keys: Vec<String>,
+    },
     /// List cached kernels; `*` marks the one tests boot when KTSTR_KERNEL is unset.
     List {
         /// Print JSON instead of a table.
@@ -49,6 +90,16 @@ pub fn run(args: KernelArgs) -> anyhow::Result<i32> {
             force,
             modules,
         } => fetch(spec.as_deref(), force, modules),
+        KernelCommand::Build {
+            source,
+            debian_source,
+            base,
+            fragments,
+            extra,
+            jobs,
+            force,
+        } => build(source, debian_source, &base, fragments, extra, jobs, force),
+        KernelCommand::Clean { keep, keys } => clean(keep, &keys),
         KernelCommand::List { json } => list(json),
         KernelCommand::Path { id } => {
             let k = kernel::resolve(id.as_deref())?;
@@ -94,6 +145,91 @@ fn fetch(spec: Option<&str>, force: bool, modules: bool) -> anyhow::Result<i32> 
     Ok(0)
 }
 
+fn build(
+    source: Option<PathBuf>,
+    debian_source: Option<String>,
+    base: &str,
+    fragments: Vec<PathBuf>,
+    extra: Vec<String>,
+    jobs: Option<usize>,
+    force: bool,
+) -> anyhow::Result<i32> {
+    let cache = KernelCache::from_env()?;
+    let progress = Progress::auto();
+    let started = Instant::now();
+    let tree = match (source, debian_source) {
+        (Some(dir), _) => SourceTree::at(&dir)?,
+        (None, Some(v)) => {
+            let v = Some(v.trim()).filter(|v| !v.is_empty());
+            source::debian_source(&cache, v, &progress)?
+        }
+        (None, None) => SourceTree::at(&std::env::current_dir()?)
+            .context("name a tree with --source DIR, or use --debian-source")?,
+    };
+    let req = BuildRequest {
+        tree,
+        base: Base::parse(base),
+        fragments,
+        extra,
+        jobs,
+        force,
+    };
+    let outcome = kernel::build(&cache, &req, &progress)?;
+    let e = outcome.entry();
+    let pahole = e
+        .metadata
+        .build
+        .as_ref()
+        .and_then(|b| b.pahole.clone())
+        .unwrap_or_else(|| "-".into());
+    match &outcome {
+        BuildOutcome::Built(_) => println!(
+            "built {} (release {}, sched_ext: {}, BTF: {}, pahole {pahole}) in {}s into {}",
+            e.key,
+            e.metadata.release,
+            yes_no(e.metadata.sched_ext),
+            yes_no(e.metadata.btf),
+            started.elapsed().as_secs(),
+            e.dir.display()
+        ),
+        BuildOutcome::Reused(_) => println!(
+            "{} is already built in {}; make did not run (--force builds again)",
+            e.key,
+            e.dir.display()
+        ),
+    }
+    println!("boot it: KTSTR_KERNEL={} cargo ktstr test", e.key);
+    Ok(0)
+}
+
+fn clean(keep: Option<usize>, keys: &[String]) -> anyhow::Result<i32> {
+    let cache = KernelCache::from_env()?;
+    let mut doomed: Vec<String> = keys.to_vec();
+    if let Some(n) = keep {
+        doomed.extend(cache.beyond_newest(n)?.into_iter().map(|e| e.key));
+    } else if keys.is_empty() {
+        anyhow::bail!(
+            "name what to remove: cache keys (`cargo ktstr kernel list`), or --keep N to \
+             keep only the N most recent kernels"
+        );
+    }
+    doomed.sort();
+    doomed.dedup();
+    let mut missing = 0;
+    for key in &doomed {
+        if cache.remove(key)? {
+            println!("removed {key}");
+        } else {
+            eprintln!("no cached kernel `{key}`");
+            missing += 1;
+        }
+    }
+    if doomed.is_empty() {
+        println!("nothing to remove");
+    }
+    Ok(if missing > 0 { 1 } else { 0 })
+}
+
 fn list(json: bool) -> anyhow::Result<i32> {
     let cache = KernelCache::from_env()?;
     let scan = cache
@@ -118,6 +254,7 @@ fn list(json: bool) -> anyhow::Result<i32> {
                     "default": Some(&e.key) == default_key.as_ref(),
                     "image": e.image(),
                     "config": e.config(),
+                    "build": e.metadata.build,
                 })
             })
             .collect();

@@ -56,6 +56,10 @@ pub struct KernelMetadata {
     /// False when `System.map` is absent or a distribution placeholder without symbols.
     #[serde(default)]
     pub system_map_has_symbols: bool,
+    /// How a source-built kernel was made (tree, commit, fragments, pahole); absent for
+    /// fetched kernels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<super::build::BuildRecord>,
 }
 
 /// One valid cache entry.
@@ -231,7 +235,8 @@ impl KernelCache {
         Ok(self.scan()?.entries)
     }
 
-    /// The entry used when no kernel is named: the highest release, then the latest fetch.
+    /// The entry used when no kernel is named: the highest release, then the latest fetch
+    /// (a source-built kernel only when nothing was fetched).
     pub fn default_entry(&self) -> Result<Option<CacheEntry>, KernelError> {
         Ok(self.entries()?.into_iter().next())
     }
@@ -319,6 +324,42 @@ impl KernelCache {
     }
 }
 
+impl KernelCache {
+    /// Removes the entry `key`: renamed aside first, so a concurrent reader sees the whole
+    /// entry or none. False when there is no such entry.
+    pub fn remove(&self, key: &str) -> Result<bool, KernelError> {
+        validate_key(key)?;
+        let dir = self.root.join(key);
+        if !dir.join(METADATA_FILE).exists() {
+            return Ok(false);
+        }
+        let aside = self.root.join(format!(
+            "{OLD_PREFIX}{key}-{}-{}",
+            std::process::id(),
+            unique_suffix()
+        ));
+        fs::rename(&dir, &aside).map_err(|source| KernelError::Io {
+            what: "removing cache entry",
+            path: dir.clone(),
+            source,
+        })?;
+        fs::remove_dir_all(&aside).map_err(|source| KernelError::Io {
+            what: "removing cache entry",
+            path: aside,
+            source,
+        })?;
+        Ok(true)
+    }
+
+    /// The entries `kernel clean --keep N` removes: all but the `keep` most recently
+    /// written.
+    pub fn beyond_newest(&self, keep: usize) -> Result<Vec<CacheEntry>, KernelError> {
+        let mut entries = self.entries()?;
+        entries.sort_by(|a, b| b.metadata.fetched_at.cmp(&a.metadata.fetched_at));
+        Ok(entries.into_iter().skip(keep).collect())
+    }
+}
+
 /// Builds metadata for an image (and optional config/System.map) about to be cached.
 pub fn describe(
     image: &Path,
@@ -358,6 +399,7 @@ pub fn describe(
         sched_ext,
         btf,
         system_map_has_symbols,
+        build: None,
     })
 }
 
@@ -428,8 +470,12 @@ pub fn validate_key(key: &str) -> Result<(), KernelError> {
 
 /// Orders entries so that the default comes first: higher release (natural order of
 /// digit runs), then later `fetched_at`, then key.
+/// Fetched kernels before source-built ones (a build of some branch must not silently
+/// become every test's kernel: it boots when named), each highest release first.
 fn newest_first(a: &CacheEntry, b: &CacheEntry) -> Ordering {
-    natural_cmp(&b.metadata.release, &a.metadata.release)
+    (a.metadata.build.is_some())
+        .cmp(&b.metadata.build.is_some())
+        .then_with(|| natural_cmp(&b.metadata.release, &a.metadata.release))
         .then_with(|| b.metadata.fetched_at.cmp(&a.metadata.fetched_at))
         .then_with(|| a.key.cmp(&b.key))
 }
@@ -516,6 +562,74 @@ pub(crate) mod tests {
         });
         let meta = describe(&img, cfg.as_deref(), None, format!("test:{key}"), None).unwrap();
         cache.install(staged, key, &meta, false).unwrap()
+    }
+
+    #[test]
+    fn a_source_built_kernel_is_never_the_implicit_default() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = KernelCache::at(d.path());
+        install_fake(&cache, "debian-7.2.13", "7.2.13+deb14-cloud-amd64", None);
+        let built = install_fake(&cache, "src-linux-abc1234-0011aabb", "7.3.0-rc1", None);
+        let mut m = built.metadata.clone();
+        m.build = Some(crate::kernel::build::BuildRecord {
+            tree: "/src/linux".into(),
+            commit: Some("abc1234".into()),
+            source_version: None,
+            base: "tree".into(),
+            fragments: vec!["kernels/ktstr.kconfig".into()],
+            extra: vec![],
+            pahole: Some("1.32".into()),
+            build_seconds: 1,
+        });
+        fs::write(
+            built.dir.join(METADATA_FILE),
+            serde_json::to_string(&m).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(cache.default_entry().unwrap().unwrap().key, "debian-7.2.13");
+        let reread = cache.get("src-linux-abc1234-0011aabb").unwrap().unwrap();
+        assert_eq!(reread.metadata.build, m.build);
+        // Only built kernels cached: the newest built one is the default.
+        assert!(cache.remove("debian-7.2.13").unwrap());
+        assert_eq!(
+            cache.default_entry().unwrap().unwrap().key,
+            "src-linux-abc1234-0011aabb"
+        );
+    }
+
+    #[test]
+    fn clean_removes_named_entries_and_keeps_the_newest() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = KernelCache::at(d.path());
+        for (i, key) in ["a", "b", "c"].iter().enumerate() {
+            let e = install_fake(&cache, key, &format!("7.2.{i}"), None);
+            // Distinct write times, oldest first.
+            let mut m = e.metadata.clone();
+            m.fetched_at = format!("2026-01-0{}T00:00:00Z", i + 1);
+            fs::write(
+                e.dir.join(METADATA_FILE),
+                serde_json::to_string(&m).unwrap(),
+            )
+            .unwrap();
+        }
+        let old: Vec<String> = cache
+            .beyond_newest(1)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        assert_eq!(old, ["b", "a"]);
+        assert!(cache.remove("a").unwrap());
+        assert!(!cache.remove("a").unwrap());
+        assert!(cache.remove("../x").is_err());
+        let left: Vec<String> = cache
+            .entries()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        assert_eq!(left.len(), 2);
+        assert!(!left.contains(&"a".to_string()));
     }
 
     #[test]

@@ -368,14 +368,14 @@ struct Package {
     size: u64,
 }
 
-/// The private apt configuration.
-struct Apt {
+/// The private apt configuration (shared with `kernel build`'s source and pahole fetches).
+pub(crate) struct Apt {
     dir: PathBuf,
-    mirror: String,
+    pub(crate) mirror: String,
 }
 
 impl Apt {
-    fn prepare(cache: &KernelCache) -> Result<Apt, KernelError> {
+    pub(crate) fn prepare(cache: &KernelCache) -> Result<Apt, KernelError> {
         for tool in ["apt-get", "apt-cache", "dpkg-deb"] {
             if !on_path(tool) {
                 return Err(KernelError::ToolMissing { tool: tool.into() });
@@ -411,7 +411,7 @@ impl Apt {
     }
 
     /// Serialises fetches of this cache: two processes must not update the same lists.
-    fn lock(&self) -> Result<fs::File, KernelError> {
+    pub(crate) fn lock(&self) -> Result<fs::File, KernelError> {
         let path = self.dir.join("lock");
         let f = fs::OpenOptions::new()
             .create(true)
@@ -457,7 +457,7 @@ impl Apt {
         o
     }
 
-    fn command(&self, tool: &str, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, tool: &str, args: &[&str]) -> Command {
         let mut c = Command::new(tool);
         for o in self.options() {
             c.arg("-o").arg(o);
@@ -467,7 +467,7 @@ impl Apt {
         c
     }
 
-    fn run(&self, args: &[&str], tool: &str, hint: &str) -> Result<String, KernelError> {
+    pub(crate) fn run(&self, args: &[&str], tool: &str, hint: &str) -> Result<String, KernelError> {
         run_tool(&mut self.command(tool, args), tool, hint)
     }
 
@@ -504,6 +504,72 @@ impl Apt {
             return Err(KernelError::PackageUnavailable { package });
         }
         Ok(pkgs)
+    }
+
+    /// The candidate version of `name` in sid, if sid has it.
+    pub(crate) fn version_of(&self, name: &str) -> Result<Option<String>, KernelError> {
+        Ok(self.show(name)?.map(|p| p.version))
+    }
+
+    /// `name` and every package it depends on (recursively, no recommends), real
+    /// packages only.
+    pub(crate) fn closure(&self, name: &str) -> Result<Vec<String>, KernelError> {
+        let out = self.run(
+            &[
+                "depends",
+                "--recurse",
+                "--no-recommends",
+                "--no-suggests",
+                "--no-conflicts",
+                "--no-breaks",
+                "--no-replaces",
+                "--no-enhances",
+                name,
+            ],
+            "apt-cache",
+            "",
+        )?;
+        let mut names: Vec<String> = out
+            .lines()
+            .filter(|l| !l.starts_with(char::is_whitespace) && !l.starts_with('<'))
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// Downloads `names` into `dir` and extracts every one into `root`.
+    pub(crate) fn download_and_extract(
+        &self,
+        names: &[String],
+        dir: &Path,
+        root: &Path,
+    ) -> Result<(), KernelError> {
+        mkdir(dir)?;
+        mkdir(root)?;
+        let mut args = vec!["download"];
+        args.extend(names.iter().map(String::as_str));
+        run_tool(
+            self.command("apt-get", &args).current_dir(dir),
+            "apt-get",
+            "check network access to the mirror",
+        )?;
+        for deb in fs::read_dir(dir)
+            .map_err(|source| io("reading", dir, source))?
+            .flatten()
+        {
+            let deb = deb.path();
+            if deb.extension().is_some_and(|e| e == "deb") {
+                run_tool(
+                    Command::new("dpkg-deb").arg("-x").arg(&deb).arg(root),
+                    "dpkg-deb",
+                    "",
+                )?;
+            }
+        }
+        Ok(())
     }
 
     fn show(&self, name: &str) -> Result<Option<Package>, KernelError> {
@@ -657,7 +723,7 @@ fn pick_mirror(deb822: &[String], lists: &[String]) -> Option<String> {
         .cloned()
 }
 
-fn run_tool(cmd: &mut Command, tool: &str, hint: &str) -> Result<String, KernelError> {
+pub(crate) fn run_tool(cmd: &mut Command, tool: &str, hint: &str) -> Result<String, KernelError> {
     let command = describe_command(cmd);
     // A killed fetch must not leave apt-get or dpkg-deb running on its own.
     crate::child::die_with_parent(cmd, libc::SIGTERM);

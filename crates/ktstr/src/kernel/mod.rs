@@ -7,7 +7,9 @@
 //! - [`fetch`]: `cargo ktstr kernel fetch`, the Debian sid kernel through a private apt
 //!   configuration.
 //! - [`image`]: the bzImage setup header (is this a kernel, which release).
+//! - [`build`]: `cargo ktstr kernel build`, a kernel from a source tree into the cache.
 
+pub mod build;
 pub mod cache;
 pub mod fetch;
 pub mod image;
@@ -17,6 +19,7 @@ pub mod vmlinux;
 
 use std::path::PathBuf;
 
+pub use build::{build, BuildError, BuildOutcome, BuildRequest};
 pub use cache::{CacheEntry, CacheScan, KernelCache, KernelMetadata};
 pub use fetch::{fetch, DebianKernel, FetchOutcome};
 pub use image::{read_boot_header, BootHeader};
@@ -183,6 +186,11 @@ pub enum KernelError {
     )]
     PackageLayout { packages: Vec<String>, what: String },
 
+    /// Building a kernel from a source tree failed (boxed: a build error can itself hold
+    /// a kernel error).
+    #[error(transparent)]
+    Build(Box<BuildError>),
+
     #[error(
         "the fetched image reports release `{found}` but package `{package}` promised \
          `{expected}`"
@@ -192,6 +200,15 @@ pub enum KernelError {
         expected: String,
         found: String,
     },
+}
+
+impl From<BuildError> for KernelError {
+    fn from(e: BuildError) -> KernelError {
+        match e {
+            BuildError::Kernel(k) => k,
+            other => KernelError::Build(Box::new(other)),
+        }
+    }
 }
 
 fn stderr_tail(output: &str) -> String {

@@ -40,6 +40,11 @@ impl Progress {
         Progress { mode: Mode::Quiet }
     }
 
+    /// True when progress draws live bars (a terminal), false for plain lines or quiet.
+    pub fn is_interactive(&self) -> bool {
+        self.mode == Mode::Bars
+    }
+
     /// A one-off message.
     pub fn note(&self, msg: &str) {
         if self.mode != Mode::Quiet {
@@ -82,6 +87,13 @@ pub(crate) struct Stage {
 }
 
 impl Stage {
+    /// Replaces the live message (a bar only; plain lines print stages, not updates).
+    pub(crate) fn update(&self, msg: &str) {
+        if let Some(b) = &self.bar {
+            b.set_message(msg.to_string());
+        }
+    }
+
     pub(crate) fn done(self, detail: &str) {
         match (&self.bar, self.mode) {
             (Some(b), _) => {

@@ -3,8 +3,9 @@
 //!
 //! A spec is tried, in order, as:
 //! 1. a path, when it contains `/` or starts with `.` or `~`: a bzImage file, a kernel
-//!    source tree (`arch/x86/boot/bzImage`, with `.config` and `System.map` beside), or a
-//!    cache entry directory;
+//!    source tree (built, or its cached build reused, by [`super::build`]: the tree's own
+//!    config plus `kernels/ktstr.kconfig`), a directory that only holds a built
+//!    `arch/x86/boot/bzImage` (used as is), or a cache entry directory;
 //! 2. a cache key (`debian-7.2.13+deb14-cloud-amd64`);
 //! 3. a release or release prefix of a cached entry (`7.2.13+deb14-cloud-amd64`,
 //!    `7.2.13`, `7.2`), the highest match winning;
@@ -14,6 +15,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::build::{self, BuildOutcome, BuildRequest, SourceTree};
 use super::cache::{natural_cmp, CacheEntry, KernelCache, KernelMetadata, METADATA_FILE};
 use super::{read_boot_header, KernelError, KERNEL_ENV};
 
@@ -78,7 +80,7 @@ pub fn resolve(spec: Option<&str>) -> Result<ResolvedKernel, KernelError> {
     // A path needs no cache, so a missing HOME must not break `KTSTR_KERNEL=/path`.
     if let Some(s) = spec {
         if looks_like_path(s) {
-            return resolve_path(&expand_tilde(s)).map(|k| with_origin(k, origin));
+            return resolve_path(&expand_tilde(s), None).map(|k| with_origin(k, origin));
         }
     }
     let cache = KernelCache::from_env()?;
@@ -97,7 +99,7 @@ pub fn resolve_in(cache: &KernelCache, spec: Option<&str>) -> Result<ResolvedKer
         return from_entry(&entry, KernelOrigin::CacheDefault);
     };
     if looks_like_path(spec) {
-        return resolve_path(&expand_tilde(spec));
+        return resolve_path(&expand_tilde(spec), Some(cache));
     }
     let entries = cache.entries()?;
     if let Some(e) = entries.iter().find(|e| e.key == spec) {
@@ -112,7 +114,7 @@ pub fn resolve_in(cache: &KernelCache, spec: Option<&str>) -> Result<ResolvedKer
     }
     let p = Path::new(spec);
     if p.exists() {
-        return resolve_path(p);
+        return resolve_path(p, Some(cache));
     }
     let mut cached: Vec<String> = entries.iter().map(|e| e.key.clone()).collect();
     cached.sort_by(|a, b| natural_cmp(a, b));
@@ -171,7 +173,8 @@ fn from_entry(entry: &CacheEntry, origin: KernelOrigin) -> Result<ResolvedKernel
     })
 }
 
-fn resolve_path(path: &Path) -> Result<ResolvedKernel, KernelError> {
+/// `cache` is where a source tree's build goes (the environment's cache when None).
+fn resolve_path(path: &Path, cache: Option<&KernelCache>) -> Result<ResolvedKernel, KernelError> {
     if !path.exists() {
         return Err(KernelError::PathMissing {
             path: path.to_path_buf(),
@@ -216,6 +219,9 @@ fn resolve_path(path: &Path) -> Result<ResolvedKernel, KernelError> {
         let entry = CacheEntry::load(path)?;
         return from_entry(&entry, KernelOrigin::Explicit);
     }
+    if build::source::is_kernel_tree(path) {
+        return build_tree(path, cache);
+    }
     let image = path.join("arch/x86/boot/bzImage");
     if image.is_file() {
         let header = read_boot_header(&image)?;
@@ -239,6 +245,29 @@ fn resolve_path(path: &Path) -> Result<ResolvedKernel, KernelError> {
     Err(KernelError::NotAKernelDir {
         path: path.to_path_buf(),
     })
+}
+
+/// A source tree named as a kernel: build it (or reuse its cached build) and boot that.
+fn build_tree(path: &Path, cache: Option<&KernelCache>) -> Result<ResolvedKernel, KernelError> {
+    let owned;
+    let cache = match cache {
+        Some(c) => c,
+        None => {
+            owned = KernelCache::from_env()?;
+            &owned
+        }
+    };
+    let tree = SourceTree::in_cache(cache, path)?;
+    let progress = super::Progress::auto();
+    let outcome = build::build(cache, &BuildRequest::for_tree(tree), &progress)?;
+    if let BuildOutcome::Reused(e) = &outcome {
+        progress.note(&format!(
+            "ktstr: {} unchanged since its cached build {}",
+            path.display(),
+            e.key
+        ));
+    }
+    from_entry(outcome.entry(), KernelOrigin::Explicit)
 }
 
 #[cfg(test)]
@@ -398,7 +427,7 @@ mod tests {
 
     #[test]
     fn a_device_as_kernel_says_what_it_is() {
-        let e = resolve_path(Path::new("/dev/null"))
+        let e = resolve_path(Path::new("/dev/null"), None)
             .unwrap_err()
             .to_string();
         assert!(

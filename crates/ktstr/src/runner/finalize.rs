@@ -65,6 +65,15 @@ pub fn identity(v: &Identity<'_>) -> SidecarResult {
             Some(k.release.clone()),
             k.source_tree.as_deref().or(Some(k.image.as_path())),
         );
+        // A source-built cache entry knows the commit it was built from; the tree may
+        // have moved on since.
+        if let Some(c) = k
+            .metadata
+            .as_ref()
+            .and_then(|m| m.build.as_ref()?.commit.clone())
+        {
+            s.kernel_commit = Some(c);
+        }
     }
     if let (Some(h), Some(engine)) = (s.host.as_mut(), v.engine) {
         h.engine = Some(match engine {
