@@ -38,7 +38,10 @@ fn part_d(ctx: &TestCtx) -> TestSpec {
 /// `cargo ktstr ARGS` in `krate`, clean environment, runs root `runs`: (success,
 /// stdout and stderr).
 fn cargo_ktstr(krate: &Path, runs: &Path, args: &[&str]) -> (bool, String) {
-    let out = outside::cargo_ktstr(krate, runs).args(args).output().unwrap();
+    let out = outside::cargo_ktstr(krate, runs)
+        .args(args)
+        .output()
+        .unwrap();
     let text = format!(
         "{}\n{}",
         String::from_utf8_lossy(&out.stdout),

@@ -21,7 +21,6 @@ const RIGHT: f64 = 20.0;
 const TOP: f64 = 12.0;
 const BOTTOM: f64 = 22.0;
 
-
 /// A number for a label: 3 significant digits, no exponent for everyday magnitudes.
 fn num(v: f64) -> String {
     if !v.is_finite() {
