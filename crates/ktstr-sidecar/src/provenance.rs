@@ -91,8 +91,18 @@ fn commit_of(repo: &gix::Repository) -> Option<String> {
 /// HEAD tree vs index, or index vs worktree, differ. Untracked files do not count and
 /// submodules are ignored. None when the status could not be computed.
 fn is_dirty(repo: &gix::Repository) -> Option<bool> {
-    let mut changes = repo
-        .status(gix::utils::progress::Discard)
+    match changes(repo)?.next() {
+        None => Some(false),
+        Some(Ok(_)) => Some(true),
+        Some(Err(_)) => None,
+    }
+}
+
+/// The changes that make a tree `-dirty`: HEAD tree vs index and index vs worktree,
+/// untracked files and submodules left out. None when the status cannot be computed.
+/// Kernel builds key dirty trees by the same changes.
+pub fn changes(repo: &gix::Repository) -> Option<gix::status::Iter> {
+    repo.status(gix::utils::progress::Discard)
         .ok()?
         .untracked_files(gix::status::UntrackedFiles::None)
         .index_worktree_submodules(None)
@@ -100,12 +110,7 @@ fn is_dirty(repo: &gix::Repository) -> Option<bool> {
         .tree_index_track_renames(gix::status::tree_index::TrackRenames::Disabled)
         .index_worktree_options_mut(|opts| opts.dirwalk_options = None)
         .into_iter(Vec::new())
-        .ok()?;
-    match changes.next() {
-        None => Some(false),
-        Some(Ok(_)) => Some(true),
-        Some(Err(_)) => None,
-    }
+        .ok()
 }
 
 /// `run_source` of this process: `ci` when `KTSTR_CI` or `KTSTR_CI_ENV` is set non-empty,

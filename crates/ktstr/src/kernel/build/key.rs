@@ -81,16 +81,7 @@ pub fn identify(tree: &Path) -> TreeIdentity {
 /// Paths that differ between HEAD, the index and the worktree (untracked files and
 /// submodules left out, like `kernel_commit`'s `-dirty`).
 fn changed_paths(repo: &gix::Repository) -> Option<Vec<String>> {
-    let iter = repo
-        .status(gix::utils::progress::Discard)
-        .ok()?
-        .untracked_files(gix::status::UntrackedFiles::None)
-        .index_worktree_submodules(None)
-        .index_worktree_rewrites(None)
-        .tree_index_track_renames(gix::status::tree_index::TrackRenames::Disabled)
-        .index_worktree_options_mut(|opts| opts.dirwalk_options = None)
-        .into_iter(Vec::new())
-        .ok()?;
+    let iter = ktstr_sidecar::provenance::changes(repo)?;
     let mut paths = Vec::new();
     for item in iter {
         paths.push(item.ok()?.location().to_string());
@@ -155,24 +146,7 @@ pub fn cache_key(label: &str, id: &TreeIdentity, config: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
-
-    fn git(dir: &Path, args: &[&str]) {
-        let out = Command::new("git")
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t",
-                "-c",
-                "commit.gpgsign=false",
-            ])
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {out:?}");
-    }
+    use ktstr_sidecar::testutil::git;
 
     #[test]
     fn a_dirty_tree_gets_a_new_key_and_each_edit_its_own() {

@@ -594,21 +594,7 @@ mod tests {
             ],
             &["commit", "-q", "-m", "fake linux"],
         ] {
-            let ok = std::process::Command::new("git")
-                .args([
-                    "-c",
-                    "user.name=t",
-                    "-c",
-                    "user.email=t@t",
-                    "-c",
-                    "commit.gpgsign=false",
-                ])
-                .args(args)
-                .current_dir(&t)
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "git {args:?}");
+            ktstr_sidecar::testutil::git(&t, args);
         }
         // An existing vmlinux skips the first-build free-space check.
         fs::write(t.join("vmlinux"), "").unwrap();

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::key::TreeIdentity;
-use super::BuildError;
+use super::{io, BuildError};
 use crate::kernel::cache::natural_cmp;
 use crate::kernel::fetch::{pinned_release, run_tool, Apt};
 use crate::kernel::{KernelCache, KernelError, Progress};
@@ -183,15 +183,6 @@ fn unpacked(cache: &KernelCache, package: &str) -> Option<(PathBuf, String)> {
         .collect();
     found.sort_by(|a, b| natural_cmp(&b.1, &a.1));
     found.into_iter().next()
-}
-
-fn io(what: &'static str, path: &Path, source: std::io::Error) -> BuildError {
-    KernelError::Io {
-        what,
-        path: path.to_path_buf(),
-        source,
-    }
-    .into()
 }
 
 #[cfg(test)]
