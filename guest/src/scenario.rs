@@ -464,14 +464,16 @@ impl<'a> Executor<'a> {
                     args,
                 },
             ),
-            Op::SetNice { cgroup, nice } => self.each_thread(cgroup, |tid| {
+            Op::SetNice { cgroup, nice } => self.each_thread(cgroup, "setpriority", |tid| {
                 // SAFETY: setpriority on a thread id; no memory is passed.
                 let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, *nice) };
-                errno_result(r, "setpriority")
+                errno_result(r)
             }),
-            Op::SetPolicy { cgroup, policy } => {
-                self.each_thread(cgroup, |tid| set_thread_policy(tid, *policy))
-            }
+            Op::SetPolicy { cgroup, policy } => self.each_thread(
+                cgroup,
+                &format!("sched_setscheduler({})", policy.label()),
+                |tid| set_thread_policy(tid, *policy),
+            ),
             Op::SetCpuWeight { cgroup, weight } => {
                 self.live(cgroup)?;
                 self.tree.set_weight(cgroup, *weight)
@@ -559,7 +561,12 @@ impl<'a> Executor<'a> {
 
     /// Applies `f` to every thread of every process in the cgroup's subtree; the error
     /// lists the threads it failed for.
-    fn each_thread(&self, cgroup: &str, f: impl Fn(i32) -> Result<()>) -> Result<()> {
+    fn each_thread(
+        &self,
+        cgroup: &str,
+        what: &str,
+        f: impl Fn(i32) -> std::io::Result<()>,
+    ) -> Result<()> {
         self.live(cgroup)?;
         let mut failures = Vec::new();
         let mut done = 0;
@@ -568,8 +575,8 @@ impl<'a> Executor<'a> {
                 match f(tid) {
                     Ok(()) => done += 1,
                     // A thread that ended meanwhile is not a failure.
-                    Err(e) if e.to_string().contains("No such process") => {}
-                    Err(e) => failures.push(format!("tid {tid}: {e:#}")),
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                    Err(e) => failures.push(format!("tid {tid}: {what}: {e}")),
                 }
             }
         }
@@ -750,23 +757,23 @@ fn max_or(v: Option<u64>) -> String {
     v.map_or_else(|| "max".to_string(), |n| n.to_string())
 }
 
-fn errno_result(r: libc::c_int, what: &str) -> Result<()> {
+fn errno_result(r: libc::c_int) -> std::io::Result<()> {
     if r == 0 {
         Ok(())
     } else {
-        Err(anyhow!("{what}: {}", std::io::Error::last_os_error()))
+        Err(std::io::Error::last_os_error())
     }
 }
 
 /// Sets a thread's scheduling policy and priority.
-fn set_thread_policy(tid: i32, policy: SchedPolicy) -> Result<()> {
+fn set_thread_policy(tid: i32, policy: SchedPolicy) -> std::io::Result<()> {
     let (raw, prio) = policy.raw();
     let p = libc::sched_param {
         sched_priority: prio as i32,
     };
     // SAFETY: sched_setscheduler on a thread id with a valid sched_param.
     let r = unsafe { libc::sched_setscheduler(tid, raw, &p) };
-    errno_result(r, &format!("sched_setscheduler({})", policy.label()))
+    errno_result(r)
 }
 
 /// Thread ids of a process (just the process when its task list cannot be read).
