@@ -261,6 +261,12 @@ fn canned_nested_oversubscribed(ctx: &TestCtx) -> TestSpec {
 
 #[ktstr_test(llcs = 2, cores = 1, memory_mib = 1024, num_snapshots = 2)]
 fn canned_fork_storm(ctx: &TestCtx) -> TestSpec {
+    // The spinners share their CPUs with forked children, and where the children land
+    // follows where the two mostly-sleeping fork workers sit: one spinner can lose far
+    // more CPU than the other with no scheduler at fault (EEVDF measured 6.7, 17.6 and
+    // 28.7 pp over three 2.4 s runs). The scenario hunts stalls, which the gap and
+    // not-stuck gates judge; the spread gate only catches a spinner all but starved.
+    let spread_pp = 50.0;
     canned(ctx, "fork_storm", |s| {
         // Forking and reaping did not stop the spinners, and the forks completed.
         assert!(cpu_ns(s, "spin") > 0);
@@ -269,4 +275,5 @@ fn canned_fork_storm(ctx: &TestCtx) -> TestSpec {
             .cgroup("fork")
             .is_some_and(|c| c.total_iterations > 0));
     })
+    .assert(Assert::default().max_spread_pct(spread_pp))
 }
