@@ -260,9 +260,42 @@ fn max_gap(
     Some(Check::new(Gate::MaxGap, subject, outcome, msg))
 }
 
-/// max − min off-CPU share of the workers stays under the limit (percentage points).
-/// None with fewer than two workers: nothing to compare.
+/// Share of its life a worker must have spent beside the longest-lived one to be compared
+/// with it: a worker stopped or started mid-run met other conditions (a cpu.max window,
+/// an offline CPU), so its off-CPU share says nothing about fairness between the two.
+const SPREAD_MIN_SHARED_LIFE: f64 = 0.9;
+
+/// Milliseconds both workers were alive at once.
+fn shared_life_ms(a: &WorkerReport, b: &WorkerReport) -> u64 {
+    a.ended_at_ms
+        .min(b.ended_at_ms)
+        .saturating_sub(a.started_at_ms.max(b.started_at_ms))
+}
+
+/// The workers that lived through (nearly) the same window as the longest-lived one,
+/// and how many were left out.
+fn same_window<'a>(rs: &[&'a WorkerReport]) -> (Vec<&'a WorkerReport>, usize) {
+    let life = |r: &WorkerReport| r.ended_at_ms.saturating_sub(r.started_at_ms);
+    let Some(longest) = rs.iter().copied().max_by_key(|r| life(r)) else {
+        return (Vec::new(), 0);
+    };
+    let kept: Vec<&WorkerReport> = rs
+        .iter()
+        .copied()
+        .filter(|r| {
+            let span = life(r).max(life(longest));
+            span == 0 || shared_life_ms(r, longest) as f64 >= SPREAD_MIN_SHARED_LIFE * span as f64
+        })
+        .collect();
+    let left_out = rs.len() - kept.len();
+    (kept, left_out)
+}
+
+/// max − min off-CPU share of the workers that shared the same window (see
+/// [`same_window`]) stays under the limit (percentage points). None with fewer than two
+/// such workers: nothing to compare.
 fn spread(gate: Gate, subject: &str, rs: &[&WorkerReport], limit_pct: f64) -> Option<Check> {
+    let (rs, left_out) = same_window(rs);
     let shares: Vec<(f64, &WorkerReport)> = rs
         .iter()
         .filter_map(|r| off_cpu_pct(r).map(|p| (p, *r)))
@@ -281,11 +314,16 @@ fn spread(gate: Gate, subject: &str, rs: &[&WorkerReport], limit_pct: f64) -> Op
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .unwrap_or(shares[0]);
     let d = max - min;
-    let msg = format!(
+    let mut msg = format!(
         "off-CPU spread {d:.1} pp ({} {max:.1} %, {} {min:.1} %), limit {limit_pct} pp",
         who(max_r),
         who(min_r)
     );
+    if left_out > 0 {
+        msg.push_str(&format!(
+            "; {left_out} worker(s) with a different lifetime not compared"
+        ));
+    }
     let outcome = if d > limit_pct {
         Outcome::Fail
     } else {
@@ -627,6 +665,34 @@ pub(crate) mod tests {
         let s = only(&c, Gate::Spread);
         assert_eq!(s[0].outcome, Outcome::Fail);
         assert!(s[0].message.contains("75.0 pp"), "{}", s[0].message);
+        assert!(s[0].message.contains("a[2]"), "{}", s[0].message);
+    }
+
+    #[test]
+    fn spread_compares_only_workers_that_shared_the_window() {
+        let plans = [plan("a", 3)];
+        // a[2] was stopped at 400 ms while throttled: its 75 % off-CPU is not unfairness.
+        let mut stopped = report("a", 2, 10, 100, 400);
+        stopped.started_at_ms = 0;
+        let rs = [
+            report("a", 0, 100, 900, 1000),
+            report("a", 1, 100, 800, 1000),
+            stopped,
+        ];
+        let c = check_workers(&Assert::none().max_spread_pct(25.0), &plans, &rs);
+        let s = only(&c, Gate::Spread);
+        assert_eq!(s[0].outcome, Outcome::Pass, "{}", s[0].message);
+        assert!(s[0].message.contains("10.0 pp"), "{}", s[0].message);
+        assert!(s[0].message.contains("1 worker(s)"), "{}", s[0].message);
+
+        // A worker started 50 ms late still shares 95 % of the window and is compared.
+        let mut late = report("a", 2, 25, 238, 950);
+        late.started_at_ms = 50;
+        late.ended_at_ms = 1000;
+        let rs = [rs[0].clone(), rs[1].clone(), late];
+        let c = check_workers(&Assert::none().max_spread_pct(25.0), &plans, &rs);
+        let s = only(&c, Gate::Spread);
+        assert_eq!(s[0].outcome, Outcome::Fail, "{}", s[0].message);
         assert!(s[0].message.contains("a[2]"), "{}", s[0].message);
     }
 
