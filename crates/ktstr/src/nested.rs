@@ -20,9 +20,46 @@ use crate::initramfs::InitramfsBuilder;
 use crate::kernel::{self, KernelCache, Progress};
 use crate::scratch::ScratchDir;
 
-/// L1's CPU: qemu's `max` with SVM, minus what breaks L2's FPU set-up in this nesting
-/// (the AVX family: XSAVE size mismatch in L2; PKU, MPX).
-pub const L1_CPU: &str = "max,-avx,-avx2,-fma,-f16c,-vaes,-vpclmulqdq,-pku,-mpx";
+/// L1's CPU model when none is given: qemu's `max` (all TCG emulates, SVM included).
+pub const DEFAULT_L1_CPU_MODEL: &str = "max";
+/// What L1 must lack whatever its model: the AVX family (XSAVE size mismatch in L2's FPU
+/// set-up in this nesting), PKU and MPX.
+const L1_CPU_WITHOUT: &str = "-avx,-avx2,-fma,-f16c,-vaes,-vpclmulqdq,-pku,-mpx";
+
+/// qemu's `-cpu` value for L1 on CPU model `model` (`max`, or a named AMD model such as
+/// `EPYC-Rome`: its family and model decide which branch Linux and our VMM take for LLC
+/// ids, so CI boots L2 under more than one). Named models get SVM and nested paging
+/// added; `max` has both.
+/// Features may follow the model (`EPYC-Rome,+pcid`); the ones taken away come last, so
+/// they win.
+pub fn l1_cpu(spec: &str) -> Result<String> {
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    let mut parts = spec.split(',');
+    let model = parts.next().unwrap_or_default();
+    let features: Vec<&str> = parts.collect();
+    let features_ok = features.iter().all(|f| {
+        f.strip_prefix(['+', '-'])
+            .is_some_and(|n| name_ok(n) && !n.starts_with(['+', '-']))
+    });
+    if !name_ok(model) || model.starts_with('-') || !features_ok {
+        bail!("--cpu {spec:?}: give a qemu CPU model name, optionally with +feature/-feature after commas (e.g. max, EPYC-Milan, EPYC-Rome,+pcid; `qemu-system-x86_64 -cpu help` lists them)");
+    }
+    let mut cpu = model.to_string();
+    if model != DEFAULT_L1_CPU_MODEL {
+        cpu.push_str(",+svm,+npt");
+    }
+    for f in features {
+        cpu.push(',');
+        cpu.push_str(f);
+    }
+    cpu.push(',');
+    cpu.push_str(L1_CPU_WITHOUT);
+    Ok(cpu)
+}
 /// L1 kernel arguments: quiet, and no reboot loop.
 const L1_KARGS: &str = "console=ttyS0 panic=-1 reboot=k quiet loglevel=3 nokaslr";
 
@@ -41,6 +78,9 @@ pub struct NestedOptions {
     pub share: Vec<PathBuf>,
     /// Print L1's boot console too (not only the command's output).
     pub verbose: bool,
+    /// L1's qemu CPU model (default [`DEFAULT_L1_CPU_MODEL`]); an AMD one, since only
+    /// SVM nests under TCG.
+    pub cpu_model: Option<String>,
 }
 
 /// Set in L1's environment: how the emulator one level down runs L1's vCPUs
@@ -150,6 +190,7 @@ pub fn run(opts: &NestedOptions, progress: &Progress) -> Result<i32> {
         .argv
         .split_first()
         .context("nothing to run: give a command after `--`")?;
+    let cpu = l1_cpu(opts.cpu_model.as_deref().unwrap_or(DEFAULT_L1_CPU_MODEL))?;
     let qemu =
         crate::engine::qemu::find_binary().ok_or(crate::engine::qemu::QemuError::NotFound)?;
     let virtiofsd = find_virtiofsd().context(
@@ -205,7 +246,7 @@ pub fn run(opts: &NestedOptions, progress: &Progress) -> Result<i32> {
     let vcpus = opts
         .vcpus
         .unwrap_or_else(|| crate::engine::available_host_cpus().len().max(2) as u32);
-    let args = qemu_args(&k.image, &initrd, &socket, vcpus, opts.memory_mib);
+    let args = qemu_args(&k.image, &initrd, &socket, &cpu, vcpus, opts.memory_mib);
     let mut cmd = Command::new(&qemu);
     let (_stderr_path, stderr) = work.create_file("qemu.stderr")?;
     cmd.args(&args)
@@ -341,6 +382,7 @@ pub fn qemu_args(
     kernel: &Path,
     initrd: &Path,
     socket: &Path,
+    cpu: &str,
     vcpus: u32,
     memory_mib: u64,
 ) -> Vec<String> {
@@ -349,7 +391,7 @@ pub fn qemu_args(
         "-accel".into(),
         format!("tcg,thread={threading}"),
         "-cpu".into(),
-        L1_CPU.into(),
+        cpu.into(),
         "-smp".into(),
         vcpus.to_string(),
         "-m".into(),
@@ -500,11 +542,37 @@ mod tests {
     }
 
     #[test]
+    fn named_l1_models_get_svm_and_lose_the_avx_family() {
+        let rome = l1_cpu("EPYC-Rome").unwrap();
+        assert!(rome.starts_with("EPYC-Rome,+svm,+npt,"), "{rome}");
+        assert!(rome.ends_with(L1_CPU_WITHOUT), "{rome}");
+        assert_eq!(l1_cpu("max").unwrap(), format!("max,{L1_CPU_WITHOUT}"));
+        assert_eq!(
+            l1_cpu("EPYC,+pcid,-sse4a").unwrap(),
+            format!("EPYC,+svm,+npt,+pcid,-sse4a,{L1_CPU_WITHOUT}")
+        );
+        for bad in [
+            "",
+            "max,avx",
+            "-max",
+            "EPYC Rome",
+            "host;reboot",
+            "max,+",
+            "max,,+x",
+            "max,+-x",
+        ] {
+            let e = l1_cpu(bad).unwrap_err().to_string();
+            assert!(e.contains("qemu CPU model name"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn l1_has_svm_shared_memory_and_the_host_fs() {
         let a = qemu_args(
             Path::new("/k/bzImage"),
             Path::new("/w/i.cpio"),
             Path::new("/w/vfs.sock"),
+            &l1_cpu(DEFAULT_L1_CPU_MODEL).unwrap(),
             2,
             6144,
         )

@@ -22,6 +22,11 @@ pub struct NestedArgs {
     /// CARGO_TARGET_DIR, cargo's and rustup's homes, ktstr's caches and run roots always are.
     #[arg(long, value_name = "DIR")]
     share: Vec<std::path::PathBuf>,
+    /// L1's qemu CPU model: `max`, or an AMD model with SVM such as `EPYC`,
+    /// `EPYC-Rome`, `EPYC-Milan` (its family and model decide how Linux and the kvm engine
+    /// number LLCs). AVX, PKU and MPX are taken away whatever the model.
+    #[arg(long, value_name = "MODEL", default_value = nested::DEFAULT_L1_CPU_MODEL)]
+    cpu: String,
     /// Show L1's kernel console too, not only the command's output.
     #[arg(long, short)]
     verbose: bool,
@@ -38,6 +43,7 @@ pub fn run(args: NestedArgs) -> anyhow::Result<i32> {
         kernel: args.kernel,
         share: args.share,
         verbose: args.verbose,
+        cpu_model: Some(args.cpu),
     };
     nested::run(&opts, &Progress::auto())
 }
