@@ -263,8 +263,8 @@ fn canned_nested_oversubscribed(ctx: &TestCtx) -> TestSpec {
 fn canned_fork_storm(ctx: &TestCtx) -> TestSpec {
     // The spinners share their CPUs with forked children, and where the children land
     // follows where the two mostly-sleeping fork workers sit: one spinner can lose far
-    // more CPU than the other with no scheduler at fault (EEVDF measured 6.7, 17.6 and
-    // 28.7 pp over three 2.4 s runs). The scenario hunts stalls, which the gap and
+    // more CPU than the other with no scheduler at fault (EEVDF: 2.3 to 28.7 pp over eleven
+    // 2.4 s runs, four of them above 15). The scenario hunts stalls, which the gap and
     // not-stuck gates judge; the spread gate only catches a spinner all but starved.
     let spread_pp = 50.0;
     canned(ctx, "fork_storm", |s| {

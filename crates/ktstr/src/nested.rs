@@ -27,7 +27,7 @@ pub const DEFAULT_L1_CPU_MODEL: &str = "max";
 const L1_CPU_WITHOUT: &str = "-avx,-avx2,-fma,-f16c,-vaes,-vpclmulqdq,-pku,-mpx";
 
 /// qemu's `-cpu` value for L1 on CPU model `model` (`max`, or a named AMD model such as
-/// `EPYC-Rome`: its family and model decide which branch Linux and our VMM take for LLC
+/// `EPYC-Milan`: its family and model decide which branch Linux and our VMM take for LLC
 /// ids, so CI boots L2 under more than one). Named models get SVM and nested paging
 /// added; `max` has both.
 /// Features may follow the model (`EPYC-Rome,+pcid`); the ones taken away come last, so

@@ -22,10 +22,11 @@ pub struct NestedArgs {
     /// CARGO_TARGET_DIR, cargo's and rustup's homes, ktstr's caches and run roots always are.
     #[arg(long, value_name = "DIR")]
     share: Vec<std::path::PathBuf>,
-    /// L1's qemu CPU model: `max`, or an AMD model with SVM such as `EPYC`,
-    /// `EPYC-Rome`, `EPYC-Milan` (its family and model decide how Linux and the kvm engine
-    /// number LLCs). AVX, PKU and MPX are taken away whatever the model.
-    #[arg(long, value_name = "MODEL", default_value = nested::DEFAULT_L1_CPU_MODEL)]
+    /// L1's qemu CPU model, optionally with +feature/-feature after commas: `max`, or an
+    /// AMD model with SVM such as `EPYC-Milan` (its family and model decide how Linux and
+    /// the kvm engine number LLCs; EPYC and EPYC-Rome crash L1 under qemu 7.2). AVX, PKU
+    /// and MPX are taken away whatever the model.
+    #[arg(long, value_name = "MODEL[,+FEAT,-FEAT]", default_value = nested::DEFAULT_L1_CPU_MODEL)]
     cpu: String,
     /// Show L1's kernel console too, not only the command's output.
     #[arg(long, short)]
