@@ -112,6 +112,11 @@ pub struct HostHeapState {
 pub enum KvmBacking {
     /// Hardware virtualisation: `vmx`/`svm` in the CPU flags or `kvm_intel`/`kvm_amd` loaded.
     Hardware,
+    /// Hardware-style KVM (SVM/VMX) inside a virtual machine (the CPU flags say
+    /// `hypervisor`): `cargo ktstr nested`'s L1, or a cloud VM with nested virtualisation.
+    /// Our VMM runs as on hardware, but every exit goes through the outer hypervisor, so
+    /// timings are not those of bare metal.
+    Nested,
     /// KVM-PVM (module `kvm_pvm`): the API works but guest kernel code is emulated, slowly.
     Pvm,
     /// `/dev/kvm` exists but neither of the above could be established.
@@ -315,7 +320,14 @@ fn kvm_backing(root: &Path, cpuinfo: Option<&str>) -> KvmBacking {
         .and_then(|c| first_field(c, "flags"))
         .is_some_and(|f| f.split_whitespace().any(|x| x == "vmx" || x == "svm"));
     if hw_flag || loaded("kvm_intel") || loaded("kvm_amd") {
-        return KvmBacking::Hardware;
+        let in_a_vm = cpuinfo
+            .and_then(|c| first_field(c, "flags"))
+            .is_some_and(|f| f.split_whitespace().any(|x| x == "hypervisor"));
+        return if in_a_vm {
+            KvmBacking::Nested
+        } else {
+            KvmBacking::Hardware
+        };
     }
     KvmBacking::Unknown
 }
@@ -469,6 +481,12 @@ mod tests {
             HostContext::capture_from(root).kvm,
             Some(KvmBacking::Hardware)
         );
+        // The same inside a VM (`cargo ktstr nested`'s L1): nested, said in the sidecar.
+        write(root, "proc/cpuinfo", "flags\t: fpu svm hypervisor lm\n");
+        let h = HostContext::capture_from(root);
+        assert_eq!(h.kvm, Some(KvmBacking::Nested));
+        let json = serde_json::to_value(&h).expect("ser");
+        assert_eq!(json["kvm"], "nested");
     }
 
     #[test]

@@ -28,11 +28,20 @@ pub struct NestedArgs {
     /// and MPX are taken away whatever the model.
     #[arg(long, value_name = "MODEL[,+FEAT,-FEAT]", default_value = nested::DEFAULT_L1_CPU_MODEL)]
     cpu: String,
+    /// The qemu that runs L1 (also KTSTR_NESTED_QEMU). Default: the host's when it is
+    /// 11.0 or newer, else a private copy of Debian sid's, fetched once into the cache
+    /// (qemu 7.2's nested SVM crashes L1 in about half of the boots).
+    #[arg(long, value_name = "PATH")]
+    qemu: Option<std::path::PathBuf>,
+    /// Fetch what L1 needs (the kernel's KVM modules, the qemu), say what will be used,
+    /// and boot nothing.
+    #[arg(long)]
+    prepare: bool,
     /// Show L1's kernel console too, not only the command's output.
     #[arg(long, short)]
     verbose: bool,
     /// The command to run in L1, after `--` (e.g. `-- cargo ktstr test --engine kvm`).
-    #[arg(last = true, required = true, value_name = "CMD")]
+    #[arg(last = true, required_unless_present = "prepare", value_name = "CMD")]
     command: Vec<String>,
 }
 
@@ -45,6 +54,18 @@ pub fn run(args: NestedArgs) -> anyhow::Result<i32> {
         share: args.share,
         verbose: args.verbose,
         cpu_model: Some(args.cpu),
+        qemu: args.qemu,
     };
+    if args.prepare {
+        let p = nested::prepare(&opts, &Progress::auto())?;
+        println!(
+            "L1 kernel: {} ({})",
+            p.kernel.release,
+            p.kernel.image.display()
+        );
+        println!("L1 KVM modules: {}", p.modules.len());
+        println!("L1 qemu: {}", p.qemu.describe());
+        return Ok(0);
+    }
     nested::run(&opts, &Progress::auto())
 }

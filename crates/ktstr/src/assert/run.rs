@@ -32,7 +32,7 @@ pub struct Evidence<'a> {
 /// The run checks, in order. A guest that never got ready is judged on that alone.
 pub fn check_run(e: &Evidence<'_>) -> Checks {
     let mut c = Checks::default();
-    vm_exit(&mut c, e.engine);
+    vm_exit(&mut c, e.engine, e.data);
     ring(&mut c, e.data);
     guest_panic(&mut c, e.data);
     let Some(ready) = &e.data.ready else {
@@ -66,10 +66,17 @@ pub fn check_run(e: &Evidence<'_>) -> Checks {
     c
 }
 
-/// The VM ended by itself (the guest rebooted), not killed or lost by the engine.
-fn vm_exit(c: &mut Checks, engine: &EngineReport) {
+/// The VM ended by itself (the guest rebooted), not killed or lost by the engine. A triple
+/// fault before the guest reported done is a guest kernel that died without a word.
+fn vm_exit(c: &mut Checks, engine: &EngineReport, data: &Collected) {
     match &engine.exit {
         GuestExit::Reset => {}
+        GuestExit::TripleFault(_) if data.done.is_some() => {}
+        GuestExit::TripleFault(how) => c.fail(
+            Gate::Run,
+            "vm",
+            format!("the guest kernel triple-faulted before its run ended: {how}"),
+        ),
         GuestExit::Killed(why) | GuestExit::EngineFailed(why) => {
             c.fail(Gate::Run, "vm", why.clone())
         }

@@ -87,6 +87,7 @@ impl RunningGuest for KvmGuest {
         };
         let report = vm.wait();
         let exit = match &report.exit {
+            ExitReason::TripleFault(f) => GuestExit::TripleFault(f.to_string()),
             e if e.is_guest_reset() => GuestExit::Reset,
             ExitReason::Watchdog { after_ms } => GuestExit::Killed(format!(
                 "watchdog: the VM ran {after_ms} ms past its deadline"

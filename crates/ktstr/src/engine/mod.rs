@@ -67,7 +67,7 @@ pub fn choose(request: Option<&str>) -> Result<EngineKind, EngineChoiceError> {
             .map(|_| EngineKind::QemuTcg)
             .ok_or(EngineChoiceError::QemuMissing),
         "auto" => match (KvmBacking::detect(), qemu) {
-            (KvmBacking::Hardware, _) => Ok(EngineKind::Kvm),
+            (KvmBacking::Hardware | KvmBacking::Nested, _) => Ok(EngineKind::Kvm),
             (_, Some(_)) => Ok(EngineKind::QemuTcg),
             (kvm, None) => Err(EngineChoiceError::NoneAvailable {
                 kvm: match kvm {
@@ -150,8 +150,12 @@ pub const BASE_KARGS: &[&str] = &[
 /// How the guest's run ended, as the engine saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GuestExit {
-    /// The guest rebooted (i8042 reset / triple fault / qemu exit 0 with `-no-reboot`).
+    /// The guest rebooted (i8042 reset / qemu exit 0 with `-no-reboot`).
     Reset,
+    /// The kvm engine saw a triple fault (`KVM_EXIT_SHUTDOWN`): where, and the bytes at
+    /// RIP. After the guest reported done it is a reboot like any other; before, it is how
+    /// a guest kernel dies when it cannot even print (the run fails with this).
+    TripleFault(String),
     /// The engine died on its own: qemu crashed, or a KVM error.
     EngineFailed(String),
     /// The host killed the guest (watchdog or user).

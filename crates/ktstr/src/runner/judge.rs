@@ -235,6 +235,10 @@ mod tests {
 
     /// Measure and run the run checks (no scheduler, no payloads).
     fn judge(req: &RunRequest, data: &Collected) -> (Measured, Checks) {
+        judge_with(req, data, &engine_ok())
+    }
+
+    fn judge_with(req: &RunRequest, data: &Collected, engine: &EngineReport) -> (Measured, Checks) {
         let m = measure(&req.spec, &req.topology, &req.assert, data);
         let v = check_run(&Evidence {
             spec: &req.spec,
@@ -242,7 +246,7 @@ mod tests {
             assert: &req.assert,
             data,
             measured: &m,
-            engine: &engine_ok(),
+            engine,
             console_log: Path::new("/nonexistent"),
         });
         (m, v)
@@ -449,6 +453,30 @@ mod tests {
             m.stats.cgroups.len(),
             2,
             "declared cgroups are listed, empty"
+        );
+    }
+
+    #[test]
+    fn a_triple_fault_fails_the_run_only_before_the_guest_reported_done() {
+        let req = request(scenario(), 2);
+        let fault = EngineReport {
+            exit: GuestExit::TripleFault(
+                "vCPU 1: KVM_EXIT_SHUTDOWN (triple fault) at RIP 0xffffffff81000000".into(),
+            ),
+            ..engine_ok()
+        };
+        let (_, v) = judge_with(&req, &clean_run(), &fault);
+        assert_eq!(v.outcome(), Outcome::Pass, "a reboot after done: {v:#?}");
+        let mut died = clean_run();
+        died.done = None;
+        let (_, v) = judge_with(&req, &died, &fault);
+        assert_eq!(v.outcome(), Outcome::Fail);
+        assert!(
+            v.details().iter().any(|d| d.contains(
+                "triple-faulted before its run ended: vCPU 1: KVM_EXIT_SHUTDOWN (triple fault) at RIP 0xffffffff81000000"
+            )),
+            "{:#?}",
+            v.details()
         );
     }
 

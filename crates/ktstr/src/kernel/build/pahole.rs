@@ -7,14 +7,11 @@
 //! included) and unpacked under `<cache>/tools/pahole-<version>/`; a wrapper script runs
 //! it with its own dynamic loader, so the host's libc and apt setup stay untouched.
 
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::BuildError;
-use crate::kernel::fetch::Apt;
-use crate::kernel::{KernelCache, Progress};
+use crate::kernel::{tools, KernelCache, Progress};
 
 /// Names the pahole to use (must be >= [`MIN_VERSION`]).
 pub const PAHOLE_ENV: &str = "KTSTR_PAHOLE";
@@ -114,87 +111,30 @@ pub fn ensure(cache: &KernelCache, progress: &Progress) -> Result<Pahole, BuildE
     })
 }
 
-fn tools_dir(cache: &KernelCache) -> PathBuf {
-    cache.root().join("tools")
-}
-
-/// A private pahole installed earlier, the newest first.
+/// A private pahole installed earlier, the newest that runs and is new enough.
 fn private(cache: &KernelCache) -> Option<Pahole> {
-    let mut dirs: Vec<PathBuf> = fs::read_dir(tools_dir(cache))
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("pahole-"))
+    tools::installed(cache, "pahole", "pahole")
+        .into_iter()
+        .find_map(|t| {
+            let v = version_of(&t.wrapper)?;
+            (v >= MIN_VERSION).then(|| {
+                found(
+                    t.wrapper,
+                    v,
+                    &format!("debian sid pahole {} (private)", t.version),
+                )
+            })
         })
-        .collect();
-    dirs.sort_by(|a, b| {
-        crate::kernel::cache::natural_cmp(&b.to_string_lossy(), &a.to_string_lossy())
-    });
-    dirs.into_iter().find_map(|d| {
-        let wrapper = d.join("pahole");
-        let v = version_of(&wrapper)?;
-        let deb = d
-            .file_name()?
-            .to_string_lossy()
-            .trim_start_matches("pahole-")
-            .to_string();
-        (v >= MIN_VERSION).then(|| found(wrapper, v, &format!("debian sid pahole {deb} (private)")))
-    })
 }
 
 /// Downloads sid's pahole and its library closure into `<cache>/tools/pahole-<ver>/`.
 fn fetch(cache: &KernelCache, progress: &Progress) -> Result<Pahole, crate::kernel::KernelError> {
-    let apt = Apt::prepare(cache)?;
-    let _lock = apt.lock()?;
-    let stage = progress.stage(format!(
-        "Updating Debian sid package lists ({})",
-        apt.mirror
-    ));
-    apt.run(&["update"], "apt-get", "check network access to the mirror")?;
-    stage.done("done");
-    let version = apt.version_of("pahole")?.ok_or_else(|| {
-        crate::kernel::KernelError::PackageUnavailable {
-            package: "pahole".into(),
-        }
-    })?;
-    let names = apt.closure("pahole")?;
-    let stage = progress.stage(format!(
-        "Downloading pahole {version} ({} packages)",
-        names.len()
-    ));
-    let work = cache.stage()?;
-    let root = work.path().join("root");
-    apt.download_and_extract(&names, &work.path().join("debs"), &root)?;
-    let _ = fs::remove_dir_all(work.path().join("debs"));
-    stage.done("done");
-
-    let dest = tools_dir(cache).join(format!("pahole-{version}"));
-    let wrapper_text = wrapper(&dest.join("root"));
-    let wrapper_path = work.path().join("pahole");
-    let io = |what, path: &Path, source| crate::kernel::KernelError::Io {
-        what,
-        path: path.to_path_buf(),
-        source,
-    };
-    fs::write(&wrapper_path, wrapper_text).map_err(|e| io("writing", &wrapper_path, e))?;
-    fs::set_permissions(&wrapper_path, fs::Permissions::from_mode(0o755))
-        .map_err(|e| io("making executable", &wrapper_path, e))?;
-    fs::create_dir_all(tools_dir(cache)).map_err(|e| io("creating", &tools_dir(cache), e))?;
-    let staged = work.keep();
-    if let Err(e) = fs::rename(&staged, &dest) {
-        let _ = fs::remove_dir_all(&staged);
-        if !dest.join("pahole").is_file() {
-            return Err(io("installing", &dest, e));
-        }
-    }
-    let path = dest.join("pahole");
-    match version_of(&path) {
+    let (tool, names) = tools::install(cache, "pahole", "pahole", "pahole", wrapper, progress)?;
+    match version_of(&tool.wrapper) {
         Some(v) if v >= MIN_VERSION => Ok(found(
-            path,
+            tool.wrapper,
             v,
-            &format!("debian sid pahole {version} (private)"),
+            &format!("debian sid pahole {} (private)", tool.version),
         )),
         _ => Err(crate::kernel::KernelError::PackageLayout {
             packages: names,
@@ -205,14 +145,7 @@ fn fetch(cache: &KernelCache, progress: &Progress) -> Result<Pahole, crate::kern
 
 /// The script that runs the unpacked pahole with the unpacked loader and libraries.
 fn wrapper(root: &Path) -> String {
-    let r = root.display();
-    format!(
-        "#!/bin/sh\n# Runs Debian sid's pahole with its own loader and libraries (ktstr).\n\
-         R='{r}'\n\
-         exec \"$R/usr/lib64/ld-linux-x86-64.so.2\" \
-         --library-path \"$R/usr/lib/x86_64-linux-gnu:$R/lib/x86_64-linux-gnu\" \
-         \"$R/usr/bin/pahole\" \"$@\"\n"
-    )
+    tools::loader_wrapper(root, "usr/bin/pahole", &[], &[])
 }
 
 #[cfg(test)]
@@ -234,8 +167,12 @@ mod tests {
     fn version_probe_and_wrapper() {
         let d = tempfile::tempdir().unwrap();
         let fake = d.path().join("pahole");
-        fs::write(&fake, "#!/bin/sh\necho v1.24\n").unwrap();
-        fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(&fake, "#!/bin/sh\necho v1.24\n").unwrap();
+        std::fs::set_permissions(
+            &fake,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+        )
+        .unwrap();
         assert_eq!(version_of(&fake), Some((1, 24)));
         let w = wrapper(Path::new("/c/tools/pahole-1.32-1/root"));
         assert!(w.contains("R='/c/tools/pahole-1.32-1/root'"));

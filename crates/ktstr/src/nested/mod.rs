@@ -16,6 +16,10 @@ use ktstr_wire::nested::{
     parse_exit_marker, NestedSpec, ERROR_MARKER, HOST_FS_TAG, NESTED_SPEC_PATH,
 };
 
+pub mod l1_qemu;
+
+pub use l1_qemu::{L1Qemu, MIN_L1_QEMU, NESTED_QEMU_ENV};
+
 use crate::initramfs::InitramfsBuilder;
 use crate::kernel::{self, KernelCache, Progress};
 use crate::scratch::ScratchDir;
@@ -81,6 +85,46 @@ pub struct NestedOptions {
     /// L1's qemu CPU model (default [`DEFAULT_L1_CPU_MODEL`]); an AMD one, since only
     /// SVM nests under TCG.
     pub cpu_model: Option<String>,
+    /// The qemu that runs L1 (default: see [`l1_qemu::ensure`]).
+    pub qemu: Option<PathBuf>,
+}
+
+/// What an L1 boot needs, found or fetched: the kernel, its KVM modules and the qemu.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub kernel: kernel::ResolvedKernel,
+    pub modules: Vec<PathBuf>,
+    pub qemu: L1Qemu,
+}
+
+/// Finds or fetches what L1 needs (`nested --prepare` stops here: CI fetches before it
+/// starts timing L1 boots).
+pub fn prepare(opts: &NestedOptions, progress: &Progress) -> Result<Prepared> {
+    let k = kernel::resolve(opts.kernel.as_deref())?;
+    if k.cache_key.is_none() {
+        bail!(
+            "the L1 kernel must come from the kernel cache (its KVM modules are kept beside it): {} is not a cache entry; use `--kernel <cache key>` or `cargo ktstr kernel fetch`",
+            k.image.display()
+        );
+    }
+    let entry_dir = k.image.parent().context("kernel image has no directory")?;
+    let cache = KernelCache::from_env()?;
+    let modules = kernel::fetch::fetch_kvm_modules(&cache, entry_dir, &k.release, progress)
+        .context("the L1 guest needs the kernel's KVM modules (package linux-modules-<release>)")?;
+    let qemu = l1_qemu::ensure(opts.qemu.as_deref(), progress)?;
+    if qemu.version < Some(MIN_L1_QEMU) {
+        progress.note(&format!(
+            "ktstr: L1 runs on {}: older than {}.{}, whose nested SVM crashed L1 in about half of the boots measured (docs/reliability.md)",
+            qemu.describe(),
+            MIN_L1_QEMU.0,
+            MIN_L1_QEMU.1
+        ));
+    }
+    Ok(Prepared {
+        kernel: k,
+        modules,
+        qemu,
+    })
 }
 
 /// Set in L1's environment: how the emulator one level down runs L1's vCPUs
@@ -191,8 +235,6 @@ pub fn run(opts: &NestedOptions, progress: &Progress) -> Result<i32> {
         .split_first()
         .context("nothing to run: give a command after `--`")?;
     let cpu = l1_cpu(opts.cpu_model.as_deref().unwrap_or(DEFAULT_L1_CPU_MODEL))?;
-    let qemu =
-        crate::engine::qemu::find_binary().ok_or(crate::engine::qemu::QemuError::NotFound)?;
     let virtiofsd = find_virtiofsd().context(
         "virtiofsd not found (KTSTR_VIRTIOFSD, PATH, /usr/libexec, /usr/lib/qemu): install it (Debian 12: qemu-system-common ships /usr/lib/qemu/virtiofsd; later: apt-get install virtiofsd)",
     )?;
@@ -201,18 +243,12 @@ pub fn run(opts: &NestedOptions, progress: &Progress) -> Result<i32> {
         bail!("`cargo ktstr nested` needs root: virtiofsd shares the host's root file system from a private mount namespace");
     }
 
-    // The L1 kernel and its KVM modules (fetched beside it when missing).
-    let k = kernel::resolve(opts.kernel.as_deref())?;
-    if k.cache_key.is_none() {
-        bail!(
-            "the L1 kernel must come from the kernel cache (its KVM modules are kept beside it): {} is not a cache entry; use `--kernel <cache key>` or `cargo ktstr kernel fetch`",
-            k.image.display()
-        );
-    }
-    let entry_dir = k.image.parent().context("kernel image has no directory")?;
-    let cache = KernelCache::from_env()?;
-    let modules = kernel::fetch::fetch_kvm_modules(&cache, entry_dir, &k.release, progress)
-        .context("the L1 guest needs the kernel's KVM modules (package linux-modules-<release>)")?;
+    let Prepared {
+        kernel: k,
+        modules,
+        qemu,
+    } = prepare(opts, progress)?;
+    let qemu = qemu.path;
 
     let cwd = std::env::current_dir().context("cannot read the working directory")?;
     let mut env: Vec<(String, String)> = std::env::vars()
