@@ -206,6 +206,47 @@ pub struct VmReport {
     pub console_tail: String,
     pub host_is_pvm: bool,
     pub kernel_entry: u64,
+    /// vCPU threads that did not leave `KVM_RUN` within [`JOIN_LIMIT`] of the end of the
+    /// run, with where the host kernel held them: left behind (detached) so teardown ends.
+    pub stuck_vcpus: Vec<StuckVcpu>,
+}
+
+/// How long teardown waits for the kicked vCPU threads to return. A healthy thread leaves
+/// `KVM_RUN` within microseconds of its kick (milliseconds under emulation); one still
+/// inside after this is held by the host kernel, and waiting longer only hangs the run.
+pub const JOIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// A vCPU thread the host kernel did not give back.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StuckVcpu {
+    pub vcpu: u32,
+    pub tid: i32,
+    /// `/proc/self/task/<tid>/wchan` and `stack` (the latter needs root), as far as
+    /// readable.
+    pub host_kernel: String,
+}
+
+impl std::fmt::Display for StuckVcpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "vCPU {} (thread {}) did not leave KVM_RUN within {} s of its kick; host kernel: {}",
+            self.vcpu,
+            self.tid,
+            JOIN_LIMIT.as_secs(),
+            self.host_kernel
+        )
+    }
+}
+
+/// Where the host kernel holds thread `tid` of this process.
+fn host_kernel_site(tid: i32) -> String {
+    let read = |what: &str| {
+        std::fs::read_to_string(format!("/proc/self/task/{tid}/{what}"))
+            .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|e| format!("({what}: {e})"))
+    };
+    format!("wchan {}; stack {}", read("wchan"), read("stack"))
 }
 
 /// A VM that is set up but not running: write the SHM header now, then [`Vm::start`].
@@ -733,10 +774,8 @@ impl RunningVm {
             Instant::now(),
         ));
         let run_ms = (exit_at - self.started).as_secs_f64() * 1000.0;
-        for t in self.threads {
-            // A panicking vCPU thread has already recorded nothing better to report.
-            let _ = t.join();
-        }
+        let stuck_vcpus =
+            join_vcpu_threads(self.threads, &self.kick, &self.vcpu_threads, JOIN_LIMIT);
         let per_vcpu_stats: Vec<BTreeMap<String, u64>> = self
             .stats
             .iter()
@@ -747,12 +786,18 @@ impl RunningVm {
             .as_ref()
             .and_then(|s| s.read().ok())
             .unwrap_or_default();
-        let console_bytes = match self.serial.lock() {
-            Ok(mut s) => {
+        // A vCPU left behind may hold the console (stuck in its write): never wait on it.
+        let console = if stuck_vcpus.is_empty() {
+            self.serial.lock().ok()
+        } else {
+            self.serial.try_lock().ok()
+        };
+        let console_bytes = match console {
+            Some(mut s) => {
                 s.flush();
                 s.bytes_written()
             }
-            Err(_) => 0,
+            None => 0,
         };
         drop(self.stats);
         drop(self._vm_fd);
@@ -775,6 +820,90 @@ impl RunningVm {
             console_tail: self.tail.text(),
             host_is_pvm: self.host_is_pvm,
             kernel_entry: self.kernel_entry,
+            stuck_vcpus,
         }
+    }
+}
+
+/// Joins the vCPU threads, kicking again while any is still running, for at most
+/// `limit`; the ones still running then are reported and left detached, so a vCPU the
+/// host kernel never gives back fails the run instead of hanging it.
+fn join_vcpu_threads(
+    threads: Vec<JoinHandle<()>>,
+    kick: &VmKicker,
+    info: &[VcpuThread],
+    limit: Duration,
+) -> Vec<StuckVcpu> {
+    let until = Instant::now() + limit;
+    let mut pending: Vec<(usize, JoinHandle<()>)> = threads.into_iter().enumerate().collect();
+    while !pending.is_empty() && Instant::now() < until {
+        let (done, rest): (Vec<_>, Vec<_>) =
+            pending.into_iter().partition(|(_, t)| t.is_finished());
+        for (_, t) in done {
+            // A panicking vCPU thread has already recorded nothing better to report.
+            let _ = t.join();
+        }
+        pending = rest;
+        if !pending.is_empty() {
+            kick.kick_all();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    pending
+        .into_iter()
+        .map(|(i, _detached)| {
+            let vcpu = i as u32;
+            let tid = info.iter().find(|t| t.vcpu == vcpu).map_or(0, |t| t.tid);
+            StuckVcpu {
+                vcpu,
+                tid,
+                host_kernel: host_kernel_site(tid),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod join_tests {
+    use super::*;
+
+    #[test]
+    fn a_vcpu_thread_that_never_returns_is_reported_not_waited_for() {
+        let kick = VmKicker {
+            state: Arc::new(RunState::new()),
+            kickers: Arc::new(Vec::new()),
+        };
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let quick = std::thread::spawn(|| {});
+        let stuck = std::thread::spawn(move || {
+            tid_tx.send(host::gettid()).unwrap();
+            let _ = held.recv();
+        });
+        let tid = tid_rx.recv().unwrap();
+        let info = [
+            VcpuThread {
+                vcpu: 0,
+                apic_id: 0,
+                tid: 0,
+                affinity: Vec::new(),
+            },
+            VcpuThread {
+                vcpu: 1,
+                apic_id: 1,
+                tid,
+                affinity: Vec::new(),
+            },
+        ];
+        let out = join_vcpu_threads(vec![quick, stuck], &kick, &info, Duration::from_millis(200));
+        release.send(()).unwrap();
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!((out[0].vcpu, out[0].tid), (1, tid));
+        assert!(
+            out[0].host_kernel.starts_with("wchan "),
+            "{}",
+            out[0].host_kernel
+        );
+        assert!(out[0].to_string().contains("vCPU 1"), "{}", out[0]);
     }
 }

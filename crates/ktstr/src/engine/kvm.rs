@@ -95,6 +95,17 @@ impl RunningGuest for KvmGuest {
             ExitReason::Kicked { why } => GuestExit::Killed(why.clone()),
             other => GuestExit::EngineFailed(format!("{other}")),
         };
+        // A vCPU the host kernel kept is the environment failing, whatever the guest did.
+        let exit = if report.stuck_vcpus.is_empty() {
+            exit
+        } else {
+            let stuck: Vec<String> = report.stuck_vcpus.iter().map(|s| s.to_string()).collect();
+            GuestExit::EngineFailed(format!(
+                "the run ended ({}), then {}",
+                report.exit,
+                stuck.join("; ")
+            ))
+        };
         EngineReport {
             exit,
             vcpus: report.vcpus,
