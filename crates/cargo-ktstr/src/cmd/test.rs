@@ -113,7 +113,10 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
     };
     let slots = suite::vm_slots(cpus);
     let (tool_config, manifest) = suite::run_files(&target_dir);
-    suite::write_file(&tool_config, &suite::nextest_tool_config(slots))?;
+    suite::write_file(
+        &tool_config,
+        &suite::nextest_tool_config(slots, ktstr::nested::inside()),
+    )?;
     suite::write_file(&manifest, "")?;
 
     let cargo = suite::cargo_bin();

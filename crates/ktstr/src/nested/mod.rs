@@ -65,6 +65,14 @@ pub fn l1_cpu(spec: &str) -> Result<String> {
     Ok(cpu)
 }
 /// L1 kernel arguments: quiet, and no reboot loop.
+/// Set to `1` in CMD's environment inside L1.
+pub const INSIDE_ENV: &str = "KTSTR_NESTED";
+
+/// Whether this process runs inside `cargo ktstr nested`'s L1.
+pub fn inside() -> bool {
+    std::env::var_os(INSIDE_ENV).is_some_and(|v| v == "1")
+}
+
 const L1_KARGS: &str = "console=ttyS0 panic=-1 reboot=k quiet loglevel=3 nokaslr";
 
 /// What to run and on what L1.
@@ -255,7 +263,7 @@ pub fn run(opts: &NestedOptions, progress: &Progress) -> Result<i32> {
         .filter(|(k, _)| !matches!(k.as_str(), "TMPDIR" | "KTSTR_TMPDIR"))
         .collect();
     env.push(("TMPDIR".into(), "/tmp".into()));
-    env.push(("KTSTR_NESTED".into(), "1".into()));
+    env.push((INSIDE_ENV.into(), "1".into()));
     env.retain(|(k, _)| k != OUTER_TCG_ENV);
     env.push((OUTER_TCG_ENV.into(), l1_threading().into()));
     let writable = writable_dirs(&cwd, &env, &opts.share);
