@@ -306,6 +306,23 @@ fn fault(fd: &VcpuFd, ctx: &VcpuContext, what: String) -> VcpuFault {
     }
 }
 
+/// The reset vector's offset in CS: where a vCPU stands after KVM reset it.
+const RESET_RIP: u64 = 0xfff0;
+
+/// KVM under AMD SVM reinitialises a vCPU on a shutdown intercept (the VMCB is undefined
+/// after one), so the registers read afterwards are the reset state, not the fault's:
+/// say so instead of reporting the reset vector as the faulting RIP.
+fn shutdown_fault(mut f: VcpuFault) -> VcpuFault {
+    if f.rip == Some(RESET_RIP) {
+        f.rip = None;
+        f.insn = None;
+        f.what.push_str(
+            "; KVM reset the vCPU on the shutdown (as it does under AMD SVM), so the faulting RIP is lost",
+        );
+    }
+    f
+}
+
 fn internal_error_name(sub: u32) -> &'static str {
     match sub {
         1 => "emulation failure",
@@ -340,11 +357,11 @@ pub fn run_loop(mut fd: VcpuFd, ctx: VcpuContext) {
                 std::thread::yield_now();
                 None
             }
-            Ok(VcpuExit::Shutdown) => Some(ExitReason::TripleFault(fault(
+            Ok(VcpuExit::Shutdown) => Some(ExitReason::TripleFault(shutdown_fault(fault(
                 &fd,
                 &ctx,
                 "KVM_EXIT_SHUTDOWN (triple fault)".into(),
-            ))),
+            )))),
             Ok(VcpuExit::SystemEvent(event, _)) => Some(ExitReason::SystemEvent {
                 vcpu: ctx.index,
                 event,
@@ -450,6 +467,23 @@ mod tests {
         assert!(s.contains("at RIP 0xffffffff81000000"));
         assert!(s.contains("instruction bytes: c4 42 69 f7"));
         assert!(s.contains("use --engine qemu-tcg"));
+    }
+
+    #[test]
+    fn a_shutdown_seen_at_the_reset_vector_says_the_rip_is_lost() {
+        let at = |rip| VcpuFault {
+            vcpu: 0,
+            what: "KVM_EXIT_SHUTDOWN (triple fault)".into(),
+            rip: Some(rip),
+            insn: None,
+            host_note: None,
+        };
+        let reset = shutdown_fault(at(RESET_RIP)).to_string();
+        assert!(reset.contains("the faulting RIP is lost"), "{reset}");
+        assert!(!reset.contains("0xfff0"), "{reset}");
+        let real = shutdown_fault(at(0xffff_ffff_8100_1234)).to_string();
+        assert!(real.contains("at RIP 0xffffffff81001234"), "{real}");
+        assert!(!real.contains("lost"), "{real}");
     }
 
     #[test]
