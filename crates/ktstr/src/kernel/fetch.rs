@@ -140,12 +140,7 @@ pub fn fetch(
     let apt = Apt::prepare(cache)?;
     let _lock = apt.lock()?;
     let total_stages = 4;
-    let stage = progress.stage(format!(
-        "[1/{total_stages}] Updating Debian sid package lists ({})",
-        apt.mirror
-    ));
-    apt.run(&["update"], "apt-get", "check network access to the mirror")?;
-    stage.done("done");
+    apt.update(progress, &format!("[1/{total_stages}] "))?;
 
     let release = match known_release {
         Some(r) => r,
@@ -287,12 +282,7 @@ pub fn fetch_kvm_modules(
     let apt = Apt::prepare(cache)?;
     let _lock = apt.lock()?;
     let package = format!("linux-modules-{release}");
-    let stage = progress.stage(format!(
-        "Updating Debian sid package lists ({})",
-        apt.mirror
-    ));
-    apt.run(&["update"], "apt-get", "check network access to the mirror")?;
-    stage.done("done");
+    apt.update(progress, "")?;
     let pkg = apt
         .show(&package)?
         .ok_or_else(|| KernelError::PackageUnavailable {
@@ -465,6 +455,18 @@ impl Apt {
         c.args(args);
         c.env("LC_ALL", "C").stdin(Stdio::null());
         c
+    }
+
+    /// `apt-get update` against the private sources, shown as one progress stage
+    /// (`step`: a `[1/4] ` style prefix, or empty).
+    pub(crate) fn update(&self, progress: &Progress, step: &str) -> Result<(), KernelError> {
+        let stage = progress.stage(format!(
+            "{step}Updating Debian sid package lists ({})",
+            self.mirror
+        ));
+        self.run(&["update"], "apt-get", "check network access to the mirror")?;
+        stage.done("done");
+        Ok(())
     }
 
     pub(crate) fn run(&self, args: &[&str], tool: &str, hint: &str) -> Result<String, KernelError> {

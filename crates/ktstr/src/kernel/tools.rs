@@ -94,12 +94,7 @@ pub fn install(
 ) -> Result<(PrivateTool, Vec<String>), KernelError> {
     let apt = Apt::prepare(cache)?;
     let _lock = apt.lock()?;
-    let stage = progress.stage(format!(
-        "Updating Debian sid package lists ({})",
-        apt.mirror
-    ));
-    apt.run(&["update"], "apt-get", "check network access to the mirror")?;
-    stage.done("done");
+    apt.update(progress, "")?;
     let version = apt
         .version_of(package)?
         .ok_or_else(|| KernelError::PackageUnavailable {

@@ -107,12 +107,7 @@ pub fn debian_source(
 
     let apt = Apt::prepare(cache)?;
     let _lock = apt.lock()?;
-    let stage = progress.stage(format!(
-        "Updating Debian sid package lists ({})",
-        apt.mirror
-    ));
-    apt.run(&["update"], "apt-get", "check network access to the mirror")?;
-    stage.done("done");
+    apt.update(progress, "")?;
     let pkg_version = apt
         .version_of(&package)?
         .ok_or_else(|| KernelError::PackageUnavailable {
