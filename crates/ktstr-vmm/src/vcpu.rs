@@ -99,16 +99,15 @@ pub struct VcpuFault {
 impl fmt::Display for VcpuFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "vCPU {}: {}", self.vcpu, self.what)?;
-        match self.rip {
-            Some(rip) => write!(f, " at RIP {rip:#x}")?,
-            None => write!(f, " (RIP unreadable)")?,
-        }
-        match &self.insn {
-            Some(b) => {
+        match (self.rip, &self.insn) {
+            (Some(rip), Some(b)) => {
                 let hex: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
-                write!(f, ", instruction bytes: {}", hex.join(" "))?
+                write!(f, " at RIP {rip:#x}, instruction bytes: {}", hex.join(" "))?
             }
-            None => write!(f, ", instruction bytes unreadable")?,
+            (Some(rip), None) => write!(f, " at RIP {rip:#x}, instruction bytes unreadable")?,
+            // Already explained (a shutdown whose state KVM reset): nothing more to say.
+            (None, _) if self.what.contains(RIP_LOST) => {}
+            (None, _) => write!(f, " (RIP unreadable)")?,
         }
         if let Some(n) = &self.host_note {
             write!(f, "; {n}")?;
@@ -306,6 +305,8 @@ fn fault(fd: &VcpuFd, ctx: &VcpuContext, what: String) -> VcpuFault {
     }
 }
 
+const RIP_LOST: &str = "the faulting RIP is lost";
+
 /// The reset vector's offset in CS: where a vCPU stands after KVM reset it.
 const RESET_RIP: u64 = 0xfff0;
 
@@ -316,9 +317,9 @@ fn shutdown_fault(mut f: VcpuFault) -> VcpuFault {
     if f.rip == Some(RESET_RIP) {
         f.rip = None;
         f.insn = None;
-        f.what.push_str(
-            "; KVM reset the vCPU on the shutdown (as it does under AMD SVM), so the faulting RIP is lost",
-        );
+        f.what
+            .push_str("; KVM reset the vCPU on the shutdown (as it does under AMD SVM), so ");
+        f.what.push_str(RIP_LOST);
     }
     f
 }
@@ -481,6 +482,7 @@ mod tests {
         let reset = shutdown_fault(at(RESET_RIP)).to_string();
         assert!(reset.contains("the faulting RIP is lost"), "{reset}");
         assert!(!reset.contains("0xfff0"), "{reset}");
+        assert!(!reset.contains("unreadable"), "{reset}");
         let real = shutdown_fault(at(0xffff_ffff_8100_1234)).to_string();
         assert!(real.contains("at RIP 0xffffffff81001234"), "{real}");
         assert!(!real.contains("lost"), "{real}");
