@@ -94,19 +94,24 @@ pub struct VcpuFault {
     pub insn: Option<Vec<u8>>,
     /// Set on a KVM-PVM host: what that means and what to do instead.
     pub host_note: Option<String>,
+    /// KVM reset the vCPU before its registers could be read (a shutdown under AMD SVM):
+    /// `rip` and `insn` are not the fault's and are left out.
+    pub rip_lost_on_reset: bool,
 }
 
 impl fmt::Display for VcpuFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "vCPU {}: {}", self.vcpu, self.what)?;
         match (self.rip, &self.insn) {
+            _ if self.rip_lost_on_reset => write!(
+                f,
+                "; KVM reset the vCPU on the shutdown (as it does under AMD SVM), so the faulting RIP is lost"
+            )?,
             (Some(rip), Some(b)) => {
                 let hex: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
                 write!(f, " at RIP {rip:#x}, instruction bytes: {}", hex.join(" "))?
             }
             (Some(rip), None) => write!(f, " at RIP {rip:#x}, instruction bytes unreadable")?,
-            // Already explained (a shutdown whose state KVM reset): nothing more to say.
-            (None, _) if self.what.contains(RIP_LOST) => {}
             (None, _) => write!(f, " (RIP unreadable)")?,
         }
         if let Some(n) = &self.host_note {
@@ -302,10 +307,9 @@ fn fault(fd: &VcpuFd, ctx: &VcpuContext, what: String) -> VcpuFault {
         rip,
         insn,
         host_note: ctx.host_is_pvm.then(|| PVM_NOTE.to_string()),
+        rip_lost_on_reset: false,
     }
 }
-
-const RIP_LOST: &str = "the faulting RIP is lost";
 
 /// The reset vector's offset in CS: where a vCPU stands after KVM reset it.
 const RESET_RIP: u64 = 0xfff0;
@@ -317,9 +321,7 @@ fn shutdown_fault(mut f: VcpuFault) -> VcpuFault {
     if f.rip == Some(RESET_RIP) {
         f.rip = None;
         f.insn = None;
-        f.what
-            .push_str("; KVM reset the vCPU on the shutdown (as it does under AMD SVM), so ");
-        f.what.push_str(RIP_LOST);
+        f.rip_lost_on_reset = true;
     }
     f
 }
@@ -462,6 +464,7 @@ mod tests {
             rip: Some(0xffff_ffff_8100_0000),
             insn: Some(vec![0xc4, 0x42, 0x69, 0xf7]),
             host_note: Some(PVM_NOTE.into()),
+            rip_lost_on_reset: false,
         };
         let s = f.to_string();
         assert!(s.starts_with("vCPU 3: KVM_EXIT_INTERNAL_ERROR suberror 1 (emulation failure)"));
@@ -478,6 +481,7 @@ mod tests {
             rip: Some(rip),
             insn: None,
             host_note: None,
+            rip_lost_on_reset: false,
         };
         let reset = shutdown_fault(at(RESET_RIP)).to_string();
         assert!(reset.contains("the faulting RIP is lost"), "{reset}");
