@@ -316,14 +316,14 @@ fn kvm_backing(root: &Path, cpuinfo: Option<&str>) -> KvmBacking {
     if loaded("kvm_pvm") {
         return KvmBacking::Pvm;
     }
-    let hw_flag = cpuinfo
-        .and_then(|c| first_field(c, "flags"))
-        .is_some_and(|f| f.split_whitespace().any(|x| x == "vmx" || x == "svm"));
-    if hw_flag || loaded("kvm_intel") || loaded("kvm_amd") {
-        let in_a_vm = cpuinfo
-            .and_then(|c| first_field(c, "flags"))
-            .is_some_and(|f| f.split_whitespace().any(|x| x == "hypervisor"));
-        return if in_a_vm {
+    let flags = cpuinfo.and_then(|c| first_field(c, "flags"));
+    let has_flag = |names: &[&str]| {
+        flags
+            .as_deref()
+            .is_some_and(|f| f.split_whitespace().any(|x| names.contains(&x)))
+    };
+    if has_flag(&["vmx", "svm"]) || loaded("kvm_intel") || loaded("kvm_amd") {
+        return if has_flag(&["hypervisor"]) {
             KvmBacking::Nested
         } else {
             KvmBacking::Hardware

@@ -20,9 +20,7 @@ pub fn tools_dir(cache: &KernelCache) -> PathBuf {
 /// A private tool installed under [`tools_dir`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrivateTool {
-    /// `<cache>/tools/<name>-<version>`.
-    pub dir: PathBuf,
-    /// The wrapper script that runs it.
+    /// The wrapper script that runs it, in `<cache>/tools/<name>-<version>/`.
     pub wrapper: PathBuf,
     /// The sid package version, e.g. `1:11.1.3+ds-1`.
     pub version: String,
@@ -45,13 +43,10 @@ pub fn installed(cache: &KernelCache, name: &str, wrapper_name: &str) -> Vec<Pri
             if !version.starts_with(|c: char| c.is_ascii_digit()) {
                 return None;
             }
-            let dir = e.path();
-            let wrapper = dir.join(wrapper_name);
-            wrapper.is_file().then_some(PrivateTool {
-                dir,
-                wrapper,
-                version,
-            })
+            let wrapper = e.path().join(wrapper_name);
+            wrapper
+                .is_file()
+                .then_some(PrivateTool { wrapper, version })
         })
         .collect();
     found.sort_by(|a, b| super::cache::natural_cmp(&b.version, &a.version));
@@ -144,7 +139,6 @@ pub fn install(
     Ok((
         PrivateTool {
             wrapper: dest.join(wrapper_name),
-            dir: dest,
             version: safe_version,
         },
         names,

@@ -85,7 +85,7 @@ fn private(cache: &KernelCache) -> Option<L1Qemu> {
 /// The qemu for L1: `explicit` (`--qemu`, else [`NESTED_QEMU_ENV`]) as it is; else the
 /// host's (`KTSTR_QEMU` or PATH) when it is at least [`MIN_L1_QEMU`]; else a private sid
 /// qemu, fetched now when missing. When that fetch fails the host's old qemu is used
-/// with a warning, since it does run L1, only less reliably.
+/// (it does run L1, only less reliably; [`super::prepare`] warns about its age).
 pub fn ensure(explicit: Option<&Path>, progress: &Progress) -> Result<L1Qemu> {
     let explicit = explicit.map(Path::to_path_buf).or_else(|| {
         std::env::var_os(NESTED_QEMU_ENV)
@@ -129,8 +129,7 @@ pub fn ensure(explicit: Option<&Path>, progress: &Progress) -> Result<L1Qemu> {
         Err(e) => match host {
             Some(h) => {
                 progress.note(&format!(
-                    "ktstr: warning: no private qemu ({e:#}); L1 runs on {} and may crash (docs/reliability.md)",
-                    h.describe()
+                    "ktstr: warning: no private qemu ({e:#}); falling back to the host's"
                 ));
                 Ok(h)
             }

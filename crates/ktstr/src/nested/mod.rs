@@ -64,7 +64,7 @@ pub fn l1_cpu(spec: &str) -> Result<String> {
     cpu.push_str(L1_CPU_WITHOUT);
     Ok(cpu)
 }
-/// L1 kernel arguments: quiet, and no reboot loop.
+
 /// Set to `1` in CMD's environment inside L1.
 pub const INSIDE_ENV: &str = "KTSTR_NESTED";
 
@@ -73,6 +73,7 @@ pub fn inside() -> bool {
     std::env::var_os(INSIDE_ENV).is_some_and(|v| v == "1")
 }
 
+/// L1 kernel arguments: quiet, and no reboot loop.
 const L1_KARGS: &str = "console=ttyS0 panic=-1 reboot=k quiet loglevel=3 nokaslr";
 
 /// What to run and on what L1.

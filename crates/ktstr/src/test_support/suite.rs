@@ -297,7 +297,7 @@ pub fn vm_slots(cpus: usize) -> usize {
 /// `(seconds, count)`. On a host, 20 minutes leaves room for big gauntlet presets under
 /// TCG. Inside `cargo ktstr nested`, 5 minutes: the harness bounds each guest itself
 /// (boot budget, duration, grace), so this is a backstop for an L2 the emulation leaves
-/// hanging (seen about once in 30 VM tests there), and it keeps such a test from eating
+/// hanging (one of the ways about one VM test run in 15 fails there), and it keeps such a test from eating
 /// the rest of the suite's time; nextest then prints the test's own output.
 pub fn vm_test_timeout(nested: bool) -> (u32, u32) {
     if nested {

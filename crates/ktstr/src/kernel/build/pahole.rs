@@ -151,6 +151,7 @@ fn wrapper(root: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn versions() {
@@ -168,11 +169,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let fake = d.path().join("pahole");
         std::fs::write(&fake, "#!/bin/sh\necho v1.24\n").unwrap();
-        std::fs::set_permissions(
-            &fake,
-            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
-        )
-        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(version_of(&fake), Some((1, 24)));
         let w = wrapper(Path::new("/c/tools/pahole-1.32-1/root"));
         assert!(w.contains("R='/c/tools/pahole-1.32-1/root'"));
