@@ -72,7 +72,7 @@ pub const EXTRA_KEYS: &[ExtraKey] = &[
         owner: "HostContext",
         key: "kvm",
         path: "host.kvm",
-        what: "what backs /dev/kvm: hardware, pvm, unknown or absent",
+        what: "what backs /dev/kvm: hardware, nested (hardware-style KVM inside a VM), pvm, unknown or absent",
     },
     ExtraKey {
         owner: "HostContext",
