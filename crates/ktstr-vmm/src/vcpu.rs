@@ -295,7 +295,7 @@ fn fault(fd: &VcpuFd, ctx: &VcpuContext, what: String) -> VcpuFault {
         (Some(rip), Some(s)) => {
             let pa = s.cs.base.wrapping_add(rip);
             let mut b = vec![0u8; 16];
-            vm_memory::Bytes::read_slice(&*ctx.ram.mem, &mut b, vm_memory::GuestAddress(pa))
+            vm_memory::Bytes::read_slice(&**ctx.ram.mem, &mut b, vm_memory::GuestAddress(pa))
                 .ok()
                 .map(|_| b)
         }

@@ -48,9 +48,11 @@ impl KvmGuest {
         kargs.extend(spec.kargs.iter().cloned());
         cfg.cmdline = kargs.join(" ");
         let vm = Vm::create(cfg)?;
+        tracing::debug!("kvm: VM set up: {:?}", vm.timings());
         let shm = vm.shm_region()?;
         prepare(shm.host_ptr(), shm.len())?;
         let vm = vm.start()?;
+        tracing::debug!("kvm: vCPUs started");
         Ok(Self { vm: Some(vm), shm })
     }
 }

@@ -9,7 +9,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
-use super::{budget_cpus, BootSpec, EngineReport, GuestExit, RunningGuest, BASE_KARGS};
+use super::{
+    budget_cpus, BootSpec, EngineReport, GuestExit, RunningGuest, BASE_KARGS, QEMU_I8042_KARGS,
+};
 use crate::scratch::{self, ScratchDir};
 use ktstr_sidecar::GuestStart;
 use ktstr_wire::Mapping;
@@ -293,9 +295,13 @@ pub fn qemu_args(spec: &BootSpec, plan: &MemoryPlan, mem_files: &[PathBuf]) -> V
     a
 }
 
-/// The guest kernel command line: base, region, then the test's own kargs.
+/// The guest kernel command line: base and i8042, region, then the test's own kargs.
 pub fn cmdline(spec: &BootSpec, plan: &MemoryPlan) -> String {
-    let mut parts: Vec<String> = BASE_KARGS.iter().map(|s| s.to_string()).collect();
+    let mut parts: Vec<String> = BASE_KARGS
+        .iter()
+        .chain(QEMU_I8042_KARGS)
+        .map(|s| s.to_string())
+        .collect();
     parts.extend(plan.kargs());
     parts.extend(spec.kargs.iter().cloned());
     parts.join(" ")

@@ -89,7 +89,12 @@ pub fn prepare(
     let work = ScratchDir::create(&std::env::temp_dir(), "ktstr-run-")
         .context("cannot create a temporary directory for the run")?;
     let initrd = work.path().join("initramfs.cpio");
+    tracing::debug!(
+        "prepare: scheduler and run dir after {:?}",
+        started.elapsed()
+    );
     let warm = pack_initramfs(&req, &sched, &replacements, &initrd)?;
+    tracing::debug!("prepare: initramfs packed after {:?}", started.elapsed());
     let boot = BootSpec {
         topology: req.topology,
         memory_mib: req.memory_mib,
