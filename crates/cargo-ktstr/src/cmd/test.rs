@@ -154,6 +154,12 @@ pub fn run(args: TestArgs) -> anyhow::Result<i32> {
         if let Some(e) = engine_name {
             cmd.env("KTSTR_ENGINE", e);
         }
+        // One commit for the whole run, probed once: every test process would otherwise
+        // run its own git status (seconds each inside `nested`), and an edit during the
+        // run would split its sidecars between `abc1234` and `abc1234-dirty`.
+        if let Some(c) = ktstr_sidecar::provenance::project_commit() {
+            cmd.env(ktstr_sidecar::provenance::PROJECT_COMMIT_ENV, c);
+        }
         if args.no_skip {
             cmd.env(NO_SKIP_ENV, "1");
         }

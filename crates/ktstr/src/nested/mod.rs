@@ -267,6 +267,13 @@ pub fn run(opts: &NestedOptions, progress: &Progress) -> Result<i32> {
     env.push((INSIDE_ENV.into(), "1".into()));
     env.retain(|(k, _)| k != OUTER_TCG_ENV);
     env.push((OUTER_TCG_ENV.into(), l1_threading().into()));
+    // The same tree seen from L1: its commit probed here, where a git status is fast,
+    // instead of by every process in L1 over virtio-fs.
+    let commit_env = ktstr_sidecar::provenance::PROJECT_COMMIT_ENV;
+    if let Some(c) = ktstr_sidecar::provenance::project_commit() {
+        env.retain(|(k, _)| k != commit_env);
+        env.push((commit_env.into(), c));
+    }
     let writable = writable_dirs(&cwd, &env, &opts.share);
     for d in &writable {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;

@@ -60,7 +60,9 @@ pub fn prepare(
         )
     })?;
     let mut sidecar = finalize::identity(&req.identity());
+    tracing::debug!("prepare: identity after {:?}", started.elapsed());
     let sched = req.scheduler.prepare();
+    tracing::debug!("prepare: scheduler after {:?}", started.elapsed());
     if let Ok(p) = &sched {
         sidecar.resolve_source = p.resolve_source;
     }
@@ -89,10 +91,7 @@ pub fn prepare(
     let work = ScratchDir::create(&std::env::temp_dir(), "ktstr-run-")
         .context("cannot create a temporary directory for the run")?;
     let initrd = work.path().join("initramfs.cpio");
-    tracing::debug!(
-        "prepare: scheduler and run dir after {:?}",
-        started.elapsed()
-    );
+    tracing::debug!("prepare: run dir after {:?}", started.elapsed());
     let warm = pack_initramfs(&req, &sched, &replacements, &initrd)?;
     tracing::debug!("prepare: initramfs packed after {:?}", started.elapsed());
     let boot = BootSpec {
