@@ -1,6 +1,6 @@
 //! Step 2 of a run, boot: start the guest on its engine, drain the shared-memory ring
 //! into the [`Collector`] while it runs (step 3, collect), and tear it down when it is
-//! gone, killed by the watchdog or an interrupt. One known emulator artifact is worth a
+//! gone, killed by the watchdog or an interrupt. Known emulator artifacts are worth a
 //! second boot ([`should_retry`]); the discarded attempt is kept beside the run.
 
 use std::time::{Duration, Instant};
@@ -153,14 +153,57 @@ pub const RETRY_NOTE: &str = "retried once";
 /// Why the first boot of `run` is to be retried, read from its console; `None`: judge
 /// it as it is. The one failure retried is a guest kernel `Oops: int3` under
 /// multi-threaded TCG (see `retry_reason`).
-pub fn should_retry(run: &PreparedRun) -> Option<String> {
+pub fn should_retry(run: &PreparedRun, attempt: &Attempt) -> Option<String> {
     let threading = match run.req.engine {
         EngineKind::QemuTcg => Some(engine::qemu::tcg_threading()),
         // Our VMM inside `cargo ktstr nested`: the "hardware" is qemu's multi-threaded TCG
         // one level down, with the same stale-translation artifact.
         EngineKind::Kvm => crate::nested::outer_tcg_threading(),
     };
-    retry_reason(threading, console_excerpt(&run.console_log).as_deref())
+    let console = console_excerpt(&run.console_log);
+    retry_reason(threading, console.as_deref()).or_else(|| {
+        let nested = run.req.engine == EngineKind::Kvm && crate::nested::inside();
+        nested
+            .then(|| {
+                silent_death(
+                    &attempt.engine.exit,
+                    attempt.data.done.is_some(),
+                    console.as_deref(),
+                )
+            })
+            .flatten()
+    })
+}
+
+/// Inside `cargo ktstr nested` (our VMM on KVM in an L1 guest whose SVM qemu's TCG
+/// emulates): a guest that triple-faulted or reset before its runtime reported done,
+/// with no kernel failure on its console. A kernel that dies of its own bug, or of the
+/// scheduler's, says so on the console first (an oops, a panic, a BUG, a sched_ext
+/// error): those are never retried. On hardware KVM nothing is retried.
+fn silent_death(exit: &engine::GuestExit, done: bool, console: Option<&str>) -> Option<String> {
+    let how = match exit {
+        engine::GuestExit::TripleFault(_) => "triple-faulted",
+        engine::GuestExit::Reset if !done => "reset before it reported done",
+        _ => return None,
+    };
+    let said = console.unwrap_or("").lines().find(|l| {
+        [
+            "Oops",
+            "Kernel panic",
+            "BUG:",
+            "general protection",
+            "sched_ext:",
+            "WARNING:",
+        ]
+        .iter()
+        .any(|m| l.contains(m))
+    });
+    if said.is_some() {
+        return None;
+    }
+    Some(format!(
+        "{RETRY_NOTE}: the guest {how} without a word on its console, inside `cargo ktstr nested` (emulated SVM, docs/reliability.md)"
+    ))
 }
 
 /// The one failure a run is retried for: a guest kernel `Oops: int3` under
@@ -229,5 +272,43 @@ mod tests {
             assert_eq!(retry_reason(Some(Multi), Some(other)), None, "{other}");
         }
         assert_eq!(retry_reason(Some(Multi), None), None);
+    }
+
+    #[test]
+    fn a_silent_triple_fault_or_early_reset_in_nested_is_retried_a_reported_death_is_not() {
+        use engine::GuestExit;
+        let quiet = "[    1.30] PCI: Fatal: No config space access function found";
+        let tf = GuestExit::TripleFault("vCPU 1 shutdown".into());
+        let why = silent_death(&tf, false, Some(quiet)).unwrap();
+        assert!(
+            why.starts_with(RETRY_NOTE) && why.contains("triple-faulted"),
+            "{why}"
+        );
+        assert!(silent_death(&GuestExit::Reset, false, None).is_some());
+        // A reset after done is how every run ends.
+        assert_eq!(silent_death(&GuestExit::Reset, true, Some(quiet)), None);
+        // The kernel said why: the run is judged as it is.
+        for said in [
+            "[ 3.1] Kernel panic - not syncing: Attempted to kill init!",
+            "[ 3.1] Oops: general protection fault",
+            "[ 3.1] BUG: kernel NULL pointer dereference, address: 0000000000000008",
+            "[ 5.0] sched_ext: BPF scheduler \"bpfland\" disabled (runnable task stall)",
+        ] {
+            assert_eq!(silent_death(&tf, false, Some(said)), None, "{said}");
+            assert_eq!(
+                silent_death(&GuestExit::Reset, false, Some(said)),
+                None,
+                "{said}"
+            );
+        }
+        // A kill, a watchdog or an engine failure is not a silent death.
+        assert_eq!(
+            silent_death(&GuestExit::Killed("watchdog".into()), false, None),
+            None
+        );
+        assert_eq!(
+            silent_death(&GuestExit::EngineFailed("x".into()), false, None),
+            None
+        );
     }
 }

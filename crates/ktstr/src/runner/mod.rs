@@ -201,7 +201,7 @@ pub fn run_to_verdict(req: &RunRequest) -> anyhow::Result<RunOutcome> {
     };
     let (mut attempt, mut judged) = boot_and_judge(&run, started)?;
     let mut notes = Vec::new();
-    if let Some(why) = boot::should_retry(&run) {
+    if let Some(why) = boot::should_retry(&run, &attempt) {
         let kept = boot::keep_discarded_attempt(&judged.sidecar, &run);
         (attempt, judged) = boot_and_judge(&run, Instant::now())?;
         notes.push(format!("{why}; the discarded attempt: {kept}"));
