@@ -11,6 +11,7 @@ mod common;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use ktstr::assert::Assert;
 use ktstr::engine::snapshot::{self, Meta};
 use ktstr::engine::{EngineKind, GuestStart};
 use ktstr::kernel::ResolvedKernel;
@@ -35,7 +36,16 @@ fn spin(name: &str, pre: (ResolvedKernel, EngineKind)) -> RunRequest {
     let scenario = Scenario::new()
         .cgroup(CgroupDef::new("a").workers(2))
         .step(Step::new("spin", ktstr::scenario::Hold::Fraction(1.0)));
-    common::request(name, "1n1l2c1t", scenario, 1000, pre)
+    let mut req = common::request(name, "1n1l2c1t", scenario, 1000, pre);
+    // These tests judge the snapshot, not the scheduler: one second of two spinners
+    // under TCG is too short for the fairness gate (a CI run saw 25.4 pp against its
+    // 25). The workers must still all progress, so a restored guest that does not run
+    // fails.
+    req.assert = Assert {
+        max_spread_pct: None,
+        ..Assert::default()
+    };
+    req
 }
 
 /// Run `req`, which must pass warm; the snapshot it restored.
