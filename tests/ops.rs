@@ -203,31 +203,38 @@ fn check_cgroups(out: &RunOutcome, hotplug: bool) -> Result<(), String> {
         step_start(out, 3).ok_or("no step 3")?,
         step_start(out, 4).ok_or("no step 4")?,
     );
-    let cpu3_seen = |from: u64, to: u64| -> (usize, usize) {
-        let mut seen = (0, 0);
-        for s in out
-            .collected
+    // CPU 3 as each monitor sample in (from, to) saw it: true = online.
+    let cpu3_online = |from: u64, to: u64| -> Vec<bool> {
+        out.collected
             .monitor_samples
             .iter()
             .filter(|s| s.elapsed_ms > from && s.elapsed_ms < to)
-        {
-            if let Some(c) = s.cpus.iter().find(|c| c.cpu == 3) {
-                if c.schedstat.is_some() {
-                    seen.0 += 1;
-                } else {
-                    seen.1 += 1;
-                }
-            }
-        }
-        seen
+            .filter_map(|s| s.cpus.iter().find(|c| c.cpu == 3))
+            .map(|c| c.schedstat.is_some())
+            .collect()
     };
-    let before = cpu3_seen(0, off_at);
-    let during = cpu3_seen(off_at + 100, on_at);
-    let after = cpu3_seen(on_at + 200, u64::MAX);
-    eprintln!(
-        "cpu 3 (online, offline) samples: before {before:?}, during {during:?}, after {after:?}"
+    let count = |v: &[bool]| {
+        let online = v.iter().filter(|&&on| on).count();
+        (online, v.len() - online)
+    };
+    let (before, during, after) = (
+        cpu3_online(0, off_at),
+        cpu3_online(off_at, on_at),
+        cpu3_online(on_at, u64::MAX),
     );
-    if before.0 == 0 || during.1 == 0 || during.0 > 0 || after.0 == 0 {
+    // Taking a CPU down or up takes a while after its step starts (longer under TCG), so
+    // a window may open with samples of the old state; once the new state shows, it must
+    // hold to the window's end.
+    let settles = |v: &[bool], online: bool| {
+        let first = v.iter().position(|&on| on == online);
+        first.is_some_and(|i| v[i..].iter().all(|&on| on == online))
+    };
+    let (before_n, during_n, after_n) = (count(&before), count(&during), count(&after));
+    eprintln!(
+        "cpu 3 (online, offline) samples: before {before_n:?}, during {during_n:?}, after {after_n:?}"
+    );
+    if before_n.0 == 0 || !settles(&during, false) || !settles(&after, true) {
+        let (before, during, after) = (before_n, during_n, after_n);
         return Err(format!(
             "CPU 3 hotplug not seen by the monitor: before {before:?}, during {during:?}, after {after:?}"
         ));
