@@ -9,7 +9,7 @@ use anyhow::Context;
 use ktstr_sidecar::SidecarResult;
 use ktstr_wire::{init_header, Reader, SharedMem, StopReason};
 
-use super::collect::{console_excerpt, Collected, Collector, OutputMode};
+use super::collect::{console_excerpt, is_kernel_failure, Collected, Collector, OutputMode};
 use super::prepare::PreparedRun;
 use super::EXIT_GRACE;
 use crate::engine::{self, BootSpec, EngineKind, EngineReport, RunningGuest};
@@ -160,18 +160,19 @@ pub fn should_retry(run: &PreparedRun, attempt: &Attempt) -> Option<String> {
         // one level down, with the same stale-translation artifact.
         EngineKind::Kvm => crate::nested::outer_tcg_threading(),
     };
-    let console = console_excerpt(&run.console_log);
-    retry_reason(threading, console.as_deref()).or_else(|| {
-        let nested = run.req.engine == EngineKind::Kvm && crate::nested::inside();
-        nested
-            .then(|| {
-                silent_death(
-                    &attempt.engine.exit,
-                    attempt.data.done.is_some(),
-                    console.as_deref(),
-                )
-            })
-            .flatten()
+    let excerpt = console_excerpt(&run.console_log);
+    retry_reason(threading, excerpt.as_deref()).or_else(|| {
+        if run.req.engine != EngineKind::Kvm || !crate::nested::inside() {
+            return None;
+        }
+        // The whole console: a sched_ext error or a WARNING may lie well before its end.
+        let console = std::fs::read(&run.console_log).ok();
+        let console = console.as_deref().map(String::from_utf8_lossy);
+        silent_death(
+            &attempt.engine.exit,
+            attempt.data.done.is_some(),
+            console.as_deref(),
+        )
     })
 }
 
@@ -186,19 +187,13 @@ fn silent_death(exit: &engine::GuestExit, done: bool, console: Option<&str>) -> 
         engine::GuestExit::Reset if !done => "reset before it reported done",
         _ => return None,
     };
-    let said = console.unwrap_or("").lines().find(|l| {
-        [
-            "Oops",
-            "Kernel panic",
-            "BUG:",
-            "general protection",
-            "sched_ext:",
-            "WARNING:",
-        ]
-        .iter()
-        .any(|m| l.contains(m))
+    let said = console.unwrap_or("").lines().any(|l| {
+        is_kernel_failure(l)
+            || ["general protection", "sched_ext:", "WARNING:"]
+                .iter()
+                .any(|m| l.contains(m))
     });
-    if said.is_some() {
+    if said {
         return None;
     }
     Some(format!(

@@ -347,6 +347,13 @@ fn push_capped<T>(v: &mut Vec<T>, x: T, cap: usize, dropped: &mut u64) {
     }
 }
 
+/// A console line where the guest kernel reports its own death: a panic, a BUG, an oops.
+pub fn is_kernel_failure(line: &str) -> bool {
+    ["Kernel panic", "BUG:", "Oops"]
+        .iter()
+        .any(|m| line.contains(m))
+}
+
 /// The last lines of the console log that explain a dead guest (panic, oops).
 pub fn console_excerpt(console_log: &Path) -> Option<String> {
     let text = std::fs::read(console_log).ok()?;
@@ -355,9 +362,7 @@ pub fn console_excerpt(console_log: &Path) -> Option<String> {
     if lines.is_empty() {
         return None;
     }
-    let panic_at = lines
-        .iter()
-        .position(|l| l.contains("Kernel panic") || l.contains("BUG:") || l.contains("Oops"));
+    let panic_at = lines.iter().position(|l| is_kernel_failure(l));
     let from = match panic_at {
         Some(i) => i,
         None => lines.len().saturating_sub(6),
