@@ -9,7 +9,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
-use ktstr_wire::nested::{NestedSpec, ERROR_MARKER, EXIT_MARKER, HOST_FS_TAG};
+use ktstr_wire::nested::{
+    NestedSpec, ERROR_MARKER, EXIT_MARKER, HEARTBEAT_INTERVAL_SECS, HEARTBEAT_TTY, HOST_FS_TAG,
+};
 use nix::mount::{mount, MsFlags};
 
 /// Run the spec; never returns (the VM powers off).
@@ -59,6 +61,7 @@ fn run_spec(spec: &NestedSpec) -> Result<i32> {
         );
     }
     mount_host(spec)?;
+    start_heartbeat();
     std::os::unix::fs::chroot("/newroot").context("chroot into the host's root")?;
     std::env::set_current_dir(&spec.cwd)
         .with_context(|| format!("cd {} in the host's root", spec.cwd))?;
@@ -78,6 +81,22 @@ fn run_spec(spec: &NestedSpec) -> Result<i32> {
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// A byte on L1's second serial port every few seconds, for as long as L1 runs anything
+/// (the host's watchdog). Opened before the chroot; without the port the host's watchdog
+/// never arms, so it is optional.
+fn start_heartbeat() {
+    use std::io::Write;
+    let Ok(mut tty) = std::fs::OpenOptions::new().write(true).open(HEARTBEAT_TTY) else {
+        return;
+    };
+    std::thread::spawn(move || loop {
+        if tty.write_all(b".").is_err() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(HEARTBEAT_INTERVAL_SECS));
+    });
 }
 
 /// `finit_module(fd, "", 0)`; a module already loaded is fine.

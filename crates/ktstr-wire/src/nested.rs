@@ -14,6 +14,13 @@ pub const EXIT_MARKER: &str = "KTSTR-NESTED-EXIT";
 /// The console line that carries why the nested runtime could not run the command.
 pub const ERROR_MARKER: &str = "KTSTR-NESTED-ERROR";
 
+/// L1's second serial port: PID 1 writes a byte to it every [`HEARTBEAT_INTERVAL_SECS`]
+/// while the command runs, so the host can tell a busy L1 from one whose emulated machine
+/// stopped (nothing in it runs any more, the console included).
+pub const HEARTBEAT_TTY: &str = "/dev/ttyS1";
+/// Seconds between heartbeat bytes.
+pub const HEARTBEAT_INTERVAL_SECS: u64 = 5;
+
 /// The command to run in L1 and the environment it needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NestedSpec {

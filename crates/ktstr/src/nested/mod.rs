@@ -164,9 +164,25 @@ fn l1_threading() -> &'static str {
 /// emulated machine, not in the command or its VMs).
 pub const L1_CRASHED_EXIT: i32 = 3;
 
-fn l1_crashed(console_tail: &str) -> bool {
-    console_tail.contains("Kernel panic") || console_tail.contains("Oops:")
+/// A console line that says the L1 kernel itself died: a kernel log record (`[ 12.3] `)
+/// with a panic or an oops, anywhere in the line (the kernel writes over whatever the
+/// command left unfinished, such as a progress bar).
+fn l1_crashed(line: &str) -> bool {
+    ["Kernel panic", "Oops:"].iter().any(|marker| {
+        line.match_indices(marker).any(|(at, _)| {
+            let before = &line[..at];
+            before
+                .strip_suffix("] ")
+                .and_then(|b| b.rsplit_once('['))
+                .is_some_and(|(_, stamp)| is_kernel_line(&format!("[{stamp}] x")))
+        })
+    })
 }
+
+/// How long L1 may go without a heartbeat byte (one every
+/// [`ktstr_wire::nested::HEARTBEAT_INTERVAL_SECS`]) before `nested` counts its machine as
+/// stopped. Seen: an L1 whose vCPUs never ran again, its qemu busy in the host's kernel.
+const L1_SILENT_LIMIT: Duration = Duration::from_secs(120);
 
 /// Default L1 memory: room for cargo, nextest and an L2 guest of a few GiB; qemu only
 /// backs what L1 touches.
@@ -298,7 +314,16 @@ pub fn run(opts: &NestedOptions, progress: &Progress) -> Result<i32> {
     let vcpus = opts
         .vcpus
         .unwrap_or_else(|| crate::engine::available_host_cpus().len().max(2) as u32);
-    let args = qemu_args(&k.image, &initrd, &socket, &cpu, vcpus, opts.memory_mib);
+    let heartbeat = work.path().join("heartbeat");
+    let args = qemu_args(
+        &k.image,
+        &initrd,
+        &socket,
+        &heartbeat,
+        &cpu,
+        vcpus,
+        opts.memory_mib,
+    );
     let mut cmd = Command::new(&qemu);
     let (_stderr_path, stderr) = work.create_file("qemu.stderr")?;
     cmd.args(&args)
@@ -311,7 +336,9 @@ pub fn run(opts: &NestedOptions, progress: &Progress) -> Result<i32> {
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start {}", qemu.display()))?;
+    let watchdog = Watchdog::start(child.id(), heartbeat, L1_SILENT_LIMIT);
     let outcome = relay_console(&mut child, opts.verbose);
+    let stopped = watchdog.finish();
     let _ = child.kill();
     let status = child.wait().context("cannot wait for qemu")?;
     if let Some(c) = vfs.0.take() {
@@ -327,13 +354,24 @@ pub fn run(opts: &NestedOptions, progress: &Progress) -> Result<i32> {
             Ok(code)
         }
         Relayed::Error(why) => bail!("the L1 guest could not run `{prog}`: {why}"),
-        Relayed::Ended(tail) if l1_crashed(&tail) => {
+        Relayed::Ended {
+            crash: Some(line),
+            tail,
+        } => {
             eprintln!(
-                "ktstr nested: the L1 kernel crashed before `{prog}` finished (exit {L1_CRASHED_EXIT}); its console ended with:\n{tail}"
+                "ktstr nested: the L1 kernel crashed before `{prog}` finished (exit {L1_CRASHED_EXIT}): {}\nits console ended with:\n{tail}",
+                line.trim()
             );
             Ok(L1_CRASHED_EXIT)
         }
-        Relayed::Ended(tail) => bail!(
+        Relayed::Ended { tail, .. } if stopped => {
+            eprintln!(
+                "ktstr nested: the L1 machine stopped before `{prog}` finished (exit {L1_CRASHED_EXIT}): no heartbeat from its PID 1 for {} s, so nothing in L1 ran any more (the emulator wedged; docs/reliability.md); its console ended with:\n{tail}",
+                L1_SILENT_LIMIT.as_secs()
+            );
+            Ok(L1_CRASHED_EXIT)
+        }
+        Relayed::Ended { tail, .. } => bail!(
             "the L1 guest ended ({status}) without running `{prog}` to its end{}{}",
             if tail.is_empty() {
                 String::new()
@@ -434,6 +472,7 @@ pub fn qemu_args(
     kernel: &Path,
     initrd: &Path,
     socket: &Path,
+    heartbeat: &Path,
     cpu: &str,
     vcpus: u32,
     memory_mib: u64,
@@ -466,13 +505,25 @@ pub fn qemu_args(
         "none".into(),
         "-serial".into(),
         "stdio".into(),
+        // ttyS1: PID 1's heartbeat.
+        "-serial".into(),
+        format!("file:{}", heartbeat.display()),
         "-kernel".into(),
         kernel.display().to_string(),
         "-initrd".into(),
         initrd.display().to_string(),
         "-append".into(),
-        L1_KARGS.into(),
+        l1_kargs(),
     ]
+}
+
+/// L1's kernel command line: [`L1_KARGS`] plus `KTSTR_NESTED_L1_KARGS` (for experiments
+/// on L1's kernel, e.g. its mitigations).
+fn l1_kargs() -> String {
+    match std::env::var("KTSTR_NESTED_L1_KARGS") {
+        Ok(extra) if !extra.trim().is_empty() => format!("{L1_KARGS} {}", extra.trim()),
+        _ => L1_KARGS.to_string(),
+    }
 }
 
 /// A kernel log line on the console: `[    1.234567] ...` (the command's output is
@@ -494,16 +545,64 @@ fn is_kernel_line(line: &str) -> bool {
 enum Relayed {
     Exit(i32),
     Error(String),
-    /// No marker: the last console lines.
-    Ended(String),
+    /// No marker: the first line that says L1's kernel crashed, if one did, and the last
+    /// console lines (a panic's own line may have scrolled out of them, under its trace).
+    Ended {
+        crash: Option<String>,
+        tail: String,
+    },
+}
+
+/// Kills qemu when L1's heartbeat file stops growing for `limit` (armed by the first
+/// byte: a guest runtime without the heartbeat is never judged).
+struct Watchdog {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<bool>,
+}
+
+impl Watchdog {
+    fn start(qemu_pid: u32, heartbeat: PathBuf, limit: Duration) -> Self {
+        use std::sync::atomic::Ordering;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = done.clone();
+        let thread = std::thread::spawn(move || {
+            let mut seen = 0u64;
+            let mut since = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(500));
+                let len = std::fs::metadata(&heartbeat).map_or(0, |m| m.len());
+                if len != seen {
+                    seen = len;
+                    since = Instant::now();
+                } else if seen > 0 && since.elapsed() >= limit {
+                    // SAFETY: kill(2) on our own child's pid, not yet reaped (the relay
+                    // loop waits for this thread before qemu is waited for).
+                    unsafe { libc::kill(qemu_pid as libc::pid_t, libc::SIGKILL) };
+                    return true;
+                }
+            }
+            false
+        });
+        Watchdog { done, thread }
+    }
+
+    /// Stops the watchdog; whether it killed L1.
+    fn finish(self) -> bool {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or(false)
+    }
 }
 
 /// Copy L1's console to our stdout (after the guest runtime starts the command; all of it
 /// with `verbose`), watch for the exit and error markers, stop on SIGINT/SIGTERM.
 fn relay_console(child: &mut Child, verbose: bool) -> Relayed {
     let Some(out) = child.stdout.take() else {
-        return Relayed::Ended(String::new());
+        return Relayed::Ended {
+            crash: None,
+            tail: String::new(),
+        };
     };
+    let mut crash = None;
     let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
     let mut error = None;
     let stdout = std::io::stdout();
@@ -534,6 +633,9 @@ fn relay_console(child: &mut Child, verbose: bool) -> Relayed {
                 .and_then(|_| o.write_all(b"\n"));
             let _ = o.flush();
         }
+        if crash.is_none() && l1_crashed(text) {
+            crash = Some(text.to_string());
+        }
         tail.push_back(text.to_string());
         if tail.len() > 30 {
             tail.pop_front();
@@ -541,7 +643,10 @@ fn relay_console(child: &mut Child, verbose: bool) -> Relayed {
     }
     match error {
         Some(e) => Relayed::Error(e),
-        None => Relayed::Ended(tail.into_iter().collect::<Vec<_>>().join("\n")),
+        None => Relayed::Ended {
+            crash,
+            tail: tail.into_iter().collect::<Vec<_>>().join("\n"),
+        },
     }
 }
 
@@ -579,6 +684,21 @@ mod tests {
                 "/work/p"
             ]
         );
+    }
+
+    #[test]
+    fn an_l1_crash_is_a_kernel_record_anywhere_in_the_line() {
+        assert!(l1_crashed(
+            "[  536.575788] Kernel panic - not syncing: Fatal exception in interrupt"
+        ));
+        // Written over nextest's unfinished progress line.
+        assert!(l1_crashed(
+            "\x1b[2K     Running [ 00:03:31] 6/36: 1 running   [  377.762876] Kernel panic - not syncing: corrupted stack end"
+        ));
+        assert!(l1_crashed("[    9.1] Oops: int3: 0000 [#1] SMP"));
+        assert!(!l1_crashed("test output: Kernel panic expected"));
+        assert!(!l1_crashed("[x] Oops: a checklist"));
+        assert!(!l1_crashed("[  1.0] kvm_amd: SVM enabled"));
     }
 
     #[test]
@@ -624,6 +744,7 @@ mod tests {
             Path::new("/k/bzImage"),
             Path::new("/w/i.cpio"),
             Path::new("/w/vfs.sock"),
+            Path::new("/w/heartbeat"),
             &l1_cpu(DEFAULT_L1_CPU_MODEL).unwrap(),
             2,
             6144,
@@ -637,6 +758,6 @@ mod tests {
         assert!(a.contains("-M q35,memory-backend=mem"), "{a}");
         assert!(a.contains("tag=ktstr-host"), "{a}");
         assert!(a.contains("socket,id=vfs,path=/w/vfs.sock"), "{a}");
-        assert!(a.contains("-serial stdio"), "{a}");
+        assert!(a.contains("-serial stdio -serial file:/w/heartbeat"), "{a}");
     }
 }
