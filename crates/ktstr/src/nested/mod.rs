@@ -164,20 +164,42 @@ fn l1_threading() -> &'static str {
 /// emulated machine, not in the command or its VMs).
 pub const L1_CRASHED_EXIT: i32 = 3;
 
-/// A console line that says the L1 kernel itself died: a kernel log record (`[ 12.3] `)
-/// with a panic or an oops, anywhere in the line (the kernel writes over whatever the
-/// command left unfinished, such as a progress bar).
-fn l1_crashed(line: &str) -> bool {
-    ["Kernel panic", "Oops:"].iter().any(|marker| {
-        line.match_indices(marker).any(|(at, _)| {
-            let before = &line[..at];
-            before
-                .strip_suffix("] ")
-                .and_then(|b| b.rsplit_once('['))
-                .is_some_and(|(_, stamp)| is_kernel_line(&format!("[{stamp}] x")))
-        })
+/// The messages of the kernel log records (`[ 12.3] message`) in a console line, found
+/// anywhere in it: the kernel writes over whatever the command left unfinished, such as a
+/// progress bar.
+fn kernel_messages(line: &str) -> impl Iterator<Item = &str> {
+    line.match_indices("] ").filter_map(move |(at, _)| {
+        let (_, stamp) = line[..at].rsplit_once('[')?;
+        is_kernel_line(&format!("[{stamp}] x")).then(|| &line[at + 2..])
     })
 }
+
+/// A console line that says the L1 kernel itself died: a kernel record of a panic or an
+/// oops.
+fn l1_crashed(line: &str) -> bool {
+    kernel_messages(line).any(|m| m.starts_with("Kernel panic") || m.contains("Oops:"))
+}
+
+/// A console line where the kernel starts reporting a failure (the report the crash
+/// message quotes: its first lines name the fault, its exception frames where it
+/// recurred).
+fn l1_report_starts(line: &str) -> bool {
+    kernel_messages(line).any(|m| {
+        [
+            "BUG:",
+            "Oops:",
+            "Kernel panic",
+            "general protection fault",
+            "kernel BUG",
+        ]
+        .iter()
+        .any(|k| m.starts_with(k))
+    })
+}
+
+/// Lines of L1's crash report kept (its start and its end if longer).
+const CRASH_REPORT_HEAD: usize = 120;
+const CRASH_REPORT_TAIL: usize = 40;
 
 /// How long L1 may go without a heartbeat byte (one every
 /// [`ktstr_wire::nested::HEARTBEAT_INTERVAL_SECS`]) before `nested` counts its machine as
@@ -355,12 +377,11 @@ pub fn run(opts: &NestedOptions, progress: &Progress) -> Result<i32> {
         }
         Relayed::Error(why) => bail!("the L1 guest could not run `{prog}`: {why}"),
         Relayed::Ended {
-            crash: Some(line),
-            tail,
+            crash: Some(report),
+            ..
         } => {
             eprintln!(
-                "ktstr nested: the L1 kernel crashed before `{prog}` finished (exit {L1_CRASHED_EXIT}): {}\nits console ended with:\n{tail}",
-                line.trim()
+                "ktstr nested: the L1 kernel crashed before `{prog}` finished (exit {L1_CRASHED_EXIT}); its report:\n{report}"
             );
             Ok(L1_CRASHED_EXIT)
         }
@@ -545,8 +566,9 @@ fn is_kernel_line(line: &str) -> bool {
 enum Relayed {
     Exit(i32),
     Error(String),
-    /// No marker: the first line that says L1's kernel crashed, if one did, and the last
-    /// console lines (a panic's own line may have scrolled out of them, under its trace).
+    /// No marker: L1's crash report if its kernel died (from the first line of the
+    /// report, which a panic's trace would push out of the tail), and the last console
+    /// lines.
     Ended {
         crash: Option<String>,
         tail: String,
@@ -593,6 +615,47 @@ impl Watchdog {
     }
 }
 
+/// L1's kernel failure report, from the line it starts on: the head whole, then the
+/// last lines.
+#[derive(Default)]
+struct CrashReport {
+    head: Vec<String>,
+    tail: std::collections::VecDeque<String>,
+    skipped: usize,
+    crashed: bool,
+}
+
+impl CrashReport {
+    fn push(&mut self, line: &str) {
+        if self.head.is_empty() && !l1_report_starts(line) {
+            return;
+        }
+        self.crashed |= l1_crashed(line);
+        if self.head.len() < CRASH_REPORT_HEAD {
+            self.head.push(line.to_string());
+            return;
+        }
+        self.tail.push_back(line.to_string());
+        if self.tail.len() > CRASH_REPORT_TAIL {
+            self.tail.pop_front();
+            self.skipped += 1;
+        }
+    }
+
+    /// The report, if the kernel died (a BUG it survived is not a crash).
+    fn finish(self) -> Option<String> {
+        if !self.crashed {
+            return None;
+        }
+        let mut lines = self.head;
+        if self.skipped > 0 {
+            lines.push(format!("[... {} lines ...]", self.skipped));
+        }
+        lines.extend(self.tail);
+        Some(lines.join("\n"))
+    }
+}
+
 /// Copy L1's console to our stdout (after the guest runtime starts the command; all of it
 /// with `verbose`), watch for the exit and error markers, stop on SIGINT/SIGTERM.
 fn relay_console(child: &mut Child, verbose: bool) -> Relayed {
@@ -602,7 +665,7 @@ fn relay_console(child: &mut Child, verbose: bool) -> Relayed {
             tail: String::new(),
         };
     };
-    let mut crash = None;
+    let mut report = CrashReport::default();
     let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
     let mut error = None;
     let stdout = std::io::stdout();
@@ -633,9 +696,7 @@ fn relay_console(child: &mut Child, verbose: bool) -> Relayed {
                 .and_then(|_| o.write_all(b"\n"));
             let _ = o.flush();
         }
-        if crash.is_none() && l1_crashed(text) {
-            crash = Some(text.to_string());
-        }
+        report.push(text);
         tail.push_back(text.to_string());
         if tail.len() > 30 {
             tail.pop_front();
@@ -644,7 +705,7 @@ fn relay_console(child: &mut Child, verbose: bool) -> Relayed {
     match error {
         Some(e) => Relayed::Error(e),
         None => Relayed::Ended {
-            crash,
+            crash: report.finish(),
             tail: tail.into_iter().collect::<Vec<_>>().join("\n"),
         },
     }
@@ -699,6 +760,33 @@ mod tests {
         assert!(!l1_crashed("test output: Kernel panic expected"));
         assert!(!l1_crashed("[x] Oops: a checklist"));
         assert!(!l1_crashed("[  1.0] kvm_amd: SVM enabled"));
+    }
+
+    #[test]
+    fn the_crash_report_starts_at_the_first_failure_line() {
+        let mut r = CrashReport::default();
+        r.push("[  1.0] kvm_amd: SVM enabled");
+        r.push("     PASS [ 20.1s] ktstr/boot_smoke");
+        r.push("[536.55] BUG: TASK stack guard page was hit at ffa0000000aa7ff8");
+        for i in 0..200 {
+            r.push(&format!("[536.56] frame {i}"));
+        }
+        r.push("[536.57] Kernel panic - not syncing: Fatal exception in interrupt");
+        let report = r.finish().expect("a panic is a crash");
+        let lines: Vec<&str> = report.lines().collect();
+        assert!(lines[0].contains("stack guard page"), "{report}");
+        assert_eq!(lines.len(), CRASH_REPORT_HEAD + 1 + CRASH_REPORT_TAIL);
+        assert!(
+            lines[CRASH_REPORT_HEAD].contains("42 lines ..."),
+            "{report}"
+        );
+        assert!(lines.last().unwrap().contains("Kernel panic"), "{report}");
+
+        // A BUG the kernel survives, without a panic or oops: no crash.
+        let mut r = CrashReport::default();
+        r.push("[ 3.0] BUG: scheduling while atomic");
+        r.push("[ 3.1] more");
+        assert_eq!(r.finish(), None);
     }
 
     #[test]
