@@ -213,6 +213,15 @@ fn mount_host(spec: &NestedSpec) -> Result<()> {
         mount(Some(fstype), target, Some(fstype), flags, None::<&str>)
             .with_context(|| format!("mounting {fstype} on {target}"))?;
     }
+    // tracefs, for the kvm engine's record of shutdown exits (where a triple-faulting L2
+    // stood, which KVM under SVM forgets); L1 works without it.
+    let _ = mount(
+        Some("tracefs"),
+        "/newroot/sys/kernel/tracing",
+        Some("tracefs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    );
     std::fs::create_dir_all("/newroot/dev/shm").context("mkdir /dev/shm")?;
     mount(
         Some("tmpfs"),

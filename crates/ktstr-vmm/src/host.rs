@@ -22,6 +22,17 @@ pub fn cpuinfo_has_hw_virt(cpuinfo: &str) -> bool {
         .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
 }
 
+/// Whether the host CPU is AMD's (CPUID vendor `AuthenticAMD`): its KVM runs guests on
+/// SVM.
+pub fn cpu_is_amd() -> bool {
+    let r = std::arch::x86_64::__cpuid(0);
+    let mut vendor = [0u8; 12];
+    vendor[..4].copy_from_slice(&r.ebx.to_le_bytes());
+    vendor[4..8].copy_from_slice(&r.edx.to_le_bytes());
+    vendor[8..].copy_from_slice(&r.ecx.to_le_bytes());
+    &vendor == b"AuthenticAMD"
+}
+
 /// The calling thread's kernel thread id.
 pub fn gettid() -> i32 {
     // SAFETY: gettid has no preconditions.
@@ -31,6 +42,12 @@ pub fn gettid() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cpu_vendor_matches_cpuinfo() {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+        assert_eq!(cpu_is_amd(), cpuinfo.contains("AuthenticAMD"));
+    }
 
     #[test]
     fn reads_hw_virt_flags() {

@@ -17,6 +17,7 @@
 
 pub mod arch;
 pub mod devices;
+pub mod exit_trace;
 pub mod host;
 pub mod memory;
 pub mod selftest;

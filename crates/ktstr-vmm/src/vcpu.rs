@@ -97,12 +97,20 @@ pub struct VcpuFault {
     /// KVM reset the vCPU before its registers could be read (a shutdown under AMD SVM):
     /// `rip` and `insn` are not the fault's and are left out.
     pub rip_lost_on_reset: bool,
+    /// The host's `kvm_exit` record of that shutdown, when the host let us trace it
+    /// ([`crate::exit_trace`]); `rip` is then the one it carries.
+    pub traced_shutdown: Option<String>,
 }
 
 impl fmt::Display for VcpuFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "vCPU {}: {}", self.vcpu, self.what)?;
         match (self.rip, &self.insn) {
+            (Some(rip), _) if self.rip_lost_on_reset && self.traced_shutdown.is_some() => write!(
+                f,
+                " at RIP {rip:#x} (from the host's kvm_exit trace: {}; KVM reset the vCPU on the shutdown, so its instruction bytes are not readable)",
+                self.traced_shutdown.as_deref().unwrap_or_default()
+            )?,
             _ if self.rip_lost_on_reset => write!(
                 f,
                 "; KVM reset the vCPU on the shutdown (as it does under AMD SVM), so the faulting RIP is lost"
@@ -283,6 +291,8 @@ pub struct VcpuContext {
     pub state: Arc<RunState>,
     pub kicker: Arc<Kicker>,
     pub host_is_pvm: bool,
+    /// This VM's record of shutdown exits, where the host allows one.
+    pub exit_trace: Option<Arc<crate::exit_trace::ExitTrace>>,
 }
 
 /// Reads RIP and the instruction bytes there for a failure report.
@@ -308,6 +318,7 @@ fn fault(fd: &VcpuFd, ctx: &VcpuContext, what: String) -> VcpuFault {
         insn,
         host_note: ctx.host_is_pvm.then(|| PVM_NOTE.to_string()),
         rip_lost_on_reset: false,
+        traced_shutdown: None,
     }
 }
 
@@ -317,11 +328,19 @@ const RESET_RIP: u64 = 0xfff0;
 /// KVM under AMD SVM reinitialises a vCPU on a shutdown intercept (the VMCB is undefined
 /// after one), so the registers read afterwards are the reset state, not the fault's:
 /// say so instead of reporting the reset vector as the faulting RIP.
-fn shutdown_fault(mut f: VcpuFault) -> VcpuFault {
+/// Where the host traced the shutdown, its RIP is put back.
+fn shutdown_fault(
+    mut f: VcpuFault,
+    traced: Option<crate::exit_trace::TracedShutdown>,
+) -> VcpuFault {
     if f.rip == Some(RESET_RIP) {
         f.rip = None;
         f.insn = None;
         f.rip_lost_on_reset = true;
+        if let Some(t) = traced {
+            f.rip = Some(t.rip);
+            f.traced_shutdown = Some(t.record);
+        }
     }
     f
 }
@@ -360,11 +379,16 @@ pub fn run_loop(mut fd: VcpuFd, ctx: VcpuContext) {
                 std::thread::yield_now();
                 None
             }
-            Ok(VcpuExit::Shutdown) => Some(ExitReason::TripleFault(shutdown_fault(fault(
-                &fd,
-                &ctx,
-                "KVM_EXIT_SHUTDOWN (triple fault)".into(),
-            )))),
+            Ok(VcpuExit::Shutdown) => {
+                let traced = ctx
+                    .exit_trace
+                    .as_ref()
+                    .and_then(|t| t.shutdown_of(crate::host::gettid()));
+                Some(ExitReason::TripleFault(shutdown_fault(
+                    fault(&fd, &ctx, "KVM_EXIT_SHUTDOWN (triple fault)".into()),
+                    traced,
+                )))
+            }
             Ok(VcpuExit::SystemEvent(event, _)) => Some(ExitReason::SystemEvent {
                 vcpu: ctx.index,
                 event,
@@ -465,6 +489,7 @@ mod tests {
             insn: Some(vec![0xc4, 0x42, 0x69, 0xf7]),
             host_note: Some(PVM_NOTE.into()),
             rip_lost_on_reset: false,
+            traced_shutdown: None,
         };
         let s = f.to_string();
         assert!(s.starts_with("vCPU 3: KVM_EXIT_INTERNAL_ERROR suberror 1 (emulation failure)"));
@@ -482,14 +507,28 @@ mod tests {
             insn: None,
             host_note: None,
             rip_lost_on_reset: false,
+            traced_shutdown: None,
         };
-        let reset = shutdown_fault(at(RESET_RIP)).to_string();
+        let reset = shutdown_fault(at(RESET_RIP), None).to_string();
         assert!(reset.contains("the faulting RIP is lost"), "{reset}");
         assert!(!reset.contains("0xfff0"), "{reset}");
         assert!(!reset.contains("unreadable"), "{reset}");
-        let real = shutdown_fault(at(0xffff_ffff_8100_1234)).to_string();
+        let real = shutdown_fault(at(0xffff_ffff_8100_1234), None).to_string();
         assert!(real.contains("at RIP 0xffffffff81001234"), "{real}");
         assert!(!real.contains("lost"), "{real}");
+        // Reset by KVM, but the host traced the exit: its RIP, and where it came from.
+        let traced = crate::exit_trace::TracedShutdown {
+            rip: 0xffff_ffff_81a0_c3d2,
+            record: "vcpu 0 reason shutdown rip 0xffffffff81a0c3d2 info1 0x0".into(),
+        };
+        let t = shutdown_fault(at(RESET_RIP), Some(traced)).to_string();
+        assert!(
+            t.contains(
+                "at RIP 0xffffffff81a0c3d2 (from the host's kvm_exit trace: vcpu 0 reason shutdown"
+            ),
+            "{t}"
+        );
+        assert!(!t.contains("lost"), "{t}");
     }
 
     #[test]

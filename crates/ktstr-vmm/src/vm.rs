@@ -372,6 +372,11 @@ impl Vm {
             });
         }
         let host_cpus: Vec<usize> = allowed[..budget].to_vec();
+        // Only AMD's KVM loses a triple fault's registers; PVM has no SVM.
+        let exit_trace = (!self.host_is_pvm && crate::host::cpu_is_amd())
+            .then(crate::exit_trace::ExitTrace::start)
+            .flatten()
+            .map(Arc::new);
         let state = Arc::new(RunState::new());
         let started = Instant::now();
         let (tx, rx) = std::sync::mpsc::channel::<VcpuThread>();
@@ -394,6 +399,7 @@ impl Vm {
                 state: state.clone(),
                 kicker,
                 host_is_pvm: self.host_is_pvm,
+                exit_trace: exit_trace.clone(),
             };
             let apic_id = self.cfg.topology.apic_id(i);
             let tx = tx.clone();

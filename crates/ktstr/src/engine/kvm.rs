@@ -11,6 +11,8 @@ use super::{BootSpec, EngineReport, GuestExit, RunningGuest, BASE_KARGS};
 pub struct KvmGuest {
     vm: Option<RunningVm>,
     shm: ShmRegion,
+    /// The kernel's `System.map` (beside a cached bzImage), to name a fault's RIP.
+    system_map: Option<std::path::PathBuf>,
 }
 
 impl KvmGuest {
@@ -53,7 +55,12 @@ impl KvmGuest {
         prepare(shm.host_ptr(), shm.len())?;
         let vm = vm.start()?;
         tracing::debug!("kvm: vCPUs started");
-        Ok(Self { vm: Some(vm), shm })
+        let system_map = Some(spec.kernel.with_file_name("System.map")).filter(|p| p.is_file());
+        Ok(Self {
+            vm: Some(vm),
+            shm,
+            system_map,
+        })
     }
 }
 
@@ -89,7 +96,18 @@ impl RunningGuest for KvmGuest {
         };
         let report = vm.wait();
         let exit = match &report.exit {
-            ExitReason::TripleFault(f) => GuestExit::TripleFault(f.to_string()),
+            ExitReason::TripleFault(f) => {
+                let symbol = f
+                    .rip
+                    .zip(self.system_map.as_deref())
+                    .and_then(|(rip, map)| {
+                        crate::kernel::symbols::symbolize(map, rip).map(|s| (rip, s))
+                    });
+                GuestExit::TripleFault(match symbol {
+                    Some((rip, s)) => format!("{f}; RIP {rip:#x} is {s}"),
+                    None => f.to_string(),
+                })
+            }
             e if e.is_guest_reset() => GuestExit::Reset,
             ExitReason::Watchdog { after_ms } => GuestExit::Killed(format!(
                 "watchdog: the VM ran {after_ms} ms past its deadline"

@@ -15,6 +15,7 @@ pub mod fetch;
 pub mod image;
 mod progress;
 pub mod resolve;
+pub mod symbols;
 pub mod tools;
 pub mod vmlinux;
 

@@ -183,8 +183,9 @@ pub fn should_retry(run: &PreparedRun, attempt: &Attempt) -> Option<String> {
 /// error): those are never retried. On hardware KVM nothing is retried.
 fn silent_death(exit: &engine::GuestExit, done: bool, console: Option<&str>) -> Option<String> {
     let how = match exit {
-        engine::GuestExit::TripleFault(_) => "triple-faulted",
-        engine::GuestExit::Reset if !done => "reset before it reported done",
+        // The fault says where, when the host traced the shutdown (ktstr_vmm::exit_trace).
+        engine::GuestExit::TripleFault(fault) => format!("triple-faulted ({fault})"),
+        engine::GuestExit::Reset if !done => "reset before it reported done".to_string(),
         _ => return None,
     };
     let said = console.unwrap_or("").lines().any(|l| {
@@ -276,7 +277,7 @@ mod tests {
         let tf = GuestExit::TripleFault("vCPU 1 shutdown".into());
         let why = silent_death(&tf, false, Some(quiet)).unwrap();
         assert!(
-            why.starts_with(RETRY_NOTE) && why.contains("triple-faulted"),
+            why.starts_with(RETRY_NOTE) && why.contains("triple-faulted (vCPU 1 shutdown)"),
             "{why}"
         );
         assert!(silent_death(&GuestExit::Reset, false, None).is_some());
