@@ -40,7 +40,8 @@ pub fn check_run(e: &Evidence<'_>) -> Checks {
             Gate::Run,
             "guest",
             format!(
-                "the guest never reported ready{}",
+                "the guest never reported ready (the VM ended by {}){}",
+                e.engine.exit,
                 console_hint(e.console_log)
             ),
         );

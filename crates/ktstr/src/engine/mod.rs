@@ -164,6 +164,17 @@ pub enum GuestExit {
     Killed(String),
 }
 
+impl std::fmt::Display for GuestExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GuestExit::Reset => write!(f, "the guest reset itself (a reboot)"),
+            GuestExit::TripleFault(how) => write!(f, "a triple fault: {how}"),
+            GuestExit::EngineFailed(why) => write!(f, "the engine failed: {why}"),
+            GuestExit::Killed(why) => write!(f, "killed: {why}"),
+        }
+    }
+}
+
 /// What an engine reports after teardown.
 #[derive(Debug, Clone)]
 pub struct EngineReport {

@@ -448,6 +448,12 @@ mod tests {
         assert_eq!(v.outcome(), Outcome::Fail);
         assert_eq!(v.list.len(), 1, "{v:#?}");
         assert!(v.details()[0].contains("never reported ready"));
+        // How the VM ended, so a guest that died before ready says how.
+        assert!(
+            v.details()[0].contains("(the VM ended by the guest reset itself"),
+            "{:?}",
+            v.details()
+        );
         assert!(m.monitor.is_none());
         assert_eq!(
             m.stats.cgroups.len(),
