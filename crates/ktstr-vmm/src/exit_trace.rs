@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 /// Instance names: this prefix, the owning pid, a sequence number.
 const INSTANCE_PREFIX: &str = "ktstr-vmm-";
+/// Per-CPU ring buffer of an instance, in KiB. Set before the event is enabled, which
+/// would otherwise grow it to the default (1.4 MiB per CPU, for each VM).
+const BUFFER_KB: &str = "8";
 /// `KVM_ISA_SVM` in the tracepoint's `isa` field; `SVM_EXIT_SHUTDOWN`.
 const SHUTDOWN_FILTER: &str = "isa == 2 && exit_reason == 127";
 
@@ -49,6 +52,7 @@ impl ExitTrace {
         if !(format.contains(" isa;") && format.contains(" exit_reason;")) {
             return None;
         }
+        std::fs::write(trace.dir.join("buffer_size_kb"), BUFFER_KB).ok()?;
         std::fs::write(event.join("filter"), SHUTDOWN_FILTER).ok()?;
         std::fs::write(event.join("enable"), "1").ok()?;
         Some(trace)
@@ -200,6 +204,11 @@ mod tests {
         assert!(filter.contains("exit_reason == 127"), "{filter}");
         let enabled = std::fs::read_to_string(inst.join("events/kvm/kvm_exit/enable")).unwrap();
         assert_eq!(enabled.trim(), "1");
+        let kb = std::fs::read_to_string(inst.join("buffer_size_kb")).unwrap();
+        assert!(
+            kb.trim().parse::<u64>().is_ok_and(|k| k <= 64),
+            "buffer_size_kb {kb}"
+        );
         assert_eq!(trace.shutdown_of(crate::host::gettid()), None);
         drop(trace);
         assert!(!inst.exists(), "{} left behind", inst.display());
