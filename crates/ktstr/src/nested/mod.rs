@@ -170,7 +170,7 @@ pub const L1_CRASHED_EXIT: i32 = 3;
 fn kernel_messages(line: &str) -> impl Iterator<Item = &str> {
     line.match_indices("] ").filter_map(move |(at, _)| {
         let (_, stamp) = line[..at].rsplit_once('[')?;
-        is_kernel_line(&format!("[{stamp}] x")).then(|| &line[at + 2..])
+        is_kernel_stamp(stamp).then(|| &line[at + 2..])
     })
 }
 
@@ -553,9 +553,12 @@ fn is_kernel_line(line: &str) -> bool {
     let Some(rest) = line.strip_prefix('[') else {
         return false;
     };
-    let Some((stamp, _)) = rest.split_once("] ") else {
-        return false;
-    };
+    rest.split_once("] ")
+        .is_some_and(|(stamp, _)| is_kernel_stamp(stamp))
+}
+
+/// The inside of a kernel record's `[    1.234567]`: seconds since boot.
+fn is_kernel_stamp(stamp: &str) -> bool {
     let stamp = stamp.trim_start();
     !stamp.is_empty()
         && stamp.contains('.')

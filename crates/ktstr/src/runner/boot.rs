@@ -9,7 +9,7 @@ use anyhow::Context;
 use ktstr_sidecar::SidecarResult;
 use ktstr_wire::{init_header, Reader, SharedMem, StopReason};
 
-use super::collect::{console_excerpt, is_kernel_failure, Collected, Collector, OutputMode};
+use super::collect::{excerpt_of, is_kernel_failure, Collected, Collector, OutputMode};
 use super::prepare::PreparedRun;
 use super::EXIT_GRACE;
 use crate::engine::{self, BootSpec, EngineKind, EngineReport, RunningGuest};
@@ -160,14 +160,15 @@ pub fn should_retry(run: &PreparedRun, attempt: &Attempt) -> Option<String> {
         // one level down, with the same stale-translation artifact.
         EngineKind::Kvm => crate::nested::outer_tcg_threading(),
     };
-    let excerpt = console_excerpt(&run.console_log);
+    // Read once: the int3 retry looks at its excerpt, the silent-death one at all of it
+    // (a sched_ext error or a WARNING may lie well before its end).
+    let console = std::fs::read(&run.console_log).ok();
+    let console = console.as_deref().map(String::from_utf8_lossy);
+    let excerpt = console.as_deref().and_then(excerpt_of);
     retry_reason(threading, excerpt.as_deref()).or_else(|| {
         if run.req.engine != EngineKind::Kvm || !crate::nested::inside() {
             return None;
         }
-        // The whole console: a sched_ext error or a WARNING may lie well before its end.
-        let console = std::fs::read(&run.console_log).ok();
-        let console = console.as_deref().map(String::from_utf8_lossy);
         silent_death(
             &attempt.engine.exit,
             attempt.data.done.is_some(),

@@ -357,7 +357,11 @@ pub fn is_kernel_failure(line: &str) -> bool {
 /// The last lines of the console log that explain a dead guest (panic, oops).
 pub fn console_excerpt(console_log: &Path) -> Option<String> {
     let text = std::fs::read(console_log).ok()?;
-    let text = String::from_utf8_lossy(&text);
+    excerpt_of(&String::from_utf8_lossy(&text))
+}
+
+/// [`console_excerpt`] of console text already read.
+pub fn excerpt_of(text: &str) -> Option<String> {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     if lines.is_empty() {
         return None;
